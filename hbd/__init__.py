@@ -1,0 +1,2 @@
+"""hbd: Linux-HA Heartbeat failover service as a systemd-native daemon."""
+__version__ = "0.1.0"
