@@ -1,0 +1,139 @@
+"""Read /etc/ha.d from disk and describe the effective cluster.
+
+The parsing itself is pure (hbd.core.assemble); this module does the file
+reading, the authkeys mode check input, and this host's addresses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+from hbd.core.assemble import ConfigTexts, check
+from hbd.core.config import (
+    BcastLink,
+    ClusterConfig,
+    McastLink,
+    Problem,
+    SerialLink,
+    Severity,
+    UcastLink,
+)
+from hbd.errors import ConfigError
+
+DEFAULT_CONFIG_DIR = "/etc/ha.d"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def read_texts(config_dir: str | Path) -> ConfigTexts:
+    directory = Path(config_dir)
+    authkeys = directory / "authkeys"
+    try:
+        mode: int | None = os.stat(authkeys).st_mode
+    except OSError:
+        mode = None
+    return ConfigTexts(
+        hacf_name=str(directory / "ha.cf"),
+        hacf=_read(directory / "ha.cf"),
+        haresources_name=str(directory / "haresources"),
+        haresources=_read(directory / "haresources"),
+        authkeys_name=str(authkeys),
+        authkeys=_read(authkeys),
+        authkeys_mode=mode,
+    )
+
+
+def default_node_name() -> str:
+    """`uname -n`, lower-cased as Heartbeat does."""
+    return os.uname().nodename.lower()
+
+
+def load(
+    config_dir: str | Path,
+    *,
+    node_name: str | None = None,
+    local_addresses: Collection[str] | None = None,
+) -> tuple[ClusterConfig | None, list[Problem]]:
+    if local_addresses is None:
+        from hbd.net.addresses import local_ipv4_addresses
+
+        local_addresses = local_ipv4_addresses()
+    return check(
+        read_texts(config_dir),
+        node_name=node_name or default_node_name(),
+        local_addresses=local_addresses,
+    )
+
+
+def load_or_raise(
+    config_dir: str | Path,
+    *,
+    node_name: str | None = None,
+    local_addresses: Collection[str] | None = None,
+) -> ClusterConfig:
+    config, problems = load(config_dir, node_name=node_name, local_addresses=local_addresses)
+    if config is None:
+        raise ConfigError([str(p) for p in problems if p.severity is Severity.ERROR])
+    return config
+
+
+def _link_text(link: object) -> str:
+    if isinstance(link, BcastLink):
+        return f"bcast {link.interface} udp/{link.port}"
+    if isinstance(link, McastLink):
+        loop = "loop" if link.loop else "no loop"
+        return f"mcast {link.interface} {link.group} udp/{link.port} ttl {link.ttl} {loop}"
+    if isinstance(link, UcastLink):
+        return f"ucast {link.interface} -> {link.peer} udp/{link.port}"
+    if isinstance(link, SerialLink):
+        return f"serial {link.device} {link.baud} baud"
+    return repr(link)
+
+
+def describe(config: ClusterConfig) -> str:
+    """The effective cluster as an admin wants to see it (hbd --check-config)."""
+    hacf = config.hacf
+    t = hacf.timers
+    lines = [
+        f"cluster {hacf.cluster_name}: this node {config.node_name}, "
+        f"stack {hacf.cluster_stack.value}",
+        "nodes:",
+    ]
+    for node in hacf.nodes:
+        lines.append(f"  {node}{' (this node)' if node == config.node_name else ''}")
+    lines.append("links:")
+    lines += [f"  {_link_text(link)}" for link in hacf.links] or ["  (none)"]
+    lines.append(
+        f"timers: keepalive {t.keepalive_ms} ms, deadtime {t.deadtime_ms} ms, "
+        f"warntime {t.warntime_ms} ms, initdead {t.initdead_ms} ms, "
+        f"deadping {t.deadping_ms} ms"
+    )
+    lines.append(f"auto_failback: {hacf.auto_failback.value}")
+    pings = list(hacf.ping_nodes) + [
+        f"{g.name}({' '.join(g.addresses)})" for g in hacf.ping_groups
+    ]
+    if pings:
+        lines.append(f"ping nodes: {' '.join(pings)}")
+    lines.append("groups:")
+    for group in config.groups:
+        resources = " ".join(r.id for r in group.resources)
+        lines.append(f"  {group.key}: home {group.node}: {resources}")
+    if not config.groups:
+        lines.append("  (none)")
+    active = config.auth.active_key
+    accepted = ", ".join(str(k) for k in config.auth.keys)
+    lines.append(f"auth: signing with key {active}; accepting {accepted}")
+    logging_bits = [f"facility {hacf.logfacility}" if hacf.logfacility else "no syslog"]
+    if hacf.logfile:
+        logging_bits.append(f"logfile {hacf.logfile}")
+    if hacf.debugfile:
+        logging_bits.append(f"debugfile {hacf.debugfile}")
+    lines.append(f"logging: {', '.join(logging_bits)}")
+    return "\n".join(lines)

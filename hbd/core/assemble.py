@@ -1,0 +1,89 @@
+"""Put the three parsed files together into one ClusterConfig.
+
+Pure: the caller hands in each file's text (or None when it is missing),
+the authkeys file mode and this node's name and addresses.  Every problem of
+all three files is collected before anything is refused, so an admin sees
+the whole list at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from hbd.core.authkeys import parse_authkeys
+from hbd.core.config import ClusterConfig, Problem, ResourceGroup, Severity
+from hbd.core.hacf import parse_hacf
+from hbd.core.haresources import parse_haresources
+from hbd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ConfigTexts:
+    """The raw inputs: file names (as shown in messages) and contents."""
+
+    hacf_name: str
+    hacf: str | None
+    haresources_name: str
+    haresources: str | None
+    authkeys_name: str
+    authkeys: str | None
+    authkeys_mode: int | None = None
+
+
+def check(
+    texts: ConfigTexts, *, node_name: str, local_addresses: Collection[str] = ()
+) -> tuple[ClusterConfig | None, list[Problem]]:
+    """Parse and cross-check; return (config or None, every problem)."""
+    problems: list[Problem] = []
+    node = node_name.lower()
+    if texts.hacf is None:
+        problems.append(Problem(texts.hacf_name, 0, "cannot read the file"))
+        hacf, hacf_problems = parse_hacf("", filename=texts.hacf_name)
+        hacf_problems.items.clear()
+    else:
+        hacf, hacf_problems = parse_hacf(
+            texts.hacf, filename=texts.hacf_name, local_addresses=local_addresses
+        )
+    problems += hacf_problems.items
+    if hacf.nodes and node not in hacf.nodes:
+        problems.append(Problem(
+            texts.hacf_name, 0,
+            f"this node '{node}' is not in the node list ({', '.join(hacf.nodes)}); "
+            "nodes are named by `uname -n` (or hbd --node)",
+        ))
+
+    if texts.haresources is None:
+        groups: tuple[ResourceGroup, ...] = ()
+        problems.append(Problem(texts.haresources_name, 0,
+                                "missing: this node will manage no resources", Severity.WARNING))
+    else:
+        groups, res_problems = parse_haresources(
+            texts.haresources, filename=texts.haresources_name, nodes=hacf.nodes
+        )
+        problems += res_problems.items
+
+    if texts.authkeys is None:
+        problems.append(Problem(texts.authkeys_name, 0, "cannot read the file"))
+        auth = None
+    else:
+        auth, auth_problems = parse_authkeys(
+            texts.authkeys, filename=texts.authkeys_name, mode=texts.authkeys_mode
+        )
+        problems += auth_problems.items
+
+    if any(p.severity is Severity.ERROR for p in problems) or auth is None:
+        return None, problems
+    warnings = tuple(p for p in problems if p.severity is Severity.WARNING)
+    config = ClusterConfig(node_name=node, hacf=hacf, groups=groups, auth=auth, warnings=warnings)
+    return config, problems
+
+
+def assemble(
+    texts: ConfigTexts, *, node_name: str, local_addresses: Collection[str] = ()
+) -> ClusterConfig:
+    """Like check(), but raise ConfigError listing every error when unusable."""
+    config, problems = check(texts, node_name=node_name, local_addresses=local_addresses)
+    if config is None:
+        raise ConfigError([str(p) for p in problems if p.severity is Severity.ERROR])
+    return config

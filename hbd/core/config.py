@@ -1,0 +1,254 @@
+"""The cluster configuration as frozen dataclasses.
+
+These are what the three /etc/ha.d files (ha.cf, haresources, authkeys) mean
+once parsed.  Nothing here reads a file: the parsers in `hacf.py`,
+`haresources.py` and `authkeys.py` build these from text, and
+`hbd.configfiles` does the reading.  Every time is in milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+# Heartbeat's defaults (heartbeat/config.c: init_config and Directives[]).
+DEFAULT_KEEPALIVE_MS = 1000
+DEFAULT_DEADTIME_MS = 30000
+DEFAULT_UDPPORT = 694
+DEFAULT_BAUD = 19200
+DEFAULT_HOPFUDGE = 1
+DEFAULT_MCAST_TTL = 1
+DEFAULT_MAX_REXMIT_DELAY_MS = 250
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or doubtful) in a config file, at a line."""
+
+    file: str
+    line: int  # 0 when the problem is about the file as a whole
+    message: str
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.severity is Severity.WARNING:
+            return f"{where}: warning: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class AutoFailback(enum.Enum):
+    """What happens when the preferred node of a group comes back."""
+
+    ON = "on"  # the group moves back to its haresources node
+    OFF = "off"  # the group stays where it is
+    LEGACY = "legacy"  # Heartbeat's old nice_failback off: on unless a peer says otherwise
+
+
+class ClusterStack(enum.Enum):
+    """Where membership comes from (hbd-specific `cluster_stack` directive)."""
+
+    HEARTBEAT = "heartbeat"  # hbd's own Heartbeat-compatible links
+    COROSYNC = "corosync"  # Corosync CPG + votequorum
+
+
+@dataclass(frozen=True)
+class BcastLink:
+    """`bcast IFACE`: UDP broadcast on one interface."""
+
+    interface: str
+    port: int = DEFAULT_UDPPORT
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
+class McastLink:
+    """`mcast IFACE GROUP PORT TTL LOOP`: UDP multicast."""
+
+    interface: str
+    group: str
+    port: int = DEFAULT_UDPPORT
+    ttl: int = DEFAULT_MCAST_TTL
+    loop: bool = False
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
+class UcastLink:
+    """`ucast IFACE PEER-ADDRESS`: UDP unicast to one peer."""
+
+    interface: str
+    peer: str
+    port: int = DEFAULT_UDPPORT
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
+class SerialLink:
+    """`serial /dev/ttyX`: a null-modem cable at `baud`."""
+
+    device: str
+    baud: int = DEFAULT_BAUD
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.device
+
+
+Link = BcastLink | McastLink | UcastLink | SerialLink
+
+
+@dataclass(frozen=True)
+class PingGroup:
+    """`ping_group NAME ADDR...`: counts as one ping node, up if any member answers."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Heartbeat's timing parameters, all in milliseconds."""
+
+    keepalive_ms: int = DEFAULT_KEEPALIVE_MS  # interval between our status messages
+    deadtime_ms: int = DEFAULT_DEADTIME_MS  # silence after which a node is dead
+    warntime_ms: int = DEFAULT_DEADTIME_MS // 2  # silence after which we warn
+    initdead_ms: int = 12000  # deadtime used right after start-up
+    deadping_ms: int = DEFAULT_DEADTIME_MS  # deadtime for ping nodes
+    max_rexmit_delay_ms: int = DEFAULT_MAX_REXMIT_DELAY_MS  # cap on retransmit back-off
+
+
+@dataclass(frozen=True)
+class HaCf:
+    """What ha.cf says."""
+
+    nodes: tuple[str, ...] = ()  # cluster members, lower-cased, in file order
+    links: tuple[Link, ...] = ()  # heartbeat media, in file order
+    timers: Timers = field(default_factory=Timers)
+    udpport: int = DEFAULT_UDPPORT
+    baud: int = DEFAULT_BAUD
+    auto_failback: AutoFailback = AutoFailback.LEGACY
+    ping_nodes: tuple[str, ...] = ()
+    ping_groups: tuple[PingGroup, ...] = ()
+    logfacility: str | None = None  # syslog facility name, None = no syslog
+    logfile: str | None = None
+    debugfile: str | None = None
+    debug_level: int = 0
+    cluster_name: str = "linux-ha"
+    hopfudge: int = DEFAULT_HOPFUDGE  # ttl = hopfudge + node count
+    msgfmt: str = "classic"  # Heartbeat's msgfmt; UDP is always netstring
+    cluster_stack: ClusterStack = ClusterStack.HEARTBEAT
+    # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
+    arp_count: int = 5
+    arp_interval_ms: int = 200
+
+
+class AgentKind(enum.Enum):
+    """Who provides a haresources resource name; decided at run time."""
+
+    NATIVE_IP = "native-ip"  # IPaddr / IPaddr2 / IPv6addr handled in-process
+    SCRIPT = "script"  # anything else: resource.d, init.d or OCF
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One haresources item: `Agent::arg1::arg2` or a bare IP address."""
+
+    agent: str  # e.g. "IPaddr2", "Filesystem", "apache"
+    args: tuple[str, ...] = ()
+    text: str = ""  # as written in haresources, used as the resource id
+
+    @property
+    def kind(self) -> AgentKind:
+        if self.agent in ("IPaddr", "IPaddr2", "IPv6addr"):
+            return AgentKind.NATIVE_IP
+        return AgentKind.SCRIPT
+
+    @property
+    def id(self) -> str:
+        return self.text or "::".join((self.agent, *self.args))
+
+
+@dataclass(frozen=True)
+class ResourceGroup:
+    """One haresources line: a preferred node and resources started left to right."""
+
+    node: str  # the preferred ("home") node, lower-cased
+    resources: tuple[Resource, ...]
+    line: int = 0
+
+    @property
+    def key(self) -> str:
+        """The group's name, as Heartbeat's ResourceManager names it: its first resource."""
+        return self.resources[0].id if self.resources else self.node
+
+
+class AuthMethod(enum.Enum):
+    CRC = "crc"  # integrity only: authenticates nothing
+    MD5 = "md5"  # HMAC-MD5
+    SHA1 = "sha1"  # HMAC-SHA1
+    BLAKE2B = "blake2b"  # hbd-only: keyed BLAKE2b (pynacl), not understood by Heartbeat
+
+
+@dataclass(frozen=True)
+class AuthKey:
+    index: int
+    method: AuthMethod
+    secret: bytes = field(repr=False, default=b"")  # never logged
+
+    def __str__(self) -> str:
+        return f"{self.index} {self.method.value}"
+
+
+@dataclass(frozen=True)
+class AuthKeys:
+    """What authkeys says: the key we sign with, and every key we accept."""
+
+    active: int
+    keys: tuple[AuthKey, ...]
+
+    def get(self, index: int) -> AuthKey | None:
+        for key in self.keys:
+            if key.index == index:
+                return key
+        return None
+
+    @property
+    def active_key(self) -> AuthKey:
+        key = self.get(self.active)
+        if key is None:  # the parser never builds such an AuthKeys
+            raise LookupError(f"no key {self.active}")
+        return key
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything hbd needs from /etc/ha.d, for one node."""
+
+    node_name: str  # this node, lower-cased
+    hacf: HaCf
+    groups: tuple[ResourceGroup, ...]
+    auth: AuthKeys
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return tuple(n for n in self.hacf.nodes if n != self.node_name)

@@ -1,0 +1,586 @@
+"""Parser for Heartbeat's ha.cf.
+
+Every directive of Heartbeat 3.0.6's ha.cf(5) is known here: each is either
+implemented, accepted with a warning that hbd does not implement it, or
+refused with an error that says what to do instead.  Nothing is ignored
+silently.  Heartbeat's own rules are kept: udpport and baud apply to the
+media lines below them, ucast lines naming one of our own addresses are
+skipped (so one ha.cf serves both nodes), deadtime must exceed twice the
+keepalive and initdead must be at least deadtime.  Defaults are Heartbeat's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+
+from hbd.core.config import (
+    DEFAULT_BAUD,
+    DEFAULT_DEADTIME_MS,
+    DEFAULT_KEEPALIVE_MS,
+    DEFAULT_MAX_REXMIT_DELAY_MS,
+    DEFAULT_UDPPORT,
+    AutoFailback,
+    BcastLink,
+    ClusterStack,
+    HaCf,
+    Link,
+    McastLink,
+    PingGroup,
+    SerialLink,
+    Timers,
+    UcastLink,
+)
+from hbd.core.parsing import Problems, content_lines, parse_bool, parse_time_ms
+
+SYSLOG_FACILITIES = frozenset(
+    ["auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
+     "user", "uucp"]
+    + [f"local{i}" for i in range(8)]
+)
+BAUD_RATES = frozenset(
+    (300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800)
+)
+
+# Directives Heartbeat knows that hbd accepts but does not act on, and why.
+NOT_IMPLEMENTED: dict[str, str] = {
+    "watchdog": "hbd feeds systemd's watchdog (WatchdogSec=) "
+    "instead of a watchdog device",
+    "realtime": "hbd does not lock memory or run at real-time priority",
+    "rtprio": "hbd does not run at real-time priority",
+    "hbgenmethod": "hbd keeps its own generation number in its state directory",
+    "use_logd": "hbd logs to the journal and syslog itself",
+    "conn_logd_time": "hbd logs to the journal and syslog itself",
+    "log_badpack": "hbd always counts bad packets and logs them rate-limited",
+    "use_apphbd": "apphbd is not supported",
+    "syslogmsgfmt": "hbd writes logfile lines in its own fixed format",
+    "coredumps": "core dumps are systemd-coredump's business",
+    "coreroot": "core dumps are systemd-coredump's business",
+    "uuidfrom": "hbd keeps its node uuid in its state directory",
+    "compression": "hbd never compresses messages (two-node clusters never need it)",
+    "compression_threshold": "hbd never compresses messages",
+    "traditional_compression": "hbd never compresses messages",
+    "env": "hbd runs no respawned clients",
+    "memreserve": "not needed by hbd",
+    "apiauth": "hbd has no Heartbeat client API; use D-Bus and polkit",
+    "respawn": "hbd runs no respawned clients; use systemd units",
+    "failfast": "hbd runs no respawned clients",
+    "stonith": "hbd does no fencing; use Pacemaker (hbctl export pacemaker) for STONITH",
+    "stonith_host": "hbd does no fencing; use Pacemaker (hbctl export pacemaker) for STONITH",
+    "normalpoll": "not applicable to hbd",
+    "crm_daemon_dir": "only meaningful with Pacemaker",
+    "crmd_spawns_pengine": "only meaningful with Pacemaker",
+    "record_config_changes": "only meaningful with Pacemaker",
+    "record_pengine_inputs": "only meaningful with Pacemaker",
+    "enable_config_writes": "only meaningful with Pacemaker",
+    "quorum_server": "hbd has no quorum server; see cluster_stack corosync",
+    "hbaping": "the hbaping medium is not supported",
+    "mcast6": "IPv6 multicast media are not supported",
+    "ucast6": "IPv6 unicast media are not supported",
+    "ping6": "IPv6 ping nodes are not supported",
+    "rds": "the rds medium is not supported",
+    "tipc": "the tipc medium is not supported",
+}
+
+_UDP_MEDIA = ("bcast", "mcast", "ucast")
+
+
+@dataclass
+class _State:
+    """Mutable accumulator while walking the file; frozen into HaCf at the end."""
+
+    problems: Problems
+    local_addresses: Collection[str]
+    nodes: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    ping_nodes: list[str] = field(default_factory=list)
+    ping_groups: list[PingGroup] = field(default_factory=list)
+    times: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)  # directive -> last line seen
+    values: dict[str, object] = field(default_factory=dict)
+    udpport: int = DEFAULT_UDPPORT
+    baud: int = DEFAULT_BAUD
+    first_udp_media_line: int = 0
+    first_serial_line: int = 0
+    bad_times: set[str] = field(default_factory=set)  # skip cross-checks on these
+
+
+Handler = Callable[[_State, int, list[str]], None]
+
+
+def _need_args(st: _State, line: int, name: str, args: list[str], count: int) -> bool:
+    if len(args) < count:
+        st.problems.error(line, f"{name}: needs {count} value(s), got {len(args)}")
+        return False
+    return True
+
+
+def _one_value(st: _State, line: int, name: str, args: list[str]) -> str | None:
+    if len(args) != 1:
+        st.problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
+        return None
+    return args[0]
+
+
+def _time(name: str) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is None:
+            return
+        ms = parse_time_ms(value)
+        if ms is None or ms <= 0:
+            st.bad_times.add(name)
+            st.problems.error(
+                line,
+                f"{name}: bad time value '{value}' "
+                "(use seconds like 2 or 1.5, or milliseconds like 500ms)",
+            )
+            return
+        st.times[name] = ms
+
+    return handle
+
+
+def _port(st: _State, line: int, value: str, what: str) -> int | None:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        st.problems.error(line, f"{what}: bad UDP port '{value}' (1-65535)")
+        return None
+    return int(value)
+
+
+def _node(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "node", args, 1):
+        return
+    for name in args:
+        lowered = name.lower()  # Heartbeat lower-cases node names (add_node)
+        if lowered in st.nodes:
+            st.problems.error(line, f"node: '{lowered}' is listed twice")
+        else:
+            st.nodes.append(lowered)
+
+
+def _udpport(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "udpport", args)
+    if value is None:
+        return
+    port = _port(st, line, value, "udpport")
+    if port is None:
+        return
+    if st.first_udp_media_line:
+        st.problems.warning(
+            line,
+            f"udpport comes after the UDP medium at line {st.first_udp_media_line}; "
+            "as in Heartbeat it applies only to media below it: move it above them",
+        )
+    st.udpport = port
+
+
+def _baud(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "baud", args)
+    if value is None:
+        return
+    if not value.isdigit() or int(value) not in BAUD_RATES:
+        rates = ", ".join(str(r) for r in sorted(BAUD_RATES))
+        st.problems.error(line, f"baud: unsupported rate '{value}' (one of {rates})")
+        return
+    if st.first_serial_line:
+        st.problems.warning(
+            line,
+            f"baud comes after the serial line at line {st.first_serial_line}; "
+            "as in Heartbeat it applies only to serial lines below it: move it above them",
+        )
+    st.baud = int(value)
+
+
+def _mark_udp(st: _State, line: int) -> None:
+    if not st.first_udp_media_line:
+        st.first_udp_media_line = line
+
+
+def _bcast(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "bcast", args, 1):
+        return
+    _mark_udp(st, line)
+    for iface in args:
+        st.links.append(BcastLink(interface=iface, port=st.udpport, line=line))
+
+
+def _mcast(st: _State, line: int, args: list[str]) -> None:
+    if len(args) != 5:
+        st.problems.error(line, "mcast: needs 'mcast IFACE GROUP PORT TTL LOOP', e.g. "
+                          "'mcast eth0 225.0.0.1 694 1 0'")
+        return
+    iface, group, port_s, ttl_s, loop_s = args
+    _mark_udp(st, line)
+    ok = True
+    try:
+        if not ipaddress.IPv4Address(group).is_multicast:
+            st.problems.error(line, f"mcast: '{group}' is not a multicast group (224.0.0.0/4)")
+            ok = False
+    except ValueError:
+        st.problems.error(line, f"mcast: '{group}' is not an IPv4 address")
+        ok = False
+    port = _port(st, line, port_s, "mcast")
+    if not ttl_s.isdigit() or not 0 <= int(ttl_s) <= 255:
+        st.problems.error(line, f"mcast: bad ttl '{ttl_s}' (0-255)")
+        ok = False
+    if loop_s not in ("0", "1"):
+        st.problems.error(line, f"mcast: bad loop '{loop_s}' (0 or 1)")
+        ok = False
+    if ok and port is not None:
+        st.links.append(McastLink(iface, group, port, int(ttl_s), loop_s == "1", line))
+
+
+def _ucast(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "ucast", args, 2):
+        return
+    iface, peers = args[0], args[1:]
+    _mark_udp(st, line)
+    for peer in peers:
+        try:
+            ipaddress.IPv4Address(peer)
+        except ValueError:
+            st.problems.error(line, f"ucast: '{peer}' is not an IPv4 address")
+            continue
+        if peer in st.local_addresses:
+            continue  # our own address: this line is the peer's half of a shared ha.cf
+        st.links.append(UcastLink(interface=iface, peer=peer, port=st.udpport, line=line))
+
+
+def _serial(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "serial", args, 1):
+        return
+    if not st.first_serial_line:
+        st.first_serial_line = line
+    for device in args:
+        if not device.startswith("/"):
+            st.problems.error(line, f"serial: '{device}' is not a device path like /dev/ttyS0")
+            continue
+        st.links.append(SerialLink(device=device, baud=st.baud, line=line))
+
+
+def _choice(name: str, parse: Callable[[str], object | None], hint: str) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is None:
+            return
+        parsed = parse(value)
+        if parsed is None:
+            st.problems.error(line, f"{name}: bad value '{value}' ({hint})")
+            return
+        st.values[name] = parsed
+
+    return handle
+
+
+def _auto_failback_value(value: str) -> AutoFailback | None:
+    if value.lower() == "legacy":
+        return AutoFailback.LEGACY
+    flag = parse_bool(value)
+    if flag is None:
+        return None
+    return AutoFailback.ON if flag else AutoFailback.OFF
+
+
+def _nice_failback(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "nice_failback", args)
+    if value is None:
+        return
+    flag = parse_bool(value)
+    if flag is None:
+        st.problems.error(line, f"nice_failback: bad value '{value}' (on or off)")
+        return
+    # Heartbeat maps nice_failback on -> auto_failback off, off -> legacy.
+    mapped = AutoFailback.OFF if flag else AutoFailback.LEGACY
+    st.problems.warning(
+        line,
+        f"nice_failback is obsolete: read as 'auto_failback {mapped.value}'; "
+        "write that instead",
+    )
+    st.values["auto_failback"] = mapped
+
+
+def _ping(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "ping", args, 1):
+        return
+    for address in args:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            st.problems.error(line, f"ping: '{address}' is not an IPv4 address")
+            continue
+        st.ping_nodes.append(address)
+
+
+def _ping_group(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "ping_group", args, 2):
+        return
+    name, addresses = args[0], args[1:]
+    good: list[str] = []
+    for address in addresses:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            st.problems.error(line, f"ping_group: '{address}' is not an IPv4 address")
+            continue
+        good.append(address)
+    if any(g.name == name for g in st.ping_groups):
+        st.problems.error(line, f"ping_group: group '{name}' is defined twice")
+    elif good:
+        st.ping_groups.append(PingGroup(name=name, addresses=tuple(good)))
+
+
+def _logfacility(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "logfacility", args)
+    if value is None:
+        return
+    lowered = value.lower()
+    if lowered == "none":
+        st.values["logfacility"] = None
+    elif lowered in SYSLOG_FACILITIES:
+        st.values["logfacility"] = lowered
+    else:
+        st.problems.error(line, f"logfacility: unknown syslog facility '{value}' "
+                          "(e.g. daemon, local0 ... local7, or none)")
+
+
+def _path(name: str) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is not None:
+            st.values[name] = value
+
+    return handle
+
+
+def _pacemaker(name: str) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is None:
+            return
+        if parse_bool(value) is False:
+            return
+        st.problems.error(
+            line,
+            f"{name} {value}: hbd manages haresources groups itself and does not run "
+            f"Pacemaker's CRM; set '{name} off', or move to Pacemaker/Corosync "
+            "(hbctl export pacemaker writes the configuration)",
+        )
+
+    return handle
+
+
+def _autojoin(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "autojoin", args)
+    if value is None:
+        return
+    if value.lower() != "none":
+        st.problems.error(
+            line,
+            f"autojoin {value}: hbd supports only 'autojoin none' "
+            "(list every node with a node line)",
+        )
+
+
+def _positive_int(name: str, low: int, high: int) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is None:
+            return
+        if not value.isdigit() or not low <= int(value) <= high:
+            st.problems.error(line, f"{name}: bad value '{value}' ({low}-{high})")
+            return
+        st.values[name] = int(value)
+
+    return handle
+
+
+def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "max_rexmit_delay", args)
+    if value is None:
+        return
+    # Heartbeat reads a bare number here as milliseconds.
+    ms = int(value) if value.isdigit() else parse_time_ms(value)
+    if ms is None or ms <= 0:
+        st.problems.error(line, f"max_rexmit_delay: bad value '{value}' (milliseconds)")
+        return
+    st.times["max_rexmit_delay"] = ms
+
+
+def _msgfmt(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "msgfmt", args)
+    if value is None:
+        return
+    if value not in ("classic", "netstring"):
+        st.problems.error(line, f"msgfmt: bad value '{value}' (classic or netstring)")
+        return
+    st.values["msgfmt"] = value
+
+
+def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "cluster_stack", args)
+    if value is None:
+        return
+    try:
+        st.values["cluster_stack"] = ClusterStack(value.lower())
+    except ValueError:
+        st.problems.error(line, f"cluster_stack: bad value '{value}' (heartbeat or corosync)")
+
+
+def _simple(name: str) -> Handler:
+    """A directive whose value is kept as a string (cluster, hopfudge...)."""
+
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        value = _one_value(st, line, name, args)
+        if value is not None:
+            st.values[name] = value
+
+    return handle
+
+
+HANDLERS: dict[str, Handler] = {
+    "node": _node,
+    "keepalive": _time("keepalive"),
+    "deadtime": _time("deadtime"),
+    "warntime": _time("warntime"),
+    "initdead": _time("initdead"),
+    "deadping": _time("deadping"),
+    "udpport": _udpport,
+    "baud": _baud,
+    "bcast": _bcast,
+    "mcast": _mcast,
+    "ucast": _ucast,
+    "serial": _serial,
+    "auto_failback": _choice("auto_failback", _auto_failback_value, "on, off or legacy"),
+    "nice_failback": _nice_failback,
+    "ping": _ping,
+    "ping_group": _ping_group,
+    "logfacility": _logfacility,
+    "logfile": _path("logfile"),
+    "debugfile": _path("debugfile"),
+    "crm": _pacemaker("crm"),
+    "pacemaker": _pacemaker("pacemaker"),
+    "autojoin": _autojoin,
+    "debug": _positive_int("debug", 0, 255),
+    "hopfudge": _positive_int("hopfudge", 0, 255),
+    "cluster": _simple("cluster"),
+    "max_rexmit_delay": _max_rexmit_delay,
+    "msgfmt": _msgfmt,
+    # hbd-only directives (a Heartbeat node would refuse a file containing them)
+    "cluster_stack": _cluster_stack,
+    "arp_count": _positive_int("arp_count", 0, 100),
+    "arp_interval": _time("arp_interval"),
+}
+
+KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED)
+
+
+def parse_hacf(
+    text: str,
+    *,
+    filename: str = "ha.cf",
+    local_addresses: Collection[str] = (),
+) -> tuple[HaCf, Problems]:
+    """Parse ha.cf text.  Returns the config and every problem found.
+
+    Never raises on bad input: the caller decides what errors mean (refuse to
+    start, keep the old config on reload).
+    """
+    st = _State(problems=Problems(filename), local_addresses=frozenset(local_addresses))
+    for line, content in content_lines(text):
+        directive, *args = content.replace(",", " ").split()
+        handler = HANDLERS.get(directive)
+        if handler is not None:
+            st.lines[directive] = line
+            handler(st, line, args)
+        elif directive in NOT_IMPLEMENTED:
+            st.problems.warning(
+                line, f"{directive}: not implemented by hbd, ignored ({NOT_IMPLEMENTED[directive]})"
+            )
+        else:
+            st.problems.error(line, f"unknown directive '{directive}'")
+    return _finish(st), st.problems
+
+
+def _finish(st: _State) -> HaCf:
+    timers = _timers(st)
+    if not st.nodes:
+        st.problems.error(0, "no node directive: list every cluster node with 'node NAME'")
+    if not st.links and st.values.get("cluster_stack") is not ClusterStack.COROSYNC:
+        st.problems.error(0, "no heartbeat media: add bcast, mcast, ucast or serial lines")
+    auto_failback = st.values.get("auto_failback", AutoFailback.LEGACY)
+    assert isinstance(auto_failback, AutoFailback)
+    hacf = HaCf(
+        nodes=tuple(st.nodes),
+        links=tuple(st.links),
+        timers=timers,
+        udpport=st.udpport,
+        baud=st.baud,
+        auto_failback=auto_failback,
+        ping_nodes=tuple(st.ping_nodes),
+        ping_groups=tuple(st.ping_groups),
+    )
+    overrides: dict[str, object] = {}
+    for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
+                      ("debugfile", "debugfile"), ("debug", "debug_level"),
+                      ("cluster", "cluster_name"), ("msgfmt", "msgfmt"),
+                      ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count")):
+        if key in st.values:
+            overrides[attr] = st.values[key]
+    if "hopfudge" in st.values:
+        overrides["hopfudge"] = st.values["hopfudge"]
+    if "arp_interval" in st.times:
+        overrides["arp_interval_ms"] = st.times["arp_interval"]
+    return replace(hacf, **overrides)  # type: ignore[arg-type]
+
+
+def _timers(st: _State) -> Timers:
+    """Apply Heartbeat's defaults and cross-checks (config.c: init_config)."""
+    t = st.times
+    keepalive = t.get("keepalive", DEFAULT_KEEPALIVE_MS)
+    deadtime = t.get("deadtime", DEFAULT_DEADTIME_MS)
+    warntime = t.get("warntime", deadtime // 2)
+    if "initdead" in t:
+        initdead = t["initdead"]
+    elif deadtime > 10000:
+        initdead = deadtime
+    elif deadtime < 6000:
+        initdead = 12000
+    else:
+        initdead = 2 * deadtime
+    deadping = t.get("deadping", deadtime)
+    line = st.lines.get
+    if st.bad_times & {"keepalive", "deadtime", "initdead", "deadping", "warntime"}:
+        # A value already reported as unreadable would only cause misleading follow-ups.
+        return Timers(keepalive, deadtime, warntime, initdead, deadping,
+                      t.get("max_rexmit_delay", DEFAULT_MAX_REXMIT_DELAY_MS))
+    if deadtime <= 2 * keepalive:
+        st.problems.error(
+            line("deadtime") or line("keepalive") or 0,
+            f"deadtime ({deadtime} ms) must be more than twice keepalive ({keepalive} ms)",
+        )
+    if initdead < deadtime:
+        st.problems.error(
+            line("initdead") or 0,
+            f"initdead ({initdead} ms) must be at least deadtime ({deadtime} ms)",
+        )
+    if "deadping" in t and deadping <= 2 * keepalive:
+        st.problems.error(
+            line("deadping") or 0,
+            f"deadping ({deadping} ms) must be more than twice keepalive ({keepalive} ms)",
+        )
+    if "warntime" in t and warntime >= deadtime:
+        st.problems.warning(
+            line("warntime") or 0,
+            f"warntime ({warntime} ms) is not below deadtime ({deadtime} ms): "
+            "no late-heartbeat warning will ever come before a node is declared dead",
+        )
+    return Timers(
+        keepalive_ms=keepalive,
+        deadtime_ms=deadtime,
+        warntime_ms=warntime,
+        initdead_ms=initdead,
+        deadping_ms=deadping,
+        max_rexmit_delay_ms=t.get("max_rexmit_delay", DEFAULT_MAX_REXMIT_DELAY_MS),
+    )
