@@ -1,3 +1,3 @@
 """Shared pytest set-up: the real-parts fixtures live in tests/infra/."""
 
-pytest_plugins = ["tests.infra.fixtures"]
+pytest_plugins = ["tests.infra.fixtures", "tests.infra.fixtures_bus"]
