@@ -74,10 +74,19 @@ class Daemon:
         self.config = config
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def reload(self) -> None:
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> None:
         try:
-            new = configfiles.load_or_raise(self.options.config_dir, node_name=self.options.node)
+            # Reading files and asking netlink for our addresses blocks: keep it off the loop.
+            new = await asyncio.to_thread(
+                configfiles.load_or_raise, self.options.config_dir, node_name=self.options.node
+            )
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration:")
             for problem in err.problems:
@@ -94,7 +103,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         self._loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         log.info("hbd %s starting as node %s", __version__, self.options.node)
         await self._stop.wait()
         log.info("hbd stopped")
