@@ -1,0 +1,106 @@
+"""Message authentication exactly as Heartbeat 3.0.6 computes it, plus BLAKE2b.
+
+Heartbeat signs twice (heartbeat/ha_msg_internal.c: add_msg_auth, and
+cluster-glue cl_netstring.c: msg2netstring_ll):
+
+* the ``auth`` field: MAC of the classic form of every other field, no head;
+* the netstring trailer ``N HEX``: MAC of the netstring bytes ``###\\n`` through
+  ``%%%\\n`` (which include the auth field).
+
+A receiver checks the trailer on netstring packets and the auth field on
+classic ones.  Methods: crc (CRC-32, poly 0x04C11DB7, not reflected, init 0,
+complemented, printed %lx: it authenticates nothing), md5 and sha1 (HMAC,
+lower-case hex) and hbd's own blake2b (keyed BLAKE2b-256 via pynacl; keys
+longer than 64 bytes are first hashed to 64).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import nacl.encoding
+import nacl.hash
+
+from hbd.core.config import AuthKey, AuthKeys, AuthMethod
+from hbd.core.wire import Message, Packet, classic_body
+from hbd.errors import AuthError
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else (crc << 1)
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def heartbeat_crc(data: bytes) -> str:
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
+    return f"{~crc & 0xFFFFFFFF:x}"
+
+
+def _blake2b_key(secret: bytes) -> bytes:
+    if len(secret) <= nacl.hash.BLAKE2B_KEYBYTES_MAX:
+        return secret
+    return nacl.hash.blake2b(secret, digest_size=64, encoder=nacl.encoding.RawEncoder)
+
+
+def compute(key: AuthKey, data: bytes) -> str:
+    """The MAC of `data` under `key`, as the hex text Heartbeat puts on the wire."""
+    if key.method is AuthMethod.SHA1:
+        return hmac.new(key.secret, data, hashlib.sha1).hexdigest()
+    if key.method is AuthMethod.MD5:
+        return hmac.new(key.secret, data, hashlib.md5).hexdigest()
+    if key.method is AuthMethod.CRC:
+        return heartbeat_crc(data)
+    digest: bytes = nacl.hash.blake2b(
+        data, key=_blake2b_key(key.secret), digest_size=32, encoder=nacl.encoding.HexEncoder
+    )
+    return digest.decode("ascii")
+
+
+def sign_fields(message: Message, keys: AuthKeys) -> None:
+    """Set the message's auth field (replacing any) with the active key's MAC."""
+    key = keys.active_key
+    message.remove("auth")
+    message.add("auth", f"{key.index} {compute(key, classic_body(message, skip_auth=True))}")
+
+
+def trailer(keys: AuthKeys, signed: bytes) -> str:
+    """The netstring trailer text for the bytes ###\\n..%%%\\n."""
+    key = keys.active_key
+    return f"{key.index} {compute(key, signed)}"
+
+
+def _check(keys: AuthKeys, token: str | None, data: bytes, what: str) -> AuthKey:
+    if token is None:
+        raise AuthError(f"no {what}")
+    index_text, _, given = token.partition(" ")
+    if not index_text.isdigit() or not given:
+        raise AuthError(f"malformed {what}")
+    key = keys.get(int(index_text))
+    if key is None:
+        raise AuthError(f"unknown key index {index_text}")
+    expected = compute(key, data)
+    if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+        raise AuthError(f"bad MAC under key {key.index}")
+    return key
+
+
+def verify(packet: Packet, keys: AuthKeys) -> AuthKey:
+    """Check a received packet as Heartbeat does; return the key that matched.
+
+    Raises AuthError naming the reason (never the key or the MAC).
+    """
+    if packet.form == "netstring":
+        return _check(keys, packet.trailer, packet.signed, "netstring trailer")
+    body = classic_body(packet.message, skip_auth=True)
+    return _check(keys, packet.message.get("auth"), body, "auth field")
