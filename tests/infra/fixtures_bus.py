@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.infra.privbus import PrivateBus, missing_prerequisites
+from tests.infra.privbus import PrivateBus, missing_prerequisites, reap_stale
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def private_bus() -> Iterator[PrivateBus]:
     reasons = missing_prerequisites()
     if reasons:
         pytest.skip("private bus unavailable: " + "; ".join(reasons))
+    reap_stale()
     bus = PrivateBus()
     bus.start()
     log.info("private bus at %s (workdir %s)", bus.address, bus.workdir)

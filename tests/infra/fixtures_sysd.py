@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.infra.sysd import Container, missing_prerequisites
+from tests.infra.sysd import Container, missing_prerequisites, reap_stale
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def systemd_container() -> Iterator[ContainerFactory]:
     reasons = missing_prerequisites()
     if reasons:
         pytest.skip("systemd container unavailable: " + "; ".join(reasons))
+    reap_stale()
     made: list[Container] = []
 
     def factory(name: str, hostname: str | None = None, **kwargs: Any) -> Container:

@@ -157,6 +157,32 @@ def _terminate(proc: subprocess.Popen[bytes] | None, what: str, timeout: float =
         pass
 
 
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_stale(base_dir: Path | None = None) -> list[Path]:
+    """Delete temp dirs of buses whose owning test process was SIGKILLed.
+
+    The daemons die with their owner (pdeathsig / lost bus), and nothing is
+    mounted on the host, so only the directory itself can be left over.
+    """
+    removed: list[Path] = []
+    for d in Path(base_dir or tempfile.gettempdir()).glob("hbd-privbus-*"):
+        try:
+            pid_s, start = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(pid_s)) != start:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            log.info("reaped stale bus dir %s", d)
+    return removed
+
+
 def _free_id(used: set[int], start: int) -> int:
     n = start
     while n in used:
@@ -402,6 +428,7 @@ class PrivateBus:
     def _prepare_files(self) -> None:
         wd = self.workdir
         wd.chmod(0o755)  # unprivileged clients and polkitd must reach the socket
+        (wd / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         for d in (self.policy_dir, self.service_dir, self.actions_dir, self.rules_dir):
             d.mkdir(mode=0o755)
             d.chmod(0o755)

@@ -169,9 +169,80 @@ def missing_prerequisites() -> list[str]:
         reasons.append(f"{SYSTEMD} missing (package systemd)")
     if cgroup2_root() is None:
         reasons.append("no cgroup2 hierarchy mounted (need /sys/fs/cgroup or .../unified)")
-    if "overlay" not in Path("/proc/filesystems").read_text():
-        reasons.append("overlayfs not available (modprobe overlay)")
+    if not _overlay_available():
+        reasons.append("overlayfs not available (kernel module 'overlay')")
     return reasons
+
+
+def _overlay_available() -> bool:
+    if "overlay" in Path("/proc/filesystems").read_text():
+        return True
+    # Not loaded yet (fresh VM): mount(2) autoloads fs-overlay if the module exists.
+    release = os.uname().release
+    return any(Path(f"/lib/modules/{release}/kernel/fs/overlayfs").glob("overlay.ko*"))
+
+
+def _start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (guards owner checks against PID reuse)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_stamp() -> str:
+    return f"{os.getpid()} {_start_time(os.getpid())}\n"
+
+
+def _owner_alive(stamp_file: Path) -> bool:
+    try:
+        pid_s, start = stamp_file.read_text().split()
+    except (OSError, ValueError):
+        return True  # unknown: leave it alone
+    return _start_time(int(pid_s)) == start
+
+
+def _rmdir_cgroup_tree(cgroup: Path, timeout: float = 5.0) -> None:
+    """rmdir a cgroup tree bottom-up (systemd leaves its slices/scopes behind)."""
+    if not cgroup.exists():
+        return
+    deadline = time.monotonic() + timeout
+    for dirpath, _dirs, _files in sorted(os.walk(cgroup), key=lambda t: -len(t[0])):
+        while True:
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:  # EBUSY while the last processes exit
+                if time.monotonic() > deadline:
+                    log.warning("cannot remove cgroup %s: %s", dirpath, e)
+                    break
+                time.sleep(0.05)
+
+
+def reap_stale(base_dir: Path | None = None) -> list[Path]:
+    """Remove leftovers of containers whose owning test process was SIGKILLed.
+
+    PID 1 and the mounts die with the owner (pdeathsig); only the temp dir
+    and the (empty) cgroup tree can remain.  Live owners are never touched.
+    """
+    removed: list[Path] = []
+    for d in Path(base_dir or tempfile.gettempdir()).glob("hbd-sysd-*"):
+        if not (d / "owner").exists() or _owner_alive(d / "owner"):
+            continue
+        if any(m.startswith(str(d) + "/") for m, _ in _mounts()):
+            continue
+        try:
+            cg = Path((d / "cgroup").read_text().strip())
+        except OSError:
+            cg = None
+        if cg is not None and cg.name.startswith("hbd-sysd-"):
+            _rmdir_cgroup_tree(cg)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+        log.info("reaped stale container dir %s", d)
+    return removed
 
 
 def _other_fs_binds(paths: Sequence[str]) -> list[str]:
@@ -244,9 +315,11 @@ class Container:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"hbd-sysd-{self.name}-", dir=self.base_dir))
         for d in ("root", "rw"):
             (self.workdir / d).mkdir()
+        (self.workdir / "owner").write_text(_owner_stamp())
         init = self.workdir / "init.sh"
         init.write_text(_INIT_SH)
         self.cgroup = self._make_cgroup()
+        (self.workdir / "cgroup").write_text(f"{self.cgroup}\n")
         repo = Path(__file__).resolve().parents[2]
         binds = [*_other_fs_binds([str(repo)]), *self.binds]
         env = {
@@ -430,22 +503,8 @@ class Container:
         return cg
 
     def _remove_cgroup(self) -> None:
-        """rmdir the container's cgroup tree bottom-up (left behind by systemd)."""
-        if self.cgroup is None or not self.cgroup.exists():
-            return
-        deadline = time.monotonic() + 5
-        for dirpath, _dirs, _files in sorted(os.walk(self.cgroup), key=lambda t: -len(t[0])):
-            while True:
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:  # EBUSY while the last processes exit
-                    if time.monotonic() > deadline:
-                        log.warning("cannot remove cgroup %s: %s", dirpath, e)
-                        break
-                    time.sleep(0.05)
+        if self.cgroup is not None:
+            _rmdir_cgroup_tree(self.cgroup)
 
     def _wait_for_pid1(self, deadline: float) -> int:
         assert self._proc is not None
