@@ -217,7 +217,8 @@ def _name(raw: bytes) -> str:
 
 # --- netstring form -------------------------------------------------------------
 
-def _netstring(payload: bytes) -> bytes:
+def netstring_item(payload: bytes) -> bytes:
+    """One netstring: LEN:payload,"""
     return b"%d:" % len(payload) + payload + b","
 
 
@@ -225,7 +226,7 @@ def netstring_body(message: Message) -> bytes:
     """###\\n ... %%%\\n: the bytes the trailer MAC covers."""
     out = bytearray(NETSTRING_START)
     for f in message.fields:
-        out += _netstring(b"(%d)" % int(f.type) + f.name.encode() + b"=" + f.value)
+        out += netstring_item(b"(%d)" % int(f.type) + f.name.encode() + b"=" + f.value)
     out += NETSTRING_END
     return bytes(out)
 
@@ -234,7 +235,7 @@ def encode_netstring(message: Message, trailer: str | None) -> bytes:
     body = netstring_body(message)
     if trailer is None:
         return body
-    return body + _netstring(trailer.encode())
+    return body + netstring_item(trailer.encode())
 
 
 def _peel(data: bytes, pos: int) -> tuple[bytes, int]:

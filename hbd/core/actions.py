@@ -1,0 +1,164 @@
+"""What the engine asks the outside world to do, and what it reports.
+
+The core never performs I/O; every entry point returns a list of these.
+The daemon hands each to the adapter that owns it: transmissions to the
+links, resource work to the agent runner, events to the journal and D-Bus.
+All are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """Send one message on every link (or only `links`), in the form each link uses."""
+
+    netstring: bytes  # for UDP links (bcast, mcast, ucast)
+    classic: bytes  # for serial links
+    msgtype: str  # for logs and counters
+    links: tuple[int, ...] | None = None  # None: every link
+
+
+@dataclass(frozen=True)
+class StartGroup:
+    """Start a resource group's resources left to right; report with group_done()."""
+
+    group: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopGroup:
+    """Stop a resource group's resources right to left; report with group_done()."""
+
+    group: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnnounceGroup:
+    """Re-send gratuitous ARP for a group we keep (after a split brain heals)."""
+
+    group: str
+
+
+@dataclass(frozen=True)
+class SendPing:
+    """Send one ICMP echo to a ping node address; report replies with ping_reply()."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class PersistPeerGeneration:
+    """Remember a peer's generation across our restarts (replay defence)."""
+
+    node: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The engine has finished a graceful stop: the daemon may exit now."""
+
+
+# --- events: things worth telling admins and D-Bus clients --------------------
+
+@dataclass(frozen=True)
+class NodeStatusChanged:
+    node: str
+    old: str
+    new: str
+    local: bool = False  # True for our own status
+
+
+@dataclass(frozen=True)
+class LinkStatusChanged:
+    node: str
+    link: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class LateHeartbeat:
+    node: str
+    gap_ms: int
+    beyond_deadtime: bool
+
+
+@dataclass(frozen=True)
+class PeerRestarted:
+    node: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class PartitionHealed:
+    """A node we had declared dead came back without restarting."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class BadPackets:
+    """Packets dropped for one reason since the last report (rate-limited)."""
+
+    reason: str
+    count: int
+    last_source: str  # node name claimed by the last one, or "?"
+    link: str
+
+
+@dataclass(frozen=True)
+class LostPackets:
+    node: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class GroupStateChanged:
+    group: str
+    old: str
+    new: str
+    owner: str  # node that holds (or is taking) the group, "" for none
+
+
+@dataclass(frozen=True)
+class ResourcesHeldChanged:
+    """Our rsc_hold value as cl_status rscstatus shows it (none/local/foreign/all/transition)."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class SplitBrain:
+    group: str
+    keeper: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class GroupFailed:
+    group: str
+    operation: str  # "start" or "stop"
+    detail: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A plain log line the engine wants at a given level (info/warning/error)."""
+
+    level: str
+    text: str
+
+
+Action = (
+    Transmit | StartGroup | StopGroup | AnnounceGroup | SendPing | PersistPeerGeneration
+    | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
+    | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
+    | SplitBrain | GroupFailed | Notice
+)

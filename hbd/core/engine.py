@@ -1,0 +1,418 @@
+"""The heartbeat engine: one message's path from bytes to decisions.
+
+Sans-I/O (like h11 and aioquic): the daemon feeds it received datagrams and
+frames (`receive`), the passage of time (`handle_timer`) and admin commands,
+always with `now` (monotonic seconds) and `wall` (Unix time, only for the
+`ts` field).  It answers with actions (transmit, start/stop a group, events)
+and says when it next wants to be woken (`next_timer`).
+
+Membership rules live in membership.py, sequence tracking in seqtrack.py,
+message building in outbox.py and the resource protocol in resources.py;
+this module routes between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hbd.core import auth, wire
+from hbd.core.actions import (
+    Action,
+    LateHeartbeat,
+    LinkStatusChanged,
+    LostPackets,
+    NodeStatusChanged,
+    PartitionHealed,
+    PeerRestarted,
+    PersistPeerGeneration,
+    Transmit,
+)
+from hbd.core.badpackets import BadPacketLog
+from hbd.core.config import ClusterConfig
+from hbd.core.fsm import StateMachine
+from hbd.core.membership import LOCAL_TRANSITIONS, LinkStatus, NodeStatus, Peer, parse_status
+from hbd.core.outbox import NOSEQ_PREFIX, Outbox
+from hbd.core.seqtrack import Verdict
+from hbd.core.wire import Message
+from hbd.errors import AuthError, WireError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "1"
+REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
+
+
+@dataclass(frozen=True)
+class Received:
+    """A verified, sequence-checked message handed to a protocol handler."""
+
+    message: Message
+    peer: Peer
+    link: int
+    seq: int
+
+
+Handler = Callable[[Received, float, float], list[Action]]
+
+
+class Engine:
+    """Heartbeat membership for one node; resource handling plugs in via handlers."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        uuid: bytes,
+        generation: int,
+        now: float,
+        peer_generations: dict[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.node = config.node_name
+        self.link_names = [link.name for link in config.hacf.links]
+        timers = config.hacf.timers
+        self.keepalive = timers.keepalive_ms / 1000.0
+        self.deadtime = timers.deadtime_ms / 1000.0
+        self.warntime = timers.warntime_ms / 1000.0
+        self.initdead = timers.initdead_ms / 1000.0
+        self.rexmit_delay = timers.max_rexmit_delay_ms / 1000.0
+        self.outbox = Outbox(
+            node=self.node, uuid=uuid, generation=generation, keys=config.auth,
+            ttl=config.hacf.hopfudge + len(config.hacf.nodes),
+        )
+        self.status = StateMachine(f"node {self.node} (local)", NodeStatus.INIT,
+                                   LOCAL_TRANSITIONS)
+        self.peers: dict[str, Peer] = {
+            name: Peer.new(name, self.link_names, self.deadtime) for name in config.peers
+        }
+        for name, gen in (peer_generations or {}).items():
+            if name in self.peers:
+                self.peers[name].seq.generation = gen
+        self.own_links: dict[int, float] = {}  # our own echoes seen per link (bcast loops back)
+        self.bad = BadPacketLog()
+        self.started_at = now
+        self.comm_up = False  # every node heard from or declared dead
+        self.reqnodes_pending = False
+        self.next_reqnodes: float | None = None
+        self.next_status: float = now
+        self.handlers: dict[str, Handler] = {}
+        self.on_peer_status: list[Callable[[Peer, NodeStatus, NodeStatus, float, float],
+                                           list[Action]]] = []
+        self.on_comm_up: list[Callable[[float, float], list[Action]]] = []
+        self.stopped = False
+
+    # --- public entry points -----------------------------------------------------
+
+    def start(self, now: float, wall: float) -> list[Action]:
+        """Links are open: announce ourselves as up."""
+        actions = self._set_local_status(NodeStatus.UP, now, wall)
+        if not self.peers:
+            actions += self._comm_now_up(now, wall)
+        return actions
+
+    def next_timer(self) -> float:
+        candidates = [self.next_status]
+        for peer in self.peers.values():
+            if not peer.dead:
+                candidates.append(self._silence_deadline(peer))
+            if peer.seq.next_rexmit_request is not None:
+                candidates.append(peer.seq.next_rexmit_request)
+        if self.next_reqnodes is not None:
+            candidates.append(self.next_reqnodes)
+        bad = self.bad.next_timer()
+        if bad is not None:
+            candidates.append(bad)
+        return min(candidates)
+
+    def handle_timer(self, now: float, wall: float) -> list[Action]:
+        actions: list[Action] = []
+        if now >= self.next_status and not self.stopped:
+            actions.append(self._status_message(wall))
+            self.next_status = now + self.keepalive
+        for peer in self.peers.values():
+            actions += self._check_peer(peer, now, wall)
+            actions += self._request_rexmit(peer, now, wall)
+        if self.next_reqnodes is not None and now >= self.next_reqnodes:
+            actions += self._send_reqnodes(now, wall)
+        actions += self.bad.flush(now)
+        return actions
+
+    def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
+        """One datagram or serial frame arrived on link `link`."""
+        link_name = self._link_name(link)
+        try:
+            packet = wire.decode(data)
+        except WireError as err:
+            return self.bad.record(f"malformed: {err}", "?", link_name, now)
+        message = packet.message
+        src = message.get("src") or "?"
+        try:
+            auth.verify(packet, self.config.auth)
+        except AuthError as err:
+            return self.bad.record(str(err), src, link_name, now)
+        if src == self.node:
+            return self._own_echo(message, link, link_name, now)
+        peer = self.peers.get(src)
+        if peer is None:
+            return self.bad.record("unknown sender", src, link_name, now)
+        msgtype = message.type
+        if not msgtype or not message.get("ts"):
+            return self.bad.record("missing type or timestamp", src, link_name, now)
+        return self._receive_from(peer, message, msgtype, link, now, wall)
+
+    # --- receive path ------------------------------------------------------------------
+
+    def _own_echo(self, message: Message, link: int, link_name: str,
+                  now: float) -> list[Action]:
+        """Our own broadcasts come back to us; anything else using our name is an impostor."""
+        seq = message.get_int("seq", 16)
+        gen = message.get_int("hg", 16)
+        if (message.raw("srcuuid") == self.outbox.uuid and gen == self.outbox.generation
+                and (seq is None or seq <= self.outbox.history.hiseq)):
+            self.own_links[link] = now
+            return []
+        return self.bad.record("packet claims to be from this node", self.node, link_name, now)
+
+    def _receive_from(self, peer: Peer, message: Message, msgtype: str, link: int,
+                      now: float, wall: float) -> list[Action]:
+        actions: list[Action] = []
+        dest = message.get("dest")
+        dest_uuid = message.raw("destuuid")
+        if dest_uuid is not None:
+            to_us = dest_uuid == self.outbox.uuid
+        else:
+            to_us = dest is None or dest == self.node
+        uuid = message.raw("srcuuid")
+        if uuid is not None:
+            peer.uuid = uuid
+        seq = 0
+        if msgtype.startswith(NOSEQ_PREFIX):
+            verdict = Verdict.KEEP if to_us else Verdict.DROP
+        else:
+            seq_value = message.get_int("seq", 16)
+            gen = message.get_int("hg", 16) or 0
+            if seq_value is None or seq_value <= 0:
+                return self.bad.record("bad sequence number", peer.name, self._link_name(link),
+                                       now)
+            seq = seq_value
+            old_gen = peer.seq.generation
+            result = peer.seq.classify(
+                seq, gen, is_status=msgtype == "status", peer_dead=peer.dead, now=now,
+                first_request_delay=min(0.05, self.rexmit_delay),
+            )
+            if result.replay:
+                return self.bad.record("old generation (replay?)", peer.name,
+                                       self._link_name(link), now)
+            if peer.seq.generation != old_gen:
+                actions.append(PersistPeerGeneration(peer.name, peer.seq.generation))
+            if result.restarted:
+                actions.append(PeerRestarted(peer.name, peer.seq.generation))
+            if result.healed:
+                actions.append(PartitionHealed(peer.name))
+            if result.lost is not None:
+                actions.append(LostPackets(peer.name, *result.lost))
+            if result.ack is not None:
+                actions.append(self._ack(peer, result.ack, wall))
+            verdict = result.verdict
+            if verdict is not Verdict.DROP and not to_us:
+                verdict = Verdict.DROP  # sequence bookkeeping done; not for us
+        if verdict is Verdict.DROP:
+            return actions
+        actions += self._link_heard(peer, link, now)
+        peer.heard_from = True
+        if verdict is Verdict.DUPLICATE:
+            return actions
+        received = Received(message, peer, link, seq)
+        if msgtype == "status":
+            actions += self._on_status(received, now, wall)
+        elif msgtype == "NS_ackmsg":
+            ackseq = message.get_int("ackseq", 16)
+            if ackseq is not None and peer.ackseq < ackseq <= self.outbox.history.hiseq:
+                peer.ackseq = ackseq
+        elif msgtype == "NS_rexmit":
+            actions += self._on_rexmit(received, now, wall)
+        elif msgtype == "reqnodes":
+            actions.append(self._repnodes(peer, wall))
+        elif msgtype == "repnodes":
+            if self.reqnodes_pending:
+                actions += self._comm_now_up(now, wall)
+        else:
+            handler = self.handlers.get(msgtype)
+            if handler is not None:
+                actions += handler(received, now, wall)
+        if not self.comm_up:
+            actions += self._check_comm(now, wall)
+        return actions
+
+    def _link_heard(self, peer: Peer, link: int, now: float) -> list[Action]:
+        state = peer.links.get(link)
+        if state is None:
+            return []
+        state.last_heard = now
+        if state.fsm.state is not LinkStatus.UP:
+            state.fsm.move(LinkStatus.UP)
+            return [LinkStatusChanged(peer.name, state.name, True)]
+        return []
+
+    def _on_status(self, received: Received, now: float, wall: float) -> list[Action]:
+        peer, message = received.peer, received.message
+        new = parse_status(message.get("st"))
+        if new is None or received.seq < peer.seq.status_seqno:
+            return []  # unknown status, or an older one refilled by retransmission
+        actions: list[Action] = []
+        if peer.last_status_at is not None and not peer.dead:
+            gap = now - peer.last_status_at
+            if gap > self.warntime:
+                actions.append(LateHeartbeat(peer.name, int(gap * 1000), gap > peer.deadtime))
+        dt = message.get_int("dt", 16)
+        if dt is not None and dt > 0:
+            peer.deadtime = dt / 1000.0
+        peer.last_status_at = now
+        peer.seq.status_seqno = max(peer.seq.status_seqno, received.seq)
+        actions += self._set_peer_status(peer, new, now, wall)
+        return actions
+
+    def _set_peer_status(self, peer: Peer, new: NodeStatus, now: float,
+                         wall: float) -> list[Action]:
+        old = peer.status.state
+        if old is new:
+            return []
+        peer.status.move(new)
+        actions: list[Action] = [NodeStatusChanged(peer.name, old.value, new.value)]
+        if new is NodeStatus.DEAD:
+            peer.heard_from = False
+            peer.seq.reset()
+            for state in peer.links.values():
+                if state.fsm.state is LinkStatus.UP:
+                    state.fsm.move(LinkStatus.DEAD)
+                    actions.append(LinkStatusChanged(peer.name, state.name, False))
+        for callback in self.on_peer_status:
+            actions += callback(peer, old, new, now, wall)
+        return actions
+
+    def _on_rexmit(self, received: Received, now: float, wall: float) -> list[Action]:
+        """A peer asks for our messages firstseq..lastseq again (decimal, as Heartbeat)."""
+        message, peer = received.message, received.peer
+        first = message.get_int("firstseq")
+        last = message.get_int("lastseq")
+        if first is None or last is None or not 0 < first <= last:
+            return []
+        actions: list[Action] = []
+        for seq in range(first, min(last, first + 49) + 1):  # MAX_REXMIT_BATCH
+            if seq <= peer.ackseq:
+                continue
+            again = self.outbox.retransmission(seq, now, self.rexmit_delay - 0.01)
+            if again is not None:
+                actions.append(again)
+            elif self.outbox.history.get(seq) is None and seq <= self.outbox.history.hiseq:
+                actions.append(self.outbox.build(
+                    "NS_nak_rexmit", [("firstseq", f"{seq:x}"), ("info", "seqno not found")],
+                    wall=wall, dest=peer.name, dest_uuid=peer.uuid))
+        return actions
+
+    # --- timers ----------------------------------------------------------------------
+
+    def _silence_deadline(self, peer: Peer) -> float:
+        deadtime = peer.deadtime if self.comm_up else max(self.initdead, peer.deadtime)
+        since = peer.last_status_at if peer.last_status_at is not None else self.started_at
+        return since + deadtime
+
+    def _check_peer(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        actions: list[Action] = []
+        if not peer.dead and now >= self._silence_deadline(peer):
+            actions += self._set_peer_status(peer, NodeStatus.DEAD, now, wall)
+            if not self.comm_up:
+                actions += self._check_comm(now, wall)
+        for state in peer.links.values():
+            if state.fsm.state is not LinkStatus.UP or state.last_heard is None:
+                continue
+            if now >= state.last_heard + peer.deadtime:
+                state.fsm.move(LinkStatus.DEAD)
+                actions.append(LinkStatusChanged(peer.name, state.name, False))
+        return actions
+
+    def _request_rexmit(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        due = peer.seq.next_rexmit_request
+        if due is None or now < due:
+            return []
+        if not peer.alive:
+            peer.seq.next_rexmit_request = None
+            return []
+        peer.seq.next_rexmit_request = now + self.rexmit_delay
+        return [
+            self.outbox.build("NS_rexmit", [("firstseq", str(first)), ("lastseq", str(last))],
+                              wall=wall, dest=peer.name, dest_uuid=peer.uuid)
+            for first, last in peer.seq.missing_ranges()
+        ]
+
+    # --- our own status and the comm-up handshake ------------------------------------------
+
+    def _status_message(self, wall: float) -> Transmit:
+        return self.outbox.build(
+            "status",
+            [("st", self.status.state.value), ("dt", f"{int(self.deadtime * 1000):x}"),
+             ("protocol", PROTOCOL_VERSION)],
+            wall=wall,
+        )
+
+    def _set_local_status(self, new: NodeStatus, now: float, wall: float) -> list[Action]:
+        old = self.status.move(new)
+        self.next_status = now + self.keepalive
+        return [NodeStatusChanged(self.node, old.value, new.value, local=True),
+                self._status_message(wall)]
+
+    def _check_comm(self, now: float, wall: float) -> list[Action]:
+        """heartbeat.c: check_comm_isup -> send_reqnodes_msg -> comm_now_up."""
+        if self.comm_up or self.reqnodes_pending:
+            return []
+        if all(p.heard_from or p.dead for p in self.peers.values()):
+            self.reqnodes_pending = True
+            return self._send_reqnodes(now, wall)
+        return []
+
+    def _send_reqnodes(self, now: float, wall: float) -> list[Action]:
+        target = next((p for p in self.peers.values() if not p.dead), None)
+        if target is None:
+            return self._comm_now_up(now, wall)
+        self.next_reqnodes = now + REQNODES_RETRY
+        return [self.outbox.build("reqnodes", [], wall=wall, dest=target.name,
+                                  dest_uuid=target.uuid)]
+
+    def _comm_now_up(self, now: float, wall: float) -> list[Action]:
+        if self.comm_up:
+            return []
+        self.comm_up = True
+        self.reqnodes_pending = False
+        self.next_reqnodes = None
+        actions = self._set_local_status(NodeStatus.ACTIVE, now, wall)
+        for callback in self.on_comm_up:
+            actions += callback(now, wall)
+        return actions
+
+    def _repnodes(self, peer: Peer, wall: float) -> Transmit:
+        # Always the full configured list: a Heartbeat peer drops nodes missing from it.
+        nodelist = "".join(f"{n} " for n in self.config.hacf.nodes)
+        return self.outbox.build(
+            "repnodes", [("nodelist", nodelist), ("delnodelist", " ")],
+            wall=wall, dest=peer.name, dest_uuid=peer.uuid)
+
+    def _ack(self, peer: Peer, seq: int, wall: float) -> Transmit:
+        return self.outbox.build("NS_ackmsg", [("ackseq", f"{seq:x}")], wall=wall,
+                                 dest=peer.name, dest_uuid=peer.uuid)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _link_name(self, link: int) -> str:
+        return self.link_names[link] if 0 <= link < len(self.link_names) else f"link{link}"
+
+    def send(self, msgtype: str, fields: list[tuple[str, str]], wall: float,
+             dest: str | None = None) -> Transmit:
+        """Build a message for the resource layer (and others) to transmit."""
+        peer = self.peers.get(dest) if dest else None
+        return self.outbox.build(msgtype, fields, wall=wall, dest=dest,
+                                 dest_uuid=peer.uuid if peer else None)
+
+    def stop_heartbeats(self) -> None:
+        self.stopped = True

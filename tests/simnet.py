@@ -1,0 +1,160 @@
+"""A simulated network of engines with a fake clock (loss, delay, reordering, cuts).
+
+Each node's engine is driven exactly as the daemon drives it: `start`, then
+`handle_timer` whenever `next_timer` comes due, and `receive` for every
+datagram delivered.  Links are numbered as in ha.cf; a Transmit goes out on
+each link to every other node (and, like a real bcast socket, back to the
+sender).  Everything runs in simulated time, so seconds of protocol take
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hbd.core.actions import Action, Transmit
+from hbd.core.assemble import ConfigTexts, assemble
+from hbd.core.config import ClusterConfig
+from hbd.core.engine import Engine
+
+WALL0 = 1_800_000_000.0
+
+
+def make_config(node: str, *, nodes: tuple[str, ...] = ("n1", "n2"), links: int = 2,
+                keepalive: str = "100ms", deadtime: str = "500ms", warntime: str = "300ms",
+                initdead: str = "1", extra: str = "", haresources: str = "",
+                authkeys: str = "auth 1\n1 sha1 simsecret\n") -> ClusterConfig:
+    media = "".join(f"bcast eth{i}\n" for i in range(links))
+    hacf = (f"keepalive {keepalive}\ndeadtime {deadtime}\nwarntime {warntime}\n"
+            f"initdead {initdead}\n{media}node {' '.join(nodes)}\n{extra}")
+    return assemble(ConfigTexts("ha.cf", hacf, "haresources", haresources, "authkeys",
+                                authkeys, 0o100600), node_name=node)
+
+
+@dataclass
+class LinkRules:
+    loss: float = 0.0  # probability a datagram is dropped
+    delay: float = 0.001  # seconds
+    jitter: float = 0.0  # extra uniform random delay (reorders packets)
+    cut: bool = False
+
+
+@dataclass
+class SimNode:
+    name: str
+    engine: Engine
+    actions: list[tuple[float, Action]] = field(default_factory=list)
+    alive: bool = True  # False: crashed/frozen (no timers, no receive)
+
+
+class SimNet:
+    def __init__(self, configs: dict[str, ClusterConfig], *, seed: int = 1,
+                 make_engine: Callable[[ClusterConfig, float, int], Engine] | None = None) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.nodes: dict[str, SimNode] = {}
+        self.rules: dict[tuple[str, int], LinkRules] = {}  # (node, link) -> rules for its port
+        self._queue: list[tuple[float, int, str, int, bytes]] = []
+        # drop(sender, receiver, link, payload) -> True drops that copy
+        self.drop: Callable[[str, str, int, bytes], bool] | None = None
+        self._counter = 0
+        self._make = make_engine or (lambda cfg, now, gen: Engine(
+            cfg, uuid=cfg.node_name.encode().ljust(16, b"\0"), generation=gen, now=now))
+        for name, cfg in configs.items():
+            self.add_node(name, cfg)
+
+    def add_node(self, name: str, cfg: ClusterConfig, generation: int = 100) -> SimNode:
+        engine = self._make(cfg, self.now, generation)
+        node = SimNode(name, engine)
+        self.nodes[name] = node
+        self._apply(node, engine.start(self.now, self.wall))
+        return node
+
+    @property
+    def wall(self) -> float:
+        return WALL0 + self.now
+
+    def rule(self, node: str, link: int) -> LinkRules:
+        return self.rules.setdefault((node, link), LinkRules())
+
+    def cut(self, node: str, link: int | None = None, cut: bool = True) -> None:
+        links = range(len(self.nodes[node].engine.link_names)) if link is None else [link]
+        for i in links:
+            self.rule(node, i).cut = cut
+
+    def _apply(self, node: SimNode, actions: list[Action]) -> None:
+        for action in actions:
+            node.actions.append((self.now, action))
+            if isinstance(action, Transmit):
+                self._transmit(node, action)
+
+    def _transmit(self, sender: SimNode, tx: Transmit) -> None:
+        for link in range(len(sender.engine.link_names)):
+            if tx.links is not None and link not in tx.links:
+                continue
+            out_rule = self.rule(sender.name, link)
+            for other in self.nodes.values():
+                in_rule = self.rule(other.name, link)
+                if other is not sender and (out_rule.cut or in_rule.cut):
+                    continue
+                if other is not sender and self.rng.random() < max(out_rule.loss, in_rule.loss):
+                    continue
+                if self.drop is not None and self.drop(sender.name, other.name, link,
+                                                       tx.netstring):
+                    continue
+                delay = out_rule.delay + in_rule.delay
+                jitter = max(out_rule.jitter, in_rule.jitter)
+                if jitter:
+                    delay += self.rng.uniform(0, jitter)
+                self._counter += 1
+                heapq.heappush(self._queue, (self.now + delay, self._counter, other.name, link,
+                                             tx.netstring))
+
+    def inject(self, node: str, data: bytes, link: int = 0) -> None:
+        self._counter += 1
+        heapq.heappush(self._queue, (self.now, self._counter, node, link, data))
+
+    def run_until(self, end: float) -> None:
+        inf = float("inf")
+        steps = 0
+        while True:
+            steps += 1
+            assert steps < 5_000_000, "simulation does not advance"
+            timer_at, timer_node = self._next_timer()
+            packet_at = self._queue[0][0] if self._queue else inf
+            t_at = timer_at if timer_at is not None else inf
+            nxt = min(packet_at, t_at)
+            if nxt > end:
+                self.now = end
+                return
+            self.now = max(self.now, nxt)
+            if packet_at <= t_at:
+                _, _, name, link, data = heapq.heappop(self._queue)
+                node = self.nodes[name]
+                if node.alive:
+                    self._apply(node, node.engine.receive(data, link, self.now, self.wall))
+            elif timer_node is not None:
+                node = self.nodes[timer_node]
+                self._apply(node, node.engine.handle_timer(self.now, self.wall))
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def _next_timer(self) -> tuple[float | None, str | None]:
+        best: tuple[float | None, str | None] = (None, None)
+        for node in self.nodes.values():
+            if not node.alive:
+                continue
+            at = node.engine.next_timer()
+            if best[0] is None or at < best[0]:
+                best = (at, node.name)
+        return best
+
+    def events(self, node: str, kind: type, since: float = 0.0) -> list[tuple[float, Action]]:
+        return [(t, a) for t, a in self.nodes[node].actions if isinstance(a, kind) and t >= since]
+
+    def status_of(self, node: str, peer: str) -> str:
+        return self.nodes[node].engine.peers[peer].status.state.value
