@@ -211,7 +211,7 @@ class HeartbeatPeer:
         if self.daemon:
             iso.signal(signal.SIGTERM)
         try:
-            return iso.wait(5)
+            return iso.proc.wait(5)
         except subprocess.TimeoutExpired:
             iso.kill()
             return iso.proc.returncode

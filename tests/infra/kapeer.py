@@ -113,7 +113,7 @@ class KeepalivedPeer:
             return None if self.iso is None else self.iso.proc.returncode
         self.iso.signal(signal.SIGTERM)
         try:
-            return self.iso.wait(timeout)
+            return self.iso.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("keepalived %s ignored SIGTERM", self.node)
             self.iso.kill()

@@ -1,16 +1,14 @@
 """A throw-away multi-node Ethernet lab made of Linux network namespaces.
 
-Why: hbd has to be tested against real kernels, real broadcast/ARP and real
-peers (Heartbeat, keepalived), not mocks.  Every address lives inside
-namespaces created here; nothing is added to the host's root namespace:
+Why: hbd must be tested on real broadcast/ARP against real peers, not mocks,
+without ever touching the host's root namespace (no address, no link):
 
 * one *switch* namespace holds a Linux bridge per network (``br0`` for
   ``eth0`` = 10.77.0.0/24, ``br1`` for ``eth1`` = 10.78.0.0/24, ...), so two
   heartbeat networks are truly independent L2 domains;
-* each node is a namespace whose ``ethK`` is one end of a veth pair; the other
-  end is a port of bridge ``brK`` in the switch namespace.  The veth is
-  created *from* the switch namespace with its peer placed straight into the
-  node namespace, so no interface ever appears in the host root namespace.
+* each node namespace has ``ethK``, a veth whose peer is a port of ``brK``;
+  it is created from the switch namespace with its peer placed straight
+  into the node namespace, so it never appears in the host root namespace.
 
 Names carry a per-run tag ``hbdt-<creator pid>-<random>`` (netns names, the
 work dir under $TMPDIR).  :func:`cleanup_stale` removes leftovers whose
@@ -52,6 +50,7 @@ FAMILY = "hbdt"
 DEFAULT_NETWORKS: tuple[str, ...] = ("10.77.0.0/24", "10.78.0.0/24")
 NETNS_DIR = Path("/run/netns")
 SWITCH = "switch"
+PDEATHSIG = ("setpriv", "--pdeathsig", "KILL", "--")
 _T = TypeVar("_T")
 
 
@@ -313,8 +312,7 @@ class Lab:
     def _add_ns(self, node: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.]{1,32}", node):
             raise LabError(f"bad node name {node!r}")
-        name = f"{self.tag}-{node}"
-        _cmd(["ip", "netns", "add", name])
+        _cmd(["ip", "netns", "add", name := f"{self.tag}-{node}"])
         _cmd(["ip", "-n", name, "link", "set", "lo", "up"])
         if not self.ipv6:
             _cmd(["ip", "netns", "exec", name, "sysctl", "-qw",
@@ -331,8 +329,7 @@ class Lab:
         if host in self._hosts.values():
             raise LabError(f"host number {host} already used")
         self._add_ns(node)
-        self.ifaces[node] = {}
-        self._hosts[node] = host
+        self.ifaces[node], self._hosts[node] = {}, host
         ns, sw = self.nsname(node), self.nsname(SWITCH)
         for k in range(len(self.networks)) if nets is None else nets:
             net = self.networks[k]
@@ -351,10 +348,6 @@ class Lab:
                  [i.cidr for i in self.ifaces[node].values()])
         return self.ifaces[node]
 
-    @property
-    def nodes(self) -> list[str]:
-        return list(self.ifaces)
-
     def iface(self, node: str, ifname: str = "eth0") -> Iface:
         try:
             return self.ifaces[node][ifname]
@@ -367,8 +360,7 @@ class Lab:
 
     def node_dir(self, node: str) -> Path:
         """A per-node scratch directory under the lab's work dir."""
-        d = self.workdir / node
-        d.mkdir(exist_ok=True)
+        (d := self.workdir / node).mkdir(exist_ok=True)
         return d
 
     def argv(self, node: str, argv: Sequence[str]) -> list[str]:
@@ -388,7 +380,8 @@ class Lab:
         """Start ``argv`` in ``node`` in its own session; stopped by teardown."""
         if self._closed:
             raise LabError("lab is torn down")
-        proc = subprocess.Popen(self.argv(node, argv), stdout=stdout, stderr=stderr,
+        # pdeathsig: if this (pytest) process dies, the kernel kills the child
+        proc = subprocess.Popen([*PDEATHSIG, *self.argv(node, argv)], stdout=stdout, stderr=stderr,
                                 stdin=stdin, start_new_session=True,
                                 env=None if env is None else dict(env))
         self.ledger.record(proc.pid)
@@ -429,7 +422,7 @@ class Lab:
         return str(self._json(node, ["link", "show", "dev", ifname])[0]["address"])
 
     def link_state(self, node: str, ifname: str = "eth0") -> str:
-        """Operstate as the node sees it (UP, LOWERLAYERDOWN, DOWN...)."""
+        """Operstate seen by the node: UP, or DOWN when the cable is cut."""
         return str(self._json(node, ["link", "show", "dev", ifname])[0]["operstate"])
 
     def arp_entry(self, node: str, ip: str) -> str | None:
@@ -483,10 +476,10 @@ class Lab:
         m = re.fullmatch(r"\s*loss\s+(\d+(?:\.\d+)?)%\s*", spec)
         if not m:
             raise NetemUnsupported(f"netem {spec!r} unavailable: {res.stderr.strip()}")
-        pct = float(m.group(1))
         # numgen yields 0..9999; drop when below pct*100 (0.01 % resolution)
-        self._nft(f"loss_{ifc.port}",
-                  f'iifname "{ifc.port}" numgen random mod 10000 < {round(pct * 100)} drop')
+        limit = round(float(m.group(1)) * 100)
+        chance = f" numgen random mod 10000 < {limit}" if limit < 10000 else ""
+        self._nft(f"loss_{ifc.port}", f'iifname "{ifc.port}"{chance} drop')
         return "nft"
 
     def clear_netem(self, node: str, ifname: str = "eth0") -> None:
@@ -506,11 +499,9 @@ class Lab:
         PID namespace makes SIGKILL of the daemon (its init) take every child
         with it, like a node losing power.
         """
-        script = ["set -e"]
-        for dst, src in (binds or {}).items():
-            script.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
-        script.append(f"hostname {shlex.quote(hostname or node)}")
-        script.append('exec "$@"')
+        script = ["set -e", *(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
+                              for dst, src in (binds or {}).items()),
+                  f"hostname {shlex.quote(hostname or node)}", 'exec "$@"']
         full = ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
                 "--mount-proc", "--propagation", "private", "--",
                 "sh", "-c", "\n".join(script), "sh", *argv]
@@ -527,14 +518,13 @@ class Lab:
     def teardown(self) -> None:
         """Stop processes, delete namespaces and the work dir; idempotent."""
         self._closed = True
-        for iso in self._isolated:  # their wrappers ignore SIGTERM: go straight to KILL
-            iso.kill()
-        self._isolated.clear()
-        for proc in reversed(self._procs):
+        # isolated wrappers ignore SIGTERM: those go straight to KILL
+        for item in [*self._isolated, *reversed(self._procs)]:
             try:
-                stop_process(proc, timeout=2.0)
+                item.kill() if isinstance(item, Isolated) else stop_process(item, 2.0)
             except Exception:  # keep tearing down whatever happens
-                log.exception("stopping pid %d", proc.pid)
+                log.exception("stopping %r", item)
+        self._isolated.clear()
         self._procs.clear()
         if self.workdir.is_dir():
             PidLedger(self.workdir).kill_all()
@@ -590,11 +580,18 @@ class Isolated:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.inner_pid(), sig)
 
-    def wait(self, timeout: float) -> int:
-        """Wait for the wrapper to exit (it exits when the daemon does)."""
-        return self.proc.wait(timeout)
-
     def kill(self) -> None:
-        """SIGKILL the daemon; the kernel then kills its whole PID namespace."""
-        self.signal(signal.SIGKILL)
-        self.lab.stop(self.proc, timeout=5.0, sig=signal.SIGKILL)
+        """SIGKILL the daemon; the kernel then kills its whole PID namespace.
+
+        Returns once the daemon and the wrapper are gone.  The wrapper is
+        left to reap its child: killing it first would leave the dying init
+        to a host reaper and its namespace still draining.
+        """
+        with contextlib.suppress(LabError):
+            self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.lab.stop(self.proc, timeout=2.0, sig=signal.SIGKILL)
+        inner = self._inner
+        if inner is not None:
+            wait_for(lambda: not pid_running(inner), 5, f"{self.node} daemon exit")

@@ -9,7 +9,7 @@ Two flavours, because they model different faults:
 
 * :class:`SerialPair` (socat, the reference setup): ``cut()`` stops socat by
   its recorded pid.  Both pty masters close, so the ends see a *hang-up*
-  (read -> EIO / EOF), like a USB-serial adapter being unplugged.
+  (read -> EOF, write -> EIO), like a USB-serial adapter being unplugged.
   ``restore()`` restarts socat with the same link paths, but the links now
   point at *new* /dev/pts nodes: a consumer must reopen.  Real Heartbeat
   never reopens its tty, so for it a socat cut is permanent.
@@ -34,7 +34,7 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
-from tests.infra.netns import FAMILY, PidLedger, new_tag, stop_process, wait_for
+from tests.infra.netns import FAMILY, PDEATHSIG, PidLedger, new_tag, stop_process, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SerialPair:
         errlog = self.dir / "socat.log"
         with open(errlog, "wb") as err:
             self.proc = subprocess.Popen(
-                [self.socat, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
+                [*PDEATHSIG, self.socat, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
                  f"pty,raw,echo=0,link={self.b}"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True)
