@@ -13,11 +13,18 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from hbd import __version__, configfiles, logs
-from hbd.core.config import ClusterConfig, Severity
+from hbd import __version__, configfiles, eventlog, logs
+from hbd.core.actions import Action, PersistPeerGeneration, Transmit
+from hbd.core.config import AuthMethod, ClusterConfig, Severity
+from hbd.core.engine import Engine
 from hbd.errors import ConfigError
+from hbd.links import LinkSet
+from hbd.state import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +74,28 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 class Daemon:
-    """Owns the loop, the single timer and, later, the engine and adapters."""
+    """Owns the loop, the single timer, the engine and the adapters."""
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         self.options = options
         self.config = config
+        self.state = StateDir(options.state_dir)
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._load_read_at = 0.0
+        self.engine: Engine | None = None
+        self.links: LinkSet | None = None
+
+    # --- signals -------------------------------------------------------------------
 
     def request_reload(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload())
+        self._spawn(self.reload())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
@@ -99,15 +117,96 @@ class Daemon:
         log.info("%s received: stopping", signame)
         self._stop.set()
 
+    # --- the engine and its single timer ------------------------------------------------
+
+    def _now(self) -> tuple[float, float]:
+        assert self._loop is not None
+        return self._loop.time(), time.time()
+
+    def _on_packet(self, data: bytes, link: int) -> None:
+        assert self.engine is not None
+        now, wall = self._now()
+        self._dispatch(self.engine.receive(data, link, now, wall))
+        self._arm()
+
+    def _on_timer(self) -> None:
+        assert self.engine is not None and self.links is not None
+        self._timer = self._timer_at = None
+        now, wall = self._now()
+        self.links.retry(now)
+        if now - self._load_read_at >= 5.0:
+            self._load_read_at = now
+            self.engine.outbox.load = _loadavg()
+        self._dispatch(self.engine.handle_timer(now, wall))
+        self._arm()
+
+    def _arm(self) -> None:
+        """Point the one timer at the earliest thing anybody is waiting for."""
+        assert self._loop is not None and self.engine is not None and self.links is not None
+        deadline = self.engine.next_timer()
+        retry = self.links.next_retry()
+        if retry is not None:
+            deadline = min(deadline, retry)
+        if self._timer is not None:
+            if self._timer_at == deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        assert self.links is not None
+        for action in actions:
+            if isinstance(action, Transmit):
+                self.links.send(action)
+            elif isinstance(action, PersistPeerGeneration):
+                try:
+                    self.state.save_peer_generation(action.node, action.generation)
+                except OSError as err:
+                    log.warning("cannot record the generation of %s: %s", action.node, err)
+            elif not eventlog.log_event(action):
+                log.debug("unhandled action %r", action)
+
     async def run(self) -> int:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
-        self._loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        log.info("hbd %s starting as node %s", __version__, self.options.node)
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            self.state.ensure()
+            uuid = self.state.uuid()
+            generation = self.state.next_generation(time.time())
+            peers = self.state.peer_generations()
+        except OSError as err:
+            log.error("cannot use state directory %s: %s", self.options.state_dir, err)
+            return 1
+        log.info("hbd %s starting as node %s (generation %d)", __version__, self.options.node,
+                 generation)
+        if self.config.auth.active_key.method is AuthMethod.CRC:
+            log.warning("authkeys signs with crc: that authenticates nothing; anyone on the "
+                        "heartbeat network can forge messages. Use sha1 or blake2b.")
+        self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
+                             peer_generations=peers)
+        self.links = LinkSet(self.config.hacf, self._on_packet)
+        self.links.open_all(loop)
+        now, wall = self._now()
+        self._dispatch(self.engine.start(now, wall))
+        self._arm()
         await self._stop.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.links.close_all()
         log.info("hbd stopped")
         return 0
+
+
+def _loadavg() -> str:
+    """Heartbeat's `ld` field: the first line of /proc/loadavg."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.readline().strip() or "n/a"
+    except OSError:
+        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:

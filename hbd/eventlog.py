@@ -1,0 +1,107 @@
+"""Turn the engine's events into log lines an admin recognises.
+
+Wording follows Heartbeat's own lines ("Link n2:eth0 dead.", "node n2: is
+dead", "Late heartbeat: Node n2: interval 700 ms") so existing log watchers
+keep working.  Each key event carries a stable MESSAGE_ID and HBD_* fields
+in `extra=`, which the journal handler turns into structured fields
+(`journalctl MESSAGE_ID=...`, `journalctl HBD_NODE=n2`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hbd.core import actions as a
+
+log = logging.getLogger("hbd.cluster")
+
+
+class MessageId:
+    NODE_DEAD = "2aeeb9338655464a9b567c9ea028cee3"
+    NODE_UP = "99db8876527046bb8aa68054baa752e0"
+    NODE_STATUS = "fdbb32bf7a534bd28d6f409fb778eb4f"
+    LOCAL_STATUS = "14ab3158606444d5aad3986082dc53e0"
+    LINK_DOWN = "bb587eadb3874810bd1b8126b067b5c7"
+    LINK_UP = "f9079ca478f44796b19838e9ca7cdb7f"
+    TAKEOVER = "34267dbc16344983be57f78ae6a419a2"
+    RELEASE = "8dada740ecaa477d9d020e5576c4bc5b"
+    AUTH_FAILURE = "aabee2ce1f1747b3aaa0c657f62d950d"
+    SPLIT_BRAIN = "f2360626026049ce8e6a16cab8f68549"
+    RESOURCE_FAILURE = "97dc079cd5184c939d051497cd8e33af"
+    LATE_HEARTBEAT = "2d0771e739d84d66939ece68d446f5d5"
+    PEER_RESTART = "037b0acba6fa4f6f9a9507c4d5546e2b"
+    PARTITION_HEALED = "7880737a742a431d865aa114019e3a28"
+    LOST_PACKETS = "fd6469fb6e884b70850fc435416e0c99"
+    GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
+
+
+def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
+    extra: dict[str, Any] = {"MESSAGE_ID": message_id}
+    for key, value in fields.items():
+        extra[f"HBD_{key.upper()}"] = value
+    log.log(level, text, *args, extra=extra)
+
+
+def log_event(event: object) -> bool:
+    """Log one engine event; return False if it is not an event this module knows."""
+    if isinstance(event, a.NodeStatusChanged):
+        if event.local:
+            _emit(logging.INFO, MessageId.LOCAL_STATUS, "Local status now set to: '%s'",
+                  event.new, node=event.node)
+        elif event.new == "dead":
+            _emit(logging.WARNING, MessageId.NODE_DEAD, "node %s: is dead", event.node,
+                  node=event.node)
+        elif event.old in ("dead", "init") and event.new in ("up", "active"):
+            _emit(logging.INFO, MessageId.NODE_UP, "Status update for node %s: status %s",
+                  event.node, event.new, node=event.node)
+        else:
+            _emit(logging.INFO, MessageId.NODE_STATUS, "Status update for node %s: status %s",
+                  event.node, event.new, node=event.node)
+    elif isinstance(event, a.LinkStatusChanged):
+        if event.up:
+            _emit(logging.INFO, MessageId.LINK_UP, "Link %s:%s up.", event.node, event.link,
+                  node=event.node, link=event.link)
+        else:
+            _emit(logging.WARNING, MessageId.LINK_DOWN, "Link %s:%s dead.", event.node,
+                  event.link, node=event.node, link=event.link)
+    elif isinstance(event, a.LateHeartbeat):
+        level = logging.CRITICAL if event.beyond_deadtime else logging.WARNING
+        suffix = " (> deadtime)" if event.beyond_deadtime else ""
+        _emit(level, MessageId.LATE_HEARTBEAT, "Late heartbeat: Node %s: interval %d ms%s",
+              event.node, event.gap_ms, suffix, node=event.node)
+    elif isinstance(event, a.PeerRestarted):
+        _emit(logging.INFO, MessageId.PEER_RESTART, "Heartbeat restart on node %s "
+              "(generation %d)", event.node, event.generation, node=event.node)
+    elif isinstance(event, a.PartitionHealed):
+        _emit(logging.CRITICAL, MessageId.PARTITION_HEALED,
+              "Cluster node %s returning after partition.", event.node, node=event.node)
+    elif isinstance(event, a.BadPackets):
+        _emit(logging.WARNING, MessageId.AUTH_FAILURE,
+              "dropped %d packet(s) on %s: %s (last claimed sender: %s)",
+              event.count, event.link, event.reason, event.last_source,
+              node=event.last_source, link=event.link)
+    elif isinstance(event, a.LostPackets):
+        count = event.last - event.first + 1
+        _emit(logging.WARNING, MessageId.LOST_PACKETS, "%d lost packet(s) for [%s] [%d:%d]",
+              count, event.node, event.first - 1, event.last + 1, node=event.node)
+    elif isinstance(event, a.GroupStateChanged):
+        _emit(logging.INFO, MessageId.GROUP_STATE, "group %s: %s -> %s%s", event.group,
+              event.old, event.new, f" (on {event.owner})" if event.owner else "",
+              group=event.group, node=event.owner)
+    elif isinstance(event, a.ResourcesHeldChanged):
+        _emit(logging.INFO, MessageId.GROUP_STATE, "resources held: %s -> %s", event.old,
+              event.new)
+    elif isinstance(event, a.SplitBrain):
+        _emit(logging.CRITICAL, MessageId.SPLIT_BRAIN, "split brain on group %s: %s keeps it; %s",
+              event.group, event.keeper, event.detail, group=event.group, node=event.keeper)
+    elif isinstance(event, a.GroupFailed):
+        _emit(logging.ERROR, MessageId.RESOURCE_FAILURE, "group %s: %s failed: %s",
+              event.group, event.operation, event.detail, group=event.group)
+    elif isinstance(event, a.Notice):
+        level = {"info": logging.INFO, "warning": logging.WARNING,
+                 "error": logging.ERROR}.get(event.level, logging.INFO)
+        log.log(level, "%s", event.text)
+    else:
+        return False
+    return True

@@ -1,0 +1,168 @@
+"""UDP heartbeat links (bcast, mcast, ucast): thin asyncio adapters.
+
+All UDP links on one interface and port share one socket bound to that
+device (SO_BINDTODEVICE), so a packet's arrival interface is known and two
+links never steal each other's datagrams.  IP_PKTINFO tells which link a
+datagram belongs to: a multicast destination means the mcast link, a
+broadcast destination the bcast link, a unicast one the ucast link of that
+peer.  Our own broadcasts come back to us, as they do to Heartbeat; the
+engine uses them as proof that our side of the link works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Callable
+
+from hbd.core.config import BcastLink, McastLink, UcastLink
+from hbd.errors import LinkError
+
+log = logging.getLogger(__name__)
+
+UdpLink = BcastLink | McastLink | UcastLink
+Deliver = Callable[[bytes, int], None]  # (payload, link index)
+
+SIOCGIFBRDADDR = 0x8919
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+MAX_DATAGRAM = 65535
+
+
+def broadcast_address(interface: str) -> str:
+    """The interface's IPv4 broadcast address, as Heartbeat's bcast plugin finds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("256s", interface.encode()[:15])
+        try:
+            reply = fcntl.ioctl(probe.fileno(), SIOCGIFBRDADDR, request)
+        except OSError as err:
+            raise LinkError(f"{interface}: no IPv4 broadcast address ({err.strerror})") from err
+    return socket.inet_ntoa(reply[20:24])
+
+
+class UdpEndpoint:
+    """One socket on (interface, port) carrying one or more links."""
+
+    def __init__(self, interface: str, port: int, links: dict[int, UdpLink],
+                 deliver: Deliver) -> None:
+        self.interface = interface
+        self.port = port
+        self.links = links
+        self.deliver = deliver
+        self.sock: socket.socket | None = None
+        self._targets: dict[int, tuple[str, int]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failed_sends = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.sock is not None
+
+    def describe(self) -> str:
+        kinds = sorted({type(link).__name__.removesuffix("Link").lower()
+                        for link in self.links.values()})
+        return f"{'/'.join(kinds)} {self.interface} udp/{self.port}"
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the socket.  Raises LinkError (the caller retries later)."""
+        try:
+            ifindex = socket.if_nametoindex(self.interface)
+        except OSError:
+            raise LinkError(f"{self.describe()}: no such interface") from None
+        targets: dict[int, tuple[str, int]] = {}
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            for index, link in self.links.items():
+                if isinstance(link, BcastLink):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                    targets[index] = (broadcast_address(self.interface), link.port)
+                elif isinstance(link, McastLink):
+                    mreqn = struct.pack("4s4si", socket.inet_aton(link.group),
+                                        socket.inet_aton("0.0.0.0"), ifindex)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, link.ttl)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP,
+                                    1 if link.loop else 0)
+                    targets[index] = (link.group, link.port)
+                else:
+                    targets[index] = (link.peer, link.port)
+            sock.bind(("", self.port))
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
+            raise LinkError(f"{self.describe()}: {err.strerror or err}") from err
+        except LinkError:
+            sock.close()
+            raise
+        self.sock = sock
+        self._targets = targets
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.sock = None
+
+    def _link_for(self, source: str, destination: str) -> int | None:
+        if len(self.links) == 1:
+            return next(iter(self.links))
+        dest = ipaddress.IPv4Address(destination)
+        for index, link in self.links.items():
+            if isinstance(link, McastLink) and dest.is_multicast and link.group == destination:
+                return index
+            if isinstance(link, UcastLink) and link.peer == source:
+                return index
+        for index, link in self.links.items():
+            if isinstance(link, BcastLink):
+                return index
+        return None
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(64):  # bounded, so a flood cannot starve the timer
+            try:
+                data, ancdata, _flags, address = sock.recvmsg(
+                    MAX_DATAGRAM, socket.CMSG_SPACE(12))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.warning("%s: receive failed: %s", self.describe(), err.strerror)
+                return
+            destination = "0.0.0.0"
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+                    destination = socket.inet_ntoa(value[8:12])
+            index = self._link_for(address[0], destination)
+            if index is not None:
+                self.deliver(data, index)
+
+    def send(self, data: bytes, links: tuple[int, ...] | None) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for index, target in self._targets.items():
+            if links is not None and index not in links:
+                continue
+            try:
+                sock.sendto(data, target)
+            except (BlockingIOError, InterruptedError):
+                self.failed_sends += 1
+            except OSError as err:
+                self.failed_sends += 1
+                if self.failed_sends in (1, 10, 100) or self.failed_sends % 1000 == 0:
+                    log.warning("%s: send to %s failed (%d so far): %s", self.describe(),
+                                target[0], self.failed_sends, err.strerror)
