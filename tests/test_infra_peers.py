@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.fixtures import HbPeerFactory, KaPeerFactory
+from tests.infra.fixtures import HbPeerFactory, KaPeerFactory, LabFactory
 from tests.infra.hbpeer import render_ha_cf
 from tests.infra.kapeer import render_keepalived_conf
 from tests.infra.netns import Lab, pid_running, wait_for
-from tests.infra.serialpair import SerialPair
+from tests.infra.serialpair import PtyCable, SerialPair
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -41,8 +41,8 @@ def test_two_heartbeats_bcast_and_serial(lab: Lab, serial_pair: SerialPair,
     n2.wait_status("n1", "active", timeout=10)
     assert "is running" in n1.cl_status("hbstatus")
     assert set(n1.cl_status("listnodes").split()) == {"n1", "n2"}
-    assert n1.cl_status("hblinkstatus", "n2", "eth0") == "up"
-    wait_for(lambda: n2.cl_status("hblinkstatus", "n1", tty["n2"]) == "up", 5, "serial link")
+    assert n1.link_status("n2", "eth0") == "up"
+    wait_for(lambda: n2.link_status("n1", tty["n2"]) == "up", 5, "serial link")
 
     # n1 owns the VIP once the (hard-wired 10 s) initial resource hand-shake ends
     wait_for(lambda: _vip_on(lab, "n1"), 20, "VIP on n1")
@@ -122,3 +122,38 @@ def test_two_keepalived_elect_master_and_fail_over_on_cut(
     wait_for(lambda: lab.has_address("n1", vip) and not lab.has_address("n2", vip), 5,
              "VIP back on n1")
     assert k1.stop() == 0 and k2.stop() == 0
+
+
+def test_heartbeat_redundant_media_survive_cuts(make_lab: LabFactory, pty_cable: PtyCable,
+                                                hb_peer_factory: HbPeerFactory) -> None:
+    """eth0, eth1 and a serial cable are independent media: a cut is a link event.
+
+    PtyCable (not the socat pair) is used because a running Heartbeat
+    survives its cut: the tty stays open, bytes just stop flowing.
+    """
+    lab = make_lab(["n1", "n2"], networks=2)
+    tty = dict(zip(("n1", "n2"), pty_cable.paths, strict=True))
+    n1, n2 = (hb_peer_factory(lab, n, render_ha_cf(
+        ["n1", "n2"], media=["bcast eth0", "ucast eth1 10.78.0.1", "ucast eth1 10.78.0.2",
+                             f"serial {tty[n]}"])) for n in ("n1", "n2"))
+    n1.wait_status("n2", "active", timeout=10)
+    n2.wait_status("n1", "active", timeout=10)
+    links = ("eth0", "eth1", tty["n1"])
+    wait_for(lambda: all(n1.link_status("n2", x) == "up" for x in links), 5, "all links up")
+
+    lab.cut("n2", "eth0")
+    pty_cable.cut()
+    wait_for(lambda: n1.link_status("n2", "eth0") == "dead", 5, "eth0 dead")
+    wait_for(lambda: n1.link_status("n2", tty["n1"]) == "dead", 5, "serial dead")
+    assert n1.node_status("n2") == "active"
+    assert n1.link_status("n2", "eth1") == "up"
+
+    lab.restore("n2", "eth0")
+    pty_cable.restore()
+    wait_for(lambda: n1.link_status("n2", "eth0") == "up", 5, "eth0 back")
+    wait_for(lambda: n1.link_status("n2", tty["n1"]) == "up", 5, "serial back")
+    lab.cut("n2", "eth0")
+    lab.cut("n2", "eth1")
+    pty_cable.cut()
+    n1.wait_status("n2", "dead", timeout=5)
+    n2.wait_status("n1", "dead", timeout=5)

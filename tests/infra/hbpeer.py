@@ -14,14 +14,29 @@ node's network namespace plus private mount/UTS/PID namespaces (see
 * binaries, the ``hacluster``/``haclient`` accounts and the OCF agents
   (IPaddr2, send_arp) come from the host, read-only in practice.
 
-Limits found with Debian's 3.0.6 (see also :func:`render_ha_cf`):
+Limits found with Debian's 3.0.6 (measured on this VM; see render_ha_cf):
 
-* times accept ``ms`` suffixes; ``keepalive 100ms`` works; ``deadtime`` must
-  exceed ``2 * keepalive`` (else config error);
-* ``initdead`` defaults to 12 s when deadtime < 6 s; anything under 10 s
-  only logs a warning, so tests set it explicitly;
+* the binary is /usr/libexec/heartbeat/heartbeat (not /usr/lib or /usr/sbin);
+* time values are plain seconds or carry ``ms``/``us``: ``1s`` is a
+  *configuration error*.  No lower bound besides ``deadtime > 2 *
+  keepalive``: 10ms/40ms still ran stable on an idle VM; tests use
+  100ms/500ms for headroom under load;
+* ``initdead`` defaults to 12 s when deadtime < 6 s; below 10 s it only
+  warns, so the test profile sets 1000ms;
+* for its first 5 s a node advertises deadtime + 2 s (``hb_add_deadtime``),
+  so a peer killed right after start is declared dead ~2.5 s later, not
+  0.5 s;
+* when two nodes meet, the resource hand-shake waits a hard-coded 10 s
+  (``RQSTDELAY``): with a simultaneous start the VIP appears ~11 s later
+  (a lone node takes it after ~1.5 s), rscstatus says "transition" in that
+  window, hb_standby is ignored ("Other side is in flux") and a graceful
+  stop is delayed until it ends;
+* graceful stop takes ~2 s (fixed 1 s shutdown phases);
+* "udpport setting must precede media statements" is printed on every
+  start whatever the order: harmless;
 * Heartbeat never reopens a serial tty, so a socat-based serial link that
-  is stopped and restarted stays dead for a running Heartbeat.
+  is stopped and restarted stays dead for a running Heartbeat (PtyCable
+  models a cable pull it survives).
 """
 
 from __future__ import annotations
@@ -235,6 +250,10 @@ class HeartbeatPeer:
     def node_status(self, other: str) -> str:
         res = self.exec(["cl_status", "nodestatus", other], check=False)
         return res.stdout.strip()
+
+    def link_status(self, other: str, link: str) -> str:
+        """``cl_status hblinkstatus``: "up"/"dead", "" if not (yet) known."""
+        return self.exec(["cl_status", "hblinkstatus", other, link], check=False).stdout.strip()
 
     def rsc_status(self) -> str:
         """``cl_status rscstatus``: local / foreign / all / none / transition."""

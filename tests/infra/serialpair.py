@@ -12,7 +12,9 @@ Two flavours, because they model different faults:
   (read -> EOF, write -> EIO), like a USB-serial adapter being unplugged.
   ``restore()`` restarts socat with the same link paths, but the links now
   point at *new* /dev/pts nodes: a consumer must reopen.  Real Heartbeat
-  never reopens its tty, so for it a socat cut is permanent.
+  never reopens its tty, so for it a socat cut is permanent, and its
+  reader spins on EOF logging "EOF in ttygets" (~2.5 MB/s of log): stop
+  or kill such a peer soon after a socat cut.
 * :class:`PtyCable` (``os.openpty``): a relay thread copies bytes between two
   pty masters that stay open.  ``cut()`` silently drops bytes, the ttys stay
   valid, ``restore()`` resumes: a pulled null-modem cable, which running
@@ -97,7 +99,7 @@ class SerialPair:
         return self.paths
 
     def cut(self) -> None:
-        """Stop socat (by recorded pid): both ends hang up."""
+        """Stop socat (by recorded pid): both ends hang up (see module doc)."""
         if self.proc is not None:
             stop_process(self.proc, timeout=2.0)
             self.ledger.forget(self.proc.pid)
