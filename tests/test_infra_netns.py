@@ -65,6 +65,11 @@ def test_nodes_ping_each_other_and_resolve_arp(lab: Lab) -> None:
     assert lab.link_state("n1") == "UP"
 
 
+@pytest.mark.netns
+def test_module_lab_is_usable(module_lab: Lab) -> None:
+    assert module_lab.ping("n2", module_lab.ip("client"))
+
+
 @needs_netns
 def test_host_root_namespace_untouched() -> None:
     before = _host_links()

@@ -34,7 +34,7 @@ def netns_unavailable() -> str | None:
     """Why network-namespace tests cannot run here, or None if they can."""
     if os.geteuid() != 0:
         return "needs root for network namespaces"
-    for tool in ("ip", "unshare", "nsenter", "setpriv", "nft"):
+    for tool in ("ip", "unshare", "nsenter", "setpriv"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     probe = new_tag() + "-probe"

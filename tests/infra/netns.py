@@ -269,7 +269,8 @@ class Lab:
     ...     assert lab.ping("client", lab.ip("n1"))
 
     Node *i* (1-based, in creation order) gets host number *i* on every
-    network unless ``host=`` is given; its MAC is ``02:00:<ipv4 bytes>``.
+    network unless ``host=`` is given; its MAC is ``02:00:<ipv4 bytes>``;
+    IPv6 is off unless ``ipv6=True`` (no ND/MLD noise in captures).
     """
 
     def __init__(self, nodes: Iterable[str] = (), *,
@@ -380,7 +381,7 @@ class Lab:
         """Start ``argv`` in ``node`` in its own session; stopped by teardown."""
         if self._closed:
             raise LabError("lab is torn down")
-        # pdeathsig: if this (pytest) process dies, the kernel kills the child
+        # pdeathsig: the kernel kills the child if the spawning *thread* dies
         proc = subprocess.Popen([*PDEATHSIG, *self.argv(node, argv)], stdout=stdout, stderr=stderr,
                                 stdin=stdin, start_new_session=True,
                                 env=None if env is None else dict(env))
