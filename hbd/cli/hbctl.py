@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from hbd import __version__, configfiles
+from hbd.cli import export_pacemaker
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config-dir", default=configfiles.DEFAULT_CONFIG_DIR)
     config.add_argument("--node", default=None)
     config.set_defaults(func=_cmd_config)
+    export_pacemaker.register(sub)
     return parser
 
 
