@@ -495,3 +495,17 @@ def test_hostview_default_is_pure() -> None:
     """Without a HostView nothing is looked up: an init-script name is a heartbeat script."""
     result = export(TWO_HOMES.config(), HostView())
     assert cib_facts(result.cib)["primitives"]["postgresql"][0] == "heartbeat"
+
+
+@pytest.mark.slow
+def test_cib_pushes_into_a_newer_live_cib_with_pcs(tmp_path: Path) -> None:
+    """The documented way in: `pcs cluster cib-push cib.xml --config` keeps the live epoch."""
+    _need("pcs")
+    live = _empty_cib(tmp_path / "live.xml")
+    live.write_text(live.read_text().replace('epoch="1"', 'epoch="7"', 1))
+    cib = tmp_path / "cib.xml"
+    cib.write_text(_export(STORAGE).cib)
+    result = subprocess.run(["pcs", "-f", str(live), "cluster", "cib-push", str(cib), "--config"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert cib_facts(live.read_text()) == cib_facts(cib.read_text())
