@@ -148,8 +148,8 @@ class Daemon:
         if retry is not None:
             deadline = min(deadline, retry)
         if self._timer is not None:
-            if self._timer_at == deadline:
-                return
+            if self._timer_at is not None and self._timer_at <= deadline:
+                return  # it fires no later than needed; re-armed then
             self._timer.cancel()
         self._timer_at = deadline
         self._timer = self._loop.call_at(deadline, self._on_timer)

@@ -16,7 +16,6 @@ longer than 64 bytes are first hashed to 64).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import nacl.encoding
@@ -55,10 +54,11 @@ def _blake2b_key(secret: bytes) -> bytes:
 
 def compute(key: AuthKey, data: bytes) -> str:
     """The MAC of `data` under `key`, as the hex text Heartbeat puts on the wire."""
+    # hmac.digest is the one-shot C path: several times cheaper than hmac.new per packet.
     if key.method is AuthMethod.SHA1:
-        return hmac.new(key.secret, data, hashlib.sha1).hexdigest()
+        return hmac.digest(key.secret, data, "sha1").hex()
     if key.method is AuthMethod.MD5:
-        return hmac.new(key.secret, data, hashlib.md5).hexdigest()
+        return hmac.digest(key.secret, data, "md5").hex()
     if key.method is AuthMethod.CRC:
         return heartbeat_crc(data)
     digest: bytes = nacl.hash.blake2b(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hbd.core import auth, wire
 from hbd.core.actions import (
@@ -33,15 +34,21 @@ from hbd.core.badpackets import BadPacketLog
 from hbd.core.config import ClusterConfig
 from hbd.core.fsm import StateMachine
 from hbd.core.membership import LOCAL_TRANSITIONS, LinkStatus, NodeStatus, Peer, parse_status
-from hbd.core.outbox import NOSEQ_PREFIX, Outbox
+from hbd.core.outbox import NOSEQ_PREFIX, RECENT, Outbox
 from hbd.core.seqtrack import Verdict
 from hbd.core.wire import Message
 from hbd.errors import AuthError, WireError
 
 log = logging.getLogger(__name__)
 
+_V = TypeVar("_V")
+
 PROTOCOL_VERSION = "1"
 REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
+# A peer's datagram arrives on each of its links within milliseconds; a byte-identical
+# copy later than this is no longer taken as a cheap duplicate (it may be a replay).
+DUPLICATE_WINDOW = 0.25
+PHASE_LOCK = 0.3  # send our status early if it is due within this part of a keepalive
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,10 @@ class Engine:
             if name in self.peers:
                 self.peers[name].seq.generation = gen
         self.own_links: dict[int, float] = {}  # our own echoes seen per link (bcast loops back)
+        # Byte-identical copies need no second parse: our own broadcasts coming back,
+        # and the same datagram from a peer over its other link.  Both are checked
+        # against exact bytes we sent or already verified, so nothing unverified passes.
+        self._accepted_recent: dict[bytes, tuple[Peer, float]] = {}
         self.bad = BadPacketLog()
         self.started_at = now
         self.comm_up = False  # every node heard from or declared dead
@@ -117,6 +128,9 @@ class Engine:
         for peer in self.peers.values():
             if not peer.dead:
                 candidates.append(self._silence_deadline(peer))
+            for state in peer.links.values():
+                if state.fsm.state is LinkStatus.UP and state.last_heard is not None:
+                    candidates.append(state.last_heard + peer.deadtime)
             if peer.seq.next_rexmit_request is not None:
                 candidates.append(peer.seq.next_rexmit_request)
         if self.next_reqnodes is not None:
@@ -141,6 +155,12 @@ class Engine:
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
         """One datagram or serial frame arrived on link `link`."""
+        if data in self.outbox.recent:
+            self.own_links[link] = now
+            return []
+        known = self._accepted_recent.get(data)
+        if known is not None and now - known[1] <= DUPLICATE_WINDOW:
+            return self._link_heard(known[0], link, now)
         link_name = self._link_name(link)
         try:
             packet = wire.decode(data)
@@ -160,7 +180,7 @@ class Engine:
         msgtype = message.type
         if not msgtype or not message.get("ts"):
             return self.bad.record("missing type or timestamp", src, link_name, now)
-        return self._receive_from(peer, message, msgtype, link, now, wall)
+        return self._receive_from(peer, message, msgtype, link, now, wall, data)
 
     # --- receive path ------------------------------------------------------------------
 
@@ -176,7 +196,7 @@ class Engine:
         return self.bad.record("packet claims to be from this node", self.node, link_name, now)
 
     def _receive_from(self, peer: Peer, message: Message, msgtype: str, link: int,
-                      now: float, wall: float) -> list[Action]:
+                      now: float, wall: float, packet_bytes: bytes = b"") -> list[Action]:
         actions: list[Action] = []
         dest = message.get("dest")
         dest_uuid = message.raw("destuuid")
@@ -220,6 +240,8 @@ class Engine:
                 verdict = Verdict.DROP  # sequence bookkeeping done; not for us
         if verdict is Verdict.DROP:
             return actions
+        if packet_bytes:
+            _remember(self._accepted_recent, packet_bytes, (peer, now))
         actions += self._link_heard(peer, link, now)
         peer.heard_from = True
         if verdict is Verdict.DUPLICATE:
@@ -271,6 +293,12 @@ class Engine:
             peer.deadtime = dt / 1000.0
         peer.last_status_at = now
         peer.seq.status_seqno = max(peer.seq.status_seqno, received.seq)
+        if not self.stopped and self.next_status - now < self.keepalive * PHASE_LOCK:
+            # Our own status is nearly due: send it now, while we are awake anyway.
+            # The two nodes' timers lock in phase and each wakes half as often;
+            # sending early never lengthens the gap the peer sees.
+            actions.append(self._status_message(wall))
+            self.next_status = now + self.keepalive
         actions += self._set_peer_status(peer, new, now, wall)
         return actions
 
@@ -416,3 +444,10 @@ class Engine:
 
     def stop_heartbeats(self) -> None:
         self.stopped = True
+
+
+
+def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
+    cache[key] = value
+    if len(cache) > RECENT:
+        del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest

@@ -16,6 +16,7 @@ from hbd.core.seqtrack import SendHistory, SentMessage
 from hbd.core.wire import FieldType, Message
 
 NOSEQ_PREFIX = "NS_"
+RECENT = 64  # datagrams remembered by the byte-identity caches
 
 
 class Outbox:
@@ -36,6 +37,14 @@ class Outbox:
         self.ttl = ttl
         self.history = SendHistory(history_size)
         self.load = "0.00 0.00 0.00 1/1 1"  # the adapter may refresh it (Heartbeat's `ld`)
+        # What we sent lately, byte for byte: a bcast link hands our own datagrams back.
+        self.recent: dict[bytes, None] = {}
+
+    def _sent(self, transmit: Transmit) -> Transmit:
+        self.recent[transmit.netstring] = None
+        if len(self.recent) > RECENT:
+            del self.recent[next(iter(self.recent))]
+        return transmit
 
     def build(
         self,
@@ -73,7 +82,7 @@ class Outbox:
         )
         if seq is not None:
             self.history.add(SentMessage(seq, transmit.netstring, transmit.classic, msgtype))
-        return transmit
+        return self._sent(transmit)
 
     def retransmission(self, seq: int, now: float, min_interval: float) -> Transmit | None:
         """The stored message `seq`, unless resent less than min_interval ago."""
@@ -83,4 +92,4 @@ class Outbox:
         if sent.last_rexmit is not None and now - sent.last_rexmit < min_interval:
             return None
         sent.last_rexmit = now
-        return Transmit(sent.netstring, sent.classic, sent.msgtype)
+        return self._sent(Transmit(sent.netstring, sent.classic, sent.msgtype))

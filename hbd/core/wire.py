@@ -24,6 +24,7 @@ import binascii
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hbd.errors import WireError
 
@@ -47,8 +48,9 @@ class FieldType(enum.IntEnum):
     UNCOMPRESS = 5
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
+    """One field.  A NamedTuple, not a dataclass: a packet makes a dozen of these."""
+
     name: str
     value: bytes  # raw bytes as on the netstring wire (STRUCT: the nested netstring)
     type: FieldType = FieldType.STRING
@@ -57,10 +59,11 @@ class Field:
 class Message:
     """An ordered, typed field list.  Field names may repeat, as in Heartbeat."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("_index", "fields")
 
     def __init__(self, fields: list[Field] | None = None) -> None:
         self.fields: list[Field] = list(fields or [])
+        self._index: dict[str, bytes] | None = None  # first value per name, built on demand
 
     @classmethod
     def of(cls, *pairs: tuple[str, str]) -> Message:
@@ -80,10 +83,13 @@ class Message:
         return iter(self.fields)
 
     def raw(self, name: str) -> bytes | None:
-        for f in self.fields:
-            if f.name == name:
-                return f.value
-        return None
+        index = self._index
+        if index is None:
+            index = {}
+            for f in self.fields:
+                index.setdefault(f.name, f.value)
+            self._index = index
+        return index.get(name)
 
     def get(self, name: str) -> str | None:
         """A string field's value (first occurrence), or None."""
@@ -104,6 +110,7 @@ class Message:
     def set(self, name: str, value: str | bytes, type: FieldType = FieldType.STRING) -> None:
         """Replace the first field called `name`, or append it (Heartbeat's ha_msg_mod)."""
         data = value.encode() if isinstance(value, str) else value
+        self._index = None
         for i, f in enumerate(self.fields):
             if f.name == name:
                 self.fields[i] = Field(name, data, type)
@@ -112,9 +119,11 @@ class Message:
 
     def add(self, name: str, value: str | bytes, type: FieldType = FieldType.STRING) -> None:
         data = value.encode() if isinstance(value, str) else value
+        self._index = None
         self.fields.append(Field(name, data, type))
 
     def remove(self, name: str) -> None:
+        self._index = None
         self.fields = [f for f in self.fields if f.name != name]
 
     def copy(self) -> Message:
@@ -145,14 +154,17 @@ def _classic_value(f: Field) -> bytes:
 
 def classic_body(message: Message, *, skip_auth: bool) -> bytes:
     """The field lines without head/tail; with skip_auth, the text auth MACs cover."""
-    out = bytearray()
-    for f in message.fields:
-        if skip_auth and f.name == "auth":
+    parts = []
+    for name, value, ftype in message.fields:
+        if skip_auth and name == "auth":
             continue
-        if f.type is not FieldType.STRING:
-            out += b"(%d)" % int(f.type)
-        out += f.name.encode() + b"=" + _classic_value(f) + b"\n"
-    return bytes(out)
+        if ftype is FieldType.STRING:
+            parts.append(b"%s=%s\n" % (name.encode(), value))
+        else:
+            parts.append(b"(%d)%s=%s\n" % (ftype, name.encode(),
+                                           base64.b64encode(value) if ftype is FieldType.BINARY
+                                           else value))
+    return b"".join(parts)
 
 
 def encode_classic(message: Message) -> bytes:
@@ -205,7 +217,21 @@ def decode_classic(data: bytes) -> Message:
     return Message(fields)
 
 
+_TYPE_PREFIXES = {b"(%d)" % int(t): t for t in FieldType}
+_NAMES: dict[bytes, str] = {}  # field names seen so far (a handful in practice)
+
+
 def _name(raw: bytes) -> str:
+    known = _NAMES.get(raw)
+    if known is not None:
+        return known
+    name = _check_name(raw)
+    if len(_NAMES) < 256:  # bounded: hostile traffic cannot grow it
+        _NAMES[raw] = name
+    return name
+
+
+def _check_name(raw: bytes) -> str:
     try:
         name = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -224,11 +250,13 @@ def netstring_item(payload: bytes) -> bytes:
 
 def netstring_body(message: Message) -> bytes:
     """###\\n ... %%%\\n: the bytes the trailer MAC covers."""
-    out = bytearray(NETSTRING_START)
-    for f in message.fields:
-        out += netstring_item(b"(%d)" % int(f.type) + f.name.encode() + b"=" + f.value)
-    out += NETSTRING_END
-    return bytes(out)
+    parts = [NETSTRING_START]
+    for name, value, ftype in message.fields:
+        encoded = name.encode()
+        # LEN counts "(T)" + name + "=" + value
+        parts.append(b"%d:(%d)%s=%s," % (len(encoded) + len(value) + 4, ftype, encoded, value))
+    parts.append(NETSTRING_END)
+    return b"".join(parts)
 
 
 def encode_netstring(message: Message, trailer: str | None) -> bytes:
@@ -255,31 +283,49 @@ def _peel(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def _decode_netstring_fields(data: bytes, pos: int, depth: int) -> tuple[list[Field], int]:
-    """Fields from just after ###\\n up to and including %%%\\n."""
+    """Fields from just after ###\\n up to and including %%%\\n.
+
+    Written as one tight loop: every heartbeat packet goes through it.
+    """
     if depth > MAX_DEPTH:
         raise WireError("structs nested too deep")
     fields: list[Field] = []
+    append = fields.append
+    find = data.find
+    size = len(data)
+    new_field = tuple.__new__
     while True:
         if data.startswith(NETSTRING_END, pos):
             return fields, pos + len(NETSTRING_END)
-        if pos >= len(data):
+        if pos >= size:
             raise WireError("no %%% end marker")
         if len(fields) >= MAX_FIELDS:
             raise WireError("too many fields")
-        payload, pos = _peel(data, pos)
-        if len(payload) < 4 or payload[0:1] != b"(" or payload[2:3] != b")":
-            raise WireError("field without (type) prefix")
-        ftype, rest = _parse_type_prefix(payload)
-        name, sep, value = rest.partition(b"=")
-        if not sep or not name:
+        colon = find(b":", pos, pos + 12)
+        digits = data[pos:colon]
+        if colon <= pos or not digits.isdigit():
+            raise WireError("bad netstring length")
+        start = colon + 1
+        end = start + int(digits)
+        if end >= size or data[end] != 0x2C:  # ","
+            raise WireError("truncated netstring")
+        ftype = _TYPE_PREFIXES.get(data[start:start + 3])
+        if ftype is None:
+            raise WireError("field without a known (type) prefix")
+        equals = find(b"=", start + 3, end)
+        if equals <= start + 3:
             raise WireError("field without name=value")
+        raw_name = data[start + 3:equals]
+        name = _NAMES.get(raw_name) or _name(raw_name)
+        value = data[equals + 1:end]
         if ftype is FieldType.STRUCT:
             if not value.startswith(NETSTRING_START):
                 raise WireError("struct field is not a nested message")
             _, used = _decode_netstring_fields(value, len(NETSTRING_START), depth + 1)
             if used != len(value):
                 raise WireError("junk after nested message")
-        fields.append(Field(_name(name), value, ftype))
+        append(new_field(Field, (name, value, ftype)))
+        pos = end + 1
 
 
 def decode_netstring(data: bytes) -> Packet:

@@ -23,11 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from hbd.core.haresources import IPv4Spec, IPv6Spec
 from hbd.errors import NetError
+from hbd.net._pyroute2 import load as _load_pyroute2
+
+IPRoute, NetlinkError = _load_pyroute2()  # NetlinkError carries .code (an errno)
 
 log = logging.getLogger(__name__)
 

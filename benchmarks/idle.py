@@ -1,0 +1,148 @@
+"""Idle cost of a two-node cluster: CPU seconds per minute and memory per node.
+
+hbd, Heartbeat 3.0.6 and keepalived run side by side (each in its own lab of
+network namespaces, so they cannot hear each other), each with two
+heartbeat paths at a 100 ms interval:
+
+* hbd / Heartbeat: `keepalive 100ms`, `deadtime 500ms`, `bcast eth0` + `bcast eth1`;
+* keepalived: VRRPv3 with `advert_int 0.1`, one instance per interface.
+
+After a warm-up the CPU time (utime+stime of the whole process tree of each
+node, children included) is sampled over the measuring window and scaled to
+one minute; RSS (and PSS, which splits shared pages fairly) is read at the
+end.  Targets for hbd: <= 0.3 CPU-s/min and <= 40 MB RSS per node.
+
+    .venv/bin/python benchmarks/idle.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.common import cpu_seconds, pss_bytes, rss_bytes, save, table, tree
+from tests.hbdproc import HbdNode, ha_cf
+from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
+from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
+from tests.infra.netns import Lab
+
+NETWORKS = ("10.77.0.0/24", "10.78.0.0/24")
+MEDIA = "bcast eth0\nbcast eth1"
+
+
+@dataclass
+class Subject:
+    name: str
+    lab: Lab
+    pids: Callable[[], list[int]]  # root pid of each node's process tree
+    stop: Callable[[], None]
+
+
+def start_hbd() -> Subject:
+    lab = Lab(("n1", "n2"), networks=NETWORKS)
+    nodes = [HbdNode(lab, n, ha_cf(MEDIA, deadtime="500ms", initdead="1")).start()
+             for n in ("n1", "n2")]
+    nodes[0].wait_log("Status update for node n2: status active", 20)
+
+    def stop() -> None:
+        for node in nodes:
+            node.stop()
+    return Subject("hbd", lab, lambda: [n.pid for n in nodes], stop)
+
+
+def start_heartbeat() -> Subject:
+    lab = Lab(("n1", "n2"), networks=NETWORKS)
+    conf = ha_cf(MEDIA, deadtime="500ms", initdead="2",
+                 extra="crm no\nauto_failback on\nlogfile /var/log/ha-log\n")
+    peers = [HeartbeatPeer(lab, n, ha_cf=conf).start() for n in ("n1", "n2")]
+    peers[0].wait_status("n2", "active", timeout=30)
+
+    def stop() -> None:
+        for peer in peers:
+            peer.kill()
+    return Subject("heartbeat 3.0.6", lab, lambda: [p.master_pid for p in peers], stop)
+
+
+def start_keepalived() -> Subject:
+    lab = Lab(("n1", "n2"), networks=NETWORKS)
+    peers = []
+    for n, prio in (("n1", 150), ("n2", 100)):
+        conf = render_keepalived_conf(priority=prio, vips=("10.77.0.250/24",),
+                                      interface="eth0", instance="VI_1", vrid=51)
+        second = render_keepalived_conf(priority=prio, vips=("10.78.0.250/24",),
+                                        interface="eth1", instance="VI_2", vrid=52)
+        conf += second[second.index("vrrp_instance"):]
+        peers.append(KeepalivedPeer(lab, n, conf).start())
+    peers[0].wait_state("MASTER", timeout=20)
+
+    def stop() -> None:
+        for peer in peers:
+            peer.kill()
+    return Subject("keepalived", lab, lambda: [p.pid for p in peers], stop)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measuring window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    args = parser.parse_args()
+
+    starters: list[Callable[[], Subject]] = [start_hbd]
+    if find_heartbeat():
+        starters.append(start_heartbeat)
+    else:
+        print("heartbeat not installed: skipped", file=sys.stderr)
+    if find_keepalived():
+        starters.append(start_keepalived)
+    else:
+        print("keepalived not installed: skipped", file=sys.stderr)
+
+    subjects: list[Subject] = []
+    try:
+        for start in starters:
+            subjects.append(start())
+        time.sleep(args.warmup)
+        before = {s.name: [cpu_seconds(tree(p)) for p in s.pids()] for s in subjects}
+        t0 = time.monotonic()
+        time.sleep(args.seconds)
+        elapsed = time.monotonic() - t0
+        results = {}
+        for s in subjects:
+            roots = s.pids()
+            after = [cpu_seconds(tree(p)) for p in roots]
+            per_min = [(a - b) * 60.0 / elapsed for a, b in zip(after, before[s.name],
+                                                                  strict=True)]
+            rss = [rss_bytes(tree(p)) / 1e6 for p in roots]
+            pss = [pss_bytes(tree(p)) / 1e6 for p in roots]
+            results[s.name] = {"cpu_s_per_min": per_min, "rss_mb": rss, "pss_mb": pss,
+                               "processes": [len(tree(p)) for p in roots]}
+    finally:
+        for s in subjects:
+            try:
+                s.stop()
+            finally:
+                s.lab.teardown()
+
+    rows = [["implementation", "CPU-s/min (n1, n2)", "RSS MB (n1, n2)", "PSS MB (n1, n2)",
+             "processes"]]
+    for name, r in results.items():
+        rows.append([name, ", ".join(f"{v:.3f}" for v in r["cpu_s_per_min"]),
+                     ", ".join(f"{v:.1f}" for v in r["rss_mb"]),
+                     ", ".join(f"{v:.1f}" for v in r["pss_mb"]),
+                     ", ".join(str(v) for v in r["processes"])])
+    print(f"idle two-node cluster, 100 ms heartbeats on two links, {args.seconds:.0f} s window")
+    print(table(rows))
+    path = save("idle", {"seconds": args.seconds, "results": results,
+                         "targets": {"hbd_cpu_s_per_min": 0.3, "hbd_rss_mb": 40}})
+    print(f"saved {path}")
+    hbd = results["hbd"]
+    ok = max(hbd["cpu_s_per_min"]) <= 0.3 and max(hbd["rss_mb"]) <= 40
+    print("hbd targets:", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
