@@ -246,12 +246,17 @@ def reap_stale(base_dir: Path | None = None) -> list[Path]:
 
 
 def _other_fs_binds(paths: Sequence[str]) -> list[str]:
-    """Paths that are not on the root fs: overlayfs does not descend mounts."""
+    """Paths the container would not see: other filesystems (overlayfs does not
+    descend mounts) and anything under /tmp or /run, which get fresh tmpfs."""
     root_dev = os.stat("/").st_dev
     out = []
     for p in paths:
-        if os.path.exists(p) and os.stat(p).st_dev != root_dev:
-            out.append(os.path.realpath(p))
+        if not os.path.exists(p):
+            continue
+        real = os.path.realpath(p)
+        hidden = any(real == d or real.startswith(d + "/") for d in ("/tmp", "/run"))
+        if hidden or os.stat(p).st_dev != root_dev:
+            out.append(real)
     return out
 
 
