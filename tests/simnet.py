@@ -15,10 +15,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, Transmit
+from hbd.core.actions import Action, StartGroup, StopGroup, Transmit
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.engine import Engine
+from hbd.core.failover import Failover
 
 WALL0 = 1_800_000_000.0
 
@@ -43,11 +44,25 @@ class LinkRules:
 
 
 @dataclass
+class GroupRunner:
+    """How simulated resource agents behave: delays and failures per group."""
+
+    delay: float = 0.005
+    fail_start: set[str] = field(default_factory=set)  # group keys whose start fails
+    fail_stop: set[str] = field(default_factory=set)  # group keys whose stop fails
+
+
+@dataclass
 class SimNode:
     name: str
     engine: Engine
+    failover: Failover
     actions: list[tuple[float, Action]] = field(default_factory=list)
-    alive: bool = True  # False: crashed/frozen (no timers, no receive)
+    alive: bool = True  # False: crashed (no timers, packets to it are lost)
+    frozen: bool = False  # SIGSTOP: no timers; packets wait in its socket buffer
+    inbox: list[tuple[int, bytes]] = field(default_factory=list)
+    runner: GroupRunner = field(default_factory=GroupRunner)
+    running: set[str] = field(default_factory=set)  # groups whose resources are up here
 
 
 class SimNet:
@@ -58,6 +73,7 @@ class SimNet:
         self.nodes: dict[str, SimNode] = {}
         self.rules: dict[tuple[str, int], LinkRules] = {}  # (node, link) -> rules for its port
         self._queue: list[tuple[float, int, str, int, bytes]] = []
+        self._work: list[tuple[float, int, str, str, str, bool]] = []  # group work in flight
         # drop(sender, receiver, link, payload) -> True drops that copy
         self.drop: Callable[[str, str, int, bytes], bool] | None = None
         self._counter = 0
@@ -68,7 +84,7 @@ class SimNet:
 
     def add_node(self, name: str, cfg: ClusterConfig, generation: int = 100) -> SimNode:
         engine = self._make(cfg, self.now, generation)
-        node = SimNode(name, engine)
+        node = SimNode(name, engine, Failover(engine, cfg))
         self.nodes[name] = node
         self._apply(node, engine.start(self.now, self.wall))
         return node
@@ -90,6 +106,44 @@ class SimNet:
             node.actions.append((self.now, action))
             if isinstance(action, Transmit):
                 self._transmit(node, action)
+            elif isinstance(action, StartGroup | StopGroup):
+                start = isinstance(action, StartGroup)
+                failing = node.runner.fail_start if start else node.runner.fail_stop
+                ok = action.group not in failing
+                self._counter += 1
+                heapq.heappush(self._work, (self.now + node.runner.delay, self._counter,
+                                            node.name, action.group,
+                                            "start" if start else "stop", ok))
+
+    def _finish_work(self) -> None:
+        _, _, name, group, operation, ok = heapq.heappop(self._work)
+        node = self.nodes[name]
+        if not node.alive:
+            return
+        if node.frozen:  # finishes after the thaw
+            self._counter += 1
+            heapq.heappush(self._work, (self.now + 0.001, self._counter, name, group,
+                                        operation, ok))
+            return
+        if operation == "start":
+            if ok:
+                node.running.add(group)
+        elif ok:
+            node.running.discard(group)
+        self._apply(node, node.failover.group_done(group, operation, ok,
+                                                   "" if ok else "simulated failure",
+                                                   self.now, self.wall))
+
+    def holders(self, group: str) -> list[str]:
+        """Nodes where the group's resources are up right now."""
+        return sorted(n.name for n in self.nodes.values() if group in n.running)
+
+    def command(self, node: str, method: str, *args: object) -> list[Action]:
+        """Call a Failover command (release/takeover/shutdown/cleanup) as the daemon does."""
+        target = self.nodes[node]
+        actions: list[Action] = getattr(target.failover, method)(*args, self.now, self.wall)
+        self._apply(target, actions)
+        return actions
 
     def _transmit(self, sender: SimNode, tx: Transmit) -> None:
         for link in range(len(sender.engine.link_names)):
@@ -125,16 +179,21 @@ class SimNet:
             assert steps < 5_000_000, "simulation does not advance"
             timer_at, timer_node = self._next_timer()
             packet_at = self._queue[0][0] if self._queue else inf
+            work_at = self._work[0][0] if self._work else inf
             t_at = timer_at if timer_at is not None else inf
-            nxt = min(packet_at, t_at)
+            nxt = min(packet_at, t_at, work_at)
             if nxt > end:
                 self.now = end
                 return
             self.now = max(self.now, nxt)
-            if packet_at <= t_at:
+            if work_at <= min(packet_at, t_at):
+                self._finish_work()
+            elif packet_at <= t_at:
                 _, _, name, link, data = heapq.heappop(self._queue)
                 node = self.nodes[name]
-                if node.alive:
+                if node.frozen:
+                    node.inbox.append((link, data))
+                elif node.alive:
                     self._apply(node, node.engine.receive(data, link, self.now, self.wall))
             elif timer_node is not None:
                 node = self.nodes[timer_node]
@@ -143,10 +202,21 @@ class SimNet:
     def run_for(self, seconds: float) -> None:
         self.run_until(self.now + seconds)
 
+    def freeze(self, node: str) -> None:
+        self.nodes[node].frozen = True
+
+    def thaw(self, node: str) -> None:
+        """SIGCONT: queued datagrams are read before any late timer fires (as asyncio does)."""
+        target = self.nodes[node]
+        target.frozen = False
+        inbox, target.inbox = target.inbox, []
+        for link, data in inbox:
+            self._apply(target, target.engine.receive(data, link, self.now, self.wall))
+
     def _next_timer(self) -> tuple[float | None, str | None]:
         best: tuple[float | None, str | None] = (None, None)
         for node in self.nodes.values():
-            if not node.alive:
+            if not node.alive or node.frozen:
                 continue
             at = node.engine.next_timer()
             if best[0] is None or at < best[0]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from hbd.core import auth, wire
 from hbd.core.actions import (
@@ -62,6 +62,14 @@ class Received:
 
 
 Handler = Callable[[Received, float, float], list[Action]]
+
+
+class TimerSource(Protocol):
+    """Something with its own deadlines, woken through the engine's single timer."""
+
+    def next_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float, wall: float) -> list[Action]: ...
 
 
 class Engine:
@@ -112,6 +120,8 @@ class Engine:
         self.on_peer_status: list[Callable[[Peer, NodeStatus, NodeStatus, float, float],
                                            list[Action]]] = []
         self.on_comm_up: list[Callable[[float, float], list[Action]]] = []
+        self.on_partition_healed: list[Callable[[Peer, float, float], list[Action]]] = []
+        self.timer_sources: list[TimerSource] = []  # resource layer, ping nodes
         self.stopped = False
 
     # --- public entry points -----------------------------------------------------
@@ -138,6 +148,10 @@ class Engine:
         bad = self.bad.next_timer()
         if bad is not None:
             candidates.append(bad)
+        for source in self.timer_sources:
+            due = source.next_timer()
+            if due is not None:
+                candidates.append(due)
         return min(candidates)
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
@@ -151,6 +165,10 @@ class Engine:
         if self.next_reqnodes is not None and now >= self.next_reqnodes:
             actions += self._send_reqnodes(now, wall)
         actions += self.bad.flush(now)
+        for source in self.timer_sources:
+            due = source.next_timer()
+            if due is not None and now >= due:
+                actions += source.handle_timer(now, wall)
         return actions
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
@@ -198,6 +216,7 @@ class Engine:
     def _receive_from(self, peer: Peer, message: Message, msgtype: str, link: int,
                       now: float, wall: float, packet_bytes: bytes = b"") -> list[Action]:
         actions: list[Action] = []
+        healed = False
         dest = message.get("dest")
         dest_uuid = message.raw("destuuid")
         if dest_uuid is not None:
@@ -231,6 +250,7 @@ class Engine:
                 actions.append(PeerRestarted(peer.name, peer.seq.generation))
             if result.healed:
                 actions.append(PartitionHealed(peer.name))
+                healed = True
             if result.lost is not None:
                 actions.append(LostPackets(peer.name, *result.lost))
             if result.ack is not None:
@@ -247,6 +267,9 @@ class Engine:
         if verdict is Verdict.DUPLICATE:
             return actions
         received = Received(message, peer, link, seq)
+        if healed:
+            for hook in self.on_partition_healed:
+                actions += hook(peer, now, wall)
         if msgtype == "status":
             actions += self._on_status(received, now, wall)
         elif msgtype == "NS_ackmsg":

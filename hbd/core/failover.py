@@ -1,0 +1,649 @@
+"""Who runs which group: Heartbeat 3.0.6's resource protocol, in the core.
+
+The rules follow hb_resource.c (see docs/heartbeat-protocol.md §3.5-§3.9):
+
+* `auto_failback on|off` (nice_failback): after comm-up a node sends
+  `starting`, answers every `starting` with `resource rsc_hold=… rtype=full
+  isstable=…`, and takes its own (local) groups once the peer is stable, or
+  10 s after the peer's first `resource` when it never becomes stable;
+* `auto_failback legacy`: no starting/resource; a node asks for each of its
+  groups with `ip-request` and the holder releases it (`ip-request-resp`);
+* standby (hb_standby / Release): `ask_resources` me -> other -> done ->
+  done; takeover (hb_takeover / Takeover) asks the peer to go standby;
+* graceful stop: release everything, then `shutdone`, after which the peer
+  takes over at once without waiting for deadtime;
+* a dead peer's groups are taken (`resource … info=mach_down`) and
+  `stonith node=… result=…` is announced;
+* split brain: see `_resolve_contest`.
+
+Group work (start/stop) goes out as actions; the daemon reports back with
+`group_done()`.  A `_Job` waits for the groups of one step and then runs
+that step's continuation.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Final
+
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    Notice,
+    SplitBrain,
+)
+from hbd.core.config import AutoFailback, ClusterConfig
+from hbd.core.engine import Engine, Received
+from hbd.core.fsm import StateMachine
+from hbd.core.groupwork import BLOCKED_RETRY, GroupWork, Then
+from hbd.core.membership import NodeStatus, Peer
+from hbd.core.resources import (
+    SCOPES,
+    Group,
+    GroupState,
+    GroupTable,
+    Held,
+    scope_set,
+    takeover_request_scope,
+)
+from hbd.errors import Busy, InvalidScope
+
+log = logging.getLogger(__name__)
+
+RQSTDELAY = 10.0  # hb_resource.c: wait for an unstable peer before taking our groups
+STANDBY_REPLY_TIMEOUT = 10.0  # STANDBY_INIT_TO_MS
+STANDBY_OTHER_TIMEOUT = 3600.0
+DECLARED_DEAD_FIELD = "hbd_declared_dead"
+CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
+
+
+class RscState(enum.Enum):
+    """hb_resource.c's hb_rsc_state."""
+
+    INIT = "init"
+    STARTING = "starting"
+    BOTHSTARTING = "bothstarting"
+    RSCRCVD = "rscrcvd"
+    STABLE = "stable"
+    SHUTDOWN = "shutdown"
+
+
+RSC_TRANSITIONS: Final[dict[RscState, frozenset[RscState]]] = {
+    RscState.INIT: frozenset({RscState.STARTING, RscState.STABLE, RscState.SHUTDOWN}),
+    RscState.STARTING: frozenset({RscState.BOTHSTARTING, RscState.RSCRCVD, RscState.STABLE,
+                                  RscState.SHUTDOWN}),
+    RscState.BOTHSTARTING: frozenset({RscState.RSCRCVD, RscState.STABLE, RscState.SHUTDOWN}),
+    RscState.RSCRCVD: frozenset({RscState.STABLE, RscState.SHUTDOWN}),
+    RscState.STABLE: frozenset({RscState.SHUTDOWN}),
+    RscState.SHUTDOWN: frozenset(),
+}
+
+
+class Standby(enum.Enum):
+    """hb_resource.c's going_standby: where a standby exchange is."""
+
+    NOT = "not"
+    ME = "me"  # we asked to go standby and wait for `other`
+    OTHER = "other"  # the peer asked; we wait for its `done`
+    DONE = "done"  # our part is done; we wait for the other side's `done`
+
+
+STANDBY_TRANSITIONS: Final[dict[Standby, frozenset[Standby]]] = {
+    Standby.NOT: frozenset({Standby.ME, Standby.OTHER, Standby.DONE}),
+    Standby.ME: frozenset({Standby.DONE, Standby.NOT}),
+    Standby.OTHER: frozenset({Standby.DONE, Standby.NOT}),
+    Standby.DONE: frozenset({Standby.NOT}),
+}
+
+class Failover(GroupWork):
+    """The resource side of one node; plugs into the Engine's handlers and hooks."""
+
+    def __init__(self, engine: Engine, config: ClusterConfig) -> None:
+        super().__init__(config.node_name, GroupTable(config.node_name, config.groups))
+        self.engine = engine
+        self.auto_failback = config.hacf.auto_failback
+        self.legacy = self.auto_failback is AutoFailback.LEGACY
+        self.state = StateMachine("resources", RscState.INIT, RSC_TRANSITIONS)
+        self.standby = StateMachine("standby", Standby.NOT, STANDBY_TRANSITIONS)
+        self.standby_set = Held.NONE
+        self.standby_deadline: float | None = None
+        self.rscrcvd_at: float | None = None
+        self.other_stable = False
+        self.other_holds = Held.NONE
+        self.starting_pending = False  # a `starting` arrived before our comm-up
+        self.we_declared_peer_dead = False
+        self.peer_declared_us_dead = False
+        self.kept_in_contest: set[str] = set()  # groups we kept in the current contest
+        self.contest_settles_at: float | None = None  # then both views above are forgotten
+        self.shutdown_requested = False
+        self.shutdown_done = False
+        for msgtype, handler in (
+            ("starting", self._on_starting), ("resource", self._on_resource),
+            ("ask_resources", self._on_ask_resources), ("hb_takeover", self._on_hb_takeover),
+            ("shutdone", self._on_shutdone), ("ip-request", self._on_ip_request),
+            ("ip-request-resp", self._on_ip_request_resp), ("stonith", self._on_stonith),
+        ):
+            engine.handlers[msgtype] = handler
+        engine.on_comm_up.append(self._comm_up)
+        engine.on_peer_status.append(self._peer_status)
+        engine.on_partition_healed.append(self._partition_healed)
+        engine.timer_sources.append(self)
+
+    # --- derived views ------------------------------------------------------------
+
+    @property
+    def peer(self) -> Peer | None:
+        return next(iter(self.engine.peers.values()), None)
+
+    def rscstatus(self) -> str:
+        """cl_status rscstatus: none/local/foreign/all, or transition while anything moves."""
+        if self.groups.busy() or self.standby.state is not Standby.NOT or self.state.state in (
+                RscState.STARTING, RscState.BOTHSTARTING, RscState.RSCRCVD):
+            return "transition"
+        return self.held().wire
+
+    def _peer_alive(self) -> bool:
+        peer = self.peer
+        return peer is not None and peer.alive
+
+    # --- messages we send ------------------------------------------------------------
+
+    def _send(self, msgtype: str, fields: list[tuple[str, str]], wall: float,
+              dest: str | None = None) -> Action:
+        return self.engine.send(msgtype, fields, wall, dest)
+
+    def _resource_msg(self, wall: float, *, stable: bool | None = None,
+                      info: str | None = None) -> Action:
+        if stable is None:
+            stable = self.state.state is RscState.STABLE and not self.groups.busy()
+        fields = [("rsc_hold", self.held().wire), ("rtype", "full"),
+                  ("isstable", "1" if stable else "0")]
+        if info:
+            fields.append(("info", info))
+        if self.we_declared_peer_dead:
+            # hbd's extension (Heartbeat ignores unknown fields): tells the peer we had
+            # declared it dead, which settles who keeps contested groups.
+            fields.append((DECLARED_DEAD_FIELD, "1"))
+        return self._send("resource", fields, wall)
+
+    # --- hooks for group work -----------------------------------------------------
+
+    def _announce(self, now: float, wall: float) -> list[Action]:
+        actions = [self._resource_msg(wall)]
+        if self.shutdown_requested:
+            actions += self._finish_shutdown(now, wall)
+        return actions
+
+    def _after_failed_start(self, group: Group) -> Then:
+        def then(now: float, wall: float) -> list[Action]:
+            if group.state is not GroupState.STOPPED or not self._peer_alive():
+                return [Notice("error", f"group {group.key} failed to start here and no peer "
+                               "can take it")]
+            local = group.home == self.node
+            scope = "local" if local else "foreign"
+            actions: list[Action] = [Notice("warning", f"group {group.key} failed to start: "
+                                            f"handing the {scope} groups to the peer")]
+            if self.legacy or self.standby.state is not Standby.NOT:
+                return [*actions, self._resource_msg(wall)]
+            return actions + self._begin_standby(scope, now, wall)
+        return then
+
+    # --- timers ----------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        due = [t for t in (self.standby_deadline, self.next_blocked_retry,
+                           self.contest_settles_at) if t is not None]
+        if self.rscrcvd_at is not None and self.state.state is RscState.RSCRCVD:
+            due.append(self.rscrcvd_at + RQSTDELAY)
+        return min(due) if due else None
+
+    def handle_timer(self, now: float, wall: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.contest_settles_at is not None and now >= self.contest_settles_at:
+            self.contest_settles_at = None
+            self.we_declared_peer_dead = self.peer_declared_us_dead = False
+            self.kept_in_contest.clear()
+        if (self.state.state is RscState.RSCRCVD and self.rscrcvd_at is not None
+                and now >= self.rscrcvd_at + RQSTDELAY):
+            self.rscrcvd_at = None
+            actions.append(Notice("info", "local resource transition completed."))
+            actions += self._become_stable(now, wall)
+        if self.standby_deadline is not None and now >= self.standby_deadline:
+            self.standby_deadline = None
+            if self.standby.state is not Standby.NOT:
+                self.standby.move(Standby.NOT)
+                self.other_stable = True
+                actions.append(Notice("warning",
+                                      "No reply to standby request.  Standby request cancelled."))
+        if self.next_blocked_retry is not None and now >= self.next_blocked_retry:
+            blocked = self.groups.blocked()
+            self.next_blocked_retry = now + BLOCKED_RETRY if blocked else None
+            if blocked and not self.jobs:
+                actions += self._stop(blocked, "retry after a failed stop",
+                                      self._after_blocked_retry, now, wall)
+        return actions
+
+    def _after_blocked_retry(self, now: float, wall: float) -> list[Action]:
+        actions: list[Action] = [self._resource_msg(wall)]
+        if self.shutdown_requested:
+            actions += self._finish_shutdown(now, wall)
+        return actions
+
+    # --- start-up ---------------------------------------------------------------------
+
+    def _comm_up(self, now: float, wall: float) -> list[Action]:
+        """Heartbeat's comm_up_resource_action: communication with every node settled."""
+        if self.state.state is not RscState.INIT:
+            return []
+        if not self._peer_alive():
+            # Alone (the peer is dead or never came): everything is ours.
+            self.state.move(RscState.STABLE)
+            return self._take_everything("no peer at start-up", now, wall)
+        if self.legacy:
+            self.state.move(RscState.STABLE)
+            return self._legacy_request_ours(now, wall)
+        self.state.move(RscState.STARTING)
+        actions: list[Action] = [self._send("starting", [], wall)]
+        if self.starting_pending:
+            self.starting_pending = False
+            actions += self._answer_starting(now, wall)
+        return actions
+
+    def _become_stable(self, now: float, wall: float) -> list[Action]:
+        """req_our_resources: take our local groups unless the peer holds them."""
+        if self.state.state in (RscState.STABLE, RscState.SHUTDOWN):
+            return []
+        self.state.move(RscState.STABLE)
+        self.local_claim = True
+        ours = [] if self.other_holds & Held.FOREIGN else self.groups.in_set(Held.LOCAL)
+
+        def then(now: float, wall: float) -> list[Action]:
+            return [self._resource_msg(wall, info="req_our_resources()")]
+
+        actions: list[Action] = [self._resource_msg(wall, stable=True)]
+        return actions + self._start(ours, "our own groups at start-up", then, now, wall)
+
+    def _take_everything(self, reason: str, now: float, wall: float) -> list[Action]:
+        self.local_claim = True
+        return self._start(list(self.groups), reason,
+                           lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+
+    # --- the starting/resource exchange ------------------------------------------------
+
+    def _answer_starting(self, now: float, wall: float) -> list[Action]:
+        state = self.state.state
+        self.other_stable = False
+        self.other_holds = Held.NONE  # a node that is starting holds nothing
+        if state is RscState.STARTING:
+            self.state.move(RscState.BOTHSTARTING)
+            return [self._resource_msg(wall, stable=False)]
+        if state in (RscState.BOTHSTARTING, RscState.RSCRCVD):
+            return [self._resource_msg(wall, stable=False)]
+        return [self._resource_msg(wall)]
+
+    def _on_starting(self, rx: Received, now: float, wall: float) -> list[Action]:
+        if self.state.state is RscState.INIT:
+            self.starting_pending = True  # answered at our comm-up (Heartbeat would drop it)
+            return []
+        self.we_declared_peer_dead = self.peer_declared_us_dead = False
+        return self._answer_starting(now, wall)
+
+    def _on_resource(self, rx: Received, now: float, wall: float) -> list[Action]:
+        message = rx.message
+        held = Held.parse(message.get("rsc_hold"))
+        actions: list[Action] = []
+        if held is None:
+            actions.append(Notice("warning", f"bad resource type {message.get('rsc_hold')!r} "
+                                  f"from {rx.peer.name}: read as none"))
+            held = Held.NONE
+        if message.get("rtype") == "full" or held is Held.NONE:
+            self.other_holds = held
+        else:
+            self.other_holds |= held
+        rx.peer.rsc_hold = self.other_holds.wire
+        was_stable = self.other_stable
+        stable = message.get("isstable")
+        if stable is not None:
+            self.other_stable = stable.strip() == "1"
+        if message.get("info") == "mach_down" or message.get(DECLARED_DEAD_FIELD) == "1":
+            self.peer_declared_us_dead = True  # it had declared us dead (and took our groups)
+            if self.contest_settles_at is None:
+                self.contest_settles_at = now + CONTEST_SETTLE
+        actions += self._resolve_contest(now, wall)
+        state = self.state.state
+        if state in (RscState.STARTING, RscState.BOTHSTARTING):
+            self.state.move(RscState.RSCRCVD)
+            self.rscrcvd_at = now
+        if self.other_stable and not was_stable:
+            actions.append(Notice("info", "remote resource transition completed."))
+            if self.state.state is not RscState.STABLE:
+                actions += self._become_stable(now, wall)
+            else:
+                actions.append(self._resource_msg(wall))
+        elif self.state.state is RscState.RSCRCVD and message.get("rtype") == "full":
+            # Heartbeat waits RQSTDELAY (10 s) for an unstable peer.  A full report of
+            # what the peer holds is all we need: take our groups unless it holds them.
+            actions += self._become_stable(now, wall)
+        if self.other_stable and self.state.state is RscState.STABLE:
+            actions += self._maybe_failback(now, wall)
+        return actions
+
+    def _maybe_failback(self, now: float, wall: float) -> list[Action]:
+        """auto_failback on: hand back the peer's groups once it is back and stable."""
+        if (self.auto_failback is not AutoFailback.ON or self.standby.state is not Standby.NOT
+                or self.shutdown_requested or self.groups.busy()):
+            return []
+        if not any(g.active for g in self.groups.in_set(Held.FOREIGN)):
+            return []
+        actions: list[Action] = [Notice("info", "auto_failback: giving the peer's groups back")]
+        return actions + self._begin_standby("foreign", now, wall)
+
+    # --- standby and takeover ------------------------------------------------------------
+
+    def _begin_standby(self, scope: str, now: float, wall: float) -> list[Action]:
+        held = scope_set(scope)
+        self.standby.move(Standby.ME)
+        self.standby_set = held
+        self.standby_deadline = now + STANDBY_REPLY_TIMEOUT
+        self.other_stable = False
+        return [Notice("info", f"{self.node} wants to go standby [{held.wire}]"),
+                self._send("ask_resources", [("rsc_hold", held.wire), ("info", "me")], wall)]
+
+    def _standby_refusal(self) -> str | None:
+        if self.legacy:
+            return "standby needs auto_failback on or off (Heartbeat: not in legacy mode)"
+        if not self._peer_alive():
+            return "no live peer to hand the groups to"
+        if self.shutdown_requested:
+            return "shutting down"
+        if self.standby.state is not Standby.NOT:
+            return "a standby exchange is already under way"
+        if self.state.state is not RscState.STABLE or self.groups.busy():
+            return "local resources are in flux"
+        if not self.other_stable:
+            return "the other side is in flux"
+        return None
+
+    def release(self, scope: str, now: float, wall: float) -> list[Action]:
+        """Admin (hb_standby / Release): hand the scope's groups to the peer.
+
+        Raises InvalidScope or Busy (nothing changes).
+        """
+        if scope not in SCOPES:
+            raise InvalidScope(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        reason = self._standby_refusal()
+        if reason:
+            raise Busy(f"cannot go standby: {reason}")
+        return self._begin_standby(scope, now, wall)
+
+    def takeover(self, scope: str, now: float, wall: float) -> list[Action]:
+        """Admin (hb_takeover / Takeover): ask the peer to hand over the scope's groups.
+
+        Raises InvalidScope or Busy (nothing changes).
+        """
+        if scope not in SCOPES:
+            raise InvalidScope(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        if self.legacy:
+            raise Busy("takeover needs auto_failback on or off (Heartbeat: not in legacy mode)")
+        if self.shutdown_requested:
+            raise Busy("shutting down")
+        if not self._peer_alive():
+            missing = [g for g in self.groups if g.state is GroupState.STOPPED]
+            return self._start(missing, "takeover with no live peer",
+                               lambda n, w: [self._resource_msg(w)], now, wall)
+        if self.standby.state is not Standby.NOT:
+            raise Busy("a standby exchange is already under way")
+        return [self._send("hb_takeover", [("rsc_hold", scope)], wall)]
+
+    def _on_hb_takeover(self, rx: Received, now: float, wall: float) -> list[Action]:
+        scope = takeover_request_scope(rx.message.get("rsc_hold") or "")
+        reason = self._standby_refusal()
+        if reason:
+            return [Notice("warning", f"{rx.peer.name} asked to take over [{scope}]: "
+                           f"ignored, {reason}")]
+        return self._begin_standby(scope, now, wall)
+
+    def _on_ask_resources(self, rx: Received, now: float, wall: float) -> list[Action]:
+        info = rx.message.get("info")
+        held = Held.parse(rx.message.get("rsc_hold")) or Held.NONE
+        standby = self.standby.state
+        peer = rx.peer.name
+        if info == "me" and standby is Standby.NOT:
+            if self.state.state is not RscState.STABLE or self.groups.busy():
+                return [Notice("warning", f"standby request from {peer} ignored: "
+                               "local resources in flux")]
+            self.standby.move(Standby.OTHER)
+            self.standby_set = held
+            self.standby_deadline = now + STANDBY_OTHER_TIMEOUT
+            self.other_stable = False
+            return [Notice("info", f"{peer} wants to go standby [{held.wire}]"),
+                    self._send("ask_resources", [("rsc_hold", held.wire), ("info", "other")],
+                               wall)]
+        if info == "other" and standby is Standby.ME:
+            return self._go_standby_me(peer, now, wall)
+        if info == "done" and standby is Standby.OTHER:
+            return self._go_standby_other(peer, now, wall)
+        if info == "done" and standby is Standby.DONE:
+            self.standby.move(Standby.NOT)
+            self.standby_deadline = None
+            self.other_stable = True
+            return [Notice("info", f"Other node completed standby takeover of "
+                           f"{self.standby_set.wire} resources."),
+                    self._resource_msg(wall, stable=True)]
+        return [Notice("warning", f"Ignored standby message '{info}' from {peer} "
+                       f"in state {standby.value}")]
+
+    def _go_standby_me(self, peer: str, now: float, wall: float) -> list[Action]:
+        """We asked to go standby and the peer agreed: release, then say done."""
+        release = self.standby_set
+        self.standby.move(Standby.DONE)
+        self.standby_deadline = None
+        if release & Held.LOCAL:
+            self.local_claim = False
+        giving = [g for g in self.groups.in_set(release) if g.active]
+
+        def then(now: float, wall: float) -> list[Action]:
+            return [Notice("info", f"Local standby process completed [{release.wire}]."),
+                    self._send("ask_resources", [("rsc_hold", release.wire),
+                                                 ("info", "done")], wall)]
+
+        actions: list[Action] = [
+            Notice("info", f"standby: {peer} can take our {release.wire} resources")]
+        # Announce first what we will hold afterwards (Heartbeat's go_standby order).
+        remaining = self.held() & ~release
+        actions.append(self._send("resource", [
+            ("rsc_hold", Held(remaining).wire), ("rtype", "full"), ("isstable", "0"),
+            ("info", "standby")], wall))
+        return actions + self._stop(giving, f"standby [{release.wire}]", then, now, wall)
+
+    def _go_standby_other(self, peer: str, now: float, wall: float) -> list[Action]:
+        """The peer released its groups: acquire the mirror set, then say done."""
+        acquire = self.standby_set.mirror()
+        self.standby.move(Standby.DONE)
+        if acquire & Held.LOCAL:
+            self.local_claim = True
+
+        def then(now: float, wall: float) -> list[Action]:
+            self.standby.move(Standby.NOT)
+            self.standby_deadline = None
+            self.other_stable = True
+            return [Notice("info", f"Standby resource acquisition done [{acquire.wire}]."),
+                    self._send("ask_resources", [("rsc_hold", self.standby_set.wire),
+                                                 ("info", "done")], wall),
+                    self._resource_msg(wall, stable=True)]
+
+        actions: list[Action] = [
+            Notice("info", f"standby: acquire [{acquire.wire}] resources from {peer}")]
+        return actions + self._start(self.groups.in_set(acquire), f"standby of {peer}", then,
+                                     now, wall)
+
+    # --- graceful stop --------------------------------------------------------------
+
+    def shutdown(self, now: float, wall: float) -> list[Action]:
+        """Release everything, then tell the peer with `shutdone` so it takes over at once."""
+        if self.shutdown_requested:
+            return []
+        self.shutdown_requested = True
+        if self.state.state is not RscState.SHUTDOWN:
+            self.state.move(RscState.SHUTDOWN)
+        if self.standby.state is not Standby.NOT:
+            self.standby.move(Standby.NOT)
+            self.standby_deadline = None
+        self.local_claim = False
+        actions: list[Action] = [self._send("resource", [
+            ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "0"), ("info", "shutdown")],
+            wall)]
+        return actions + self._stop([g for g in self.groups if g.active], "shutdown",
+                                    self._finish_shutdown, now, wall)
+
+    def _finish_shutdown(self, now: float, wall: float) -> list[Action]:
+        if self.shutdown_done or self.jobs:
+            return []
+        blocked = self.groups.blocked()
+        if blocked:
+            names = ", ".join(g.key for g in blocked)
+            return [Notice("error", f"not stopping: group(s) {names} could not be stopped; "
+                           "hbd keeps running and claiming them until they are cleaned up")]
+        self.shutdown_done = True
+        return [self._send("shutdone", [("st", "dead")], wall)]
+
+    def _on_shutdone(self, rx: Received, now: float, wall: float) -> list[Action]:
+        """The peer stopped gracefully and released everything: take over now."""
+        self.other_holds = Held.NONE
+        rx.peer.rsc_hold = "none"
+        self.other_stable = True
+        if self.standby.state is not Standby.NOT:
+            self.standby.move(Standby.NOT)
+            self.standby_deadline = None
+        actions: list[Action] = [Notice("info", f"Received shutdown notice from '{rx.peer.name}'.")]
+        if self.shutdown_requested:
+            return actions
+        if self.state.state is not RscState.STABLE:
+            self.state.move(RscState.STABLE)
+        return actions + self._take_everything(f"{rx.peer.name} shut down", now, wall)
+
+    # --- a peer dies, restarts or comes back ---------------------------------------
+
+    def _peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
+                     wall: float) -> list[Action]:
+        if new is not NodeStatus.DEAD:
+            return []
+        held_nothing = self.other_holds is Held.NONE
+        self.other_holds = Held.NONE
+        self.other_stable = True
+        self.we_declared_peer_dead = True
+        actions: list[Action] = []
+        if self.standby.state is not Standby.NOT:
+            self.standby.move(Standby.NOT)
+            self.standby_deadline = None
+            actions.append(Notice("warning", "standby cancelled: the peer died"))
+        result = "unneeded" if held_nothing else "n_stnth"
+        if held_nothing:
+            actions.append(Notice("info", f"Dead node {peer.name} gave up resources."))
+        else:
+            actions.append(Notice("warning", "No STONITH device configured: taking over "
+                                  f"{peer.name}'s groups without fencing it."))
+        actions.append(self._send("stonith", [("node", peer.name), ("result", result)], wall))
+        if self.shutdown_requested:
+            return actions
+        if self.state.state is not RscState.STABLE:
+            self.state.move(RscState.STABLE)
+        missing = [g for g in self.groups if g.state is GroupState.STOPPED]
+
+        def then(now: float, wall: float) -> list[Action]:
+            return [self._resource_msg(wall, stable=True, info="mach_down")]
+
+        return actions + self._start(missing, f"{peer.name} is dead", then, now, wall)
+
+    def _partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        """A node we declared dead is back without a restart: tell it what we hold."""
+        self.contest_settles_at = now + CONTEST_SETTLE
+        return [self._resource_msg(wall, stable=True)]
+
+    def _on_stonith(self, rx: Received, now: float, wall: float) -> list[Action]:
+        if rx.message.get("node") == self.node:
+            self.peer_declared_us_dead = True
+            self.contest_settles_at = now + CONTEST_SETTLE
+            return self._resolve_contest(now, wall)
+        return []
+
+    def _resolve_contest(self, now: float, wall: float) -> list[Action]:
+        """Split brain: the peer claims groups we run too.  Exactly one keeps each.
+
+        The rule (docs/operations.md):
+        1. if only one side declared the other dead, the side that was declared
+           dead (it stalled or lost every link) stops the contested groups: the
+           other side has been serving clients meanwhile;
+        2. if both did (a true partition) or neither, each contested group stays
+           on its haresources node.
+        Each side learns the other's view from `info=mach_down`, `stonith
+        node=<us>` or hbd's `hbd_declared_dead=1` field in `resource`.
+        The keeper re-announces its addresses (gratuitous ARP) so clients and
+        switches relearn the right MAC.
+        """
+        if self.standby.state is not Standby.NOT or self.shutdown_requested:
+            return []
+        contested = [g for g in self.groups.in_set(self.other_holds.mirror())
+                     if g.state in (GroupState.RUNNING, GroupState.STARTING)]
+        if not contested:
+            self.kept_in_contest.clear()
+            return []
+        if self.peer_declared_us_dead and not self.we_declared_peer_dead:
+            keep_here = set()
+            rule = "the peer declared us dead and kept serving"
+        elif self.we_declared_peer_dead and not self.peer_declared_us_dead:
+            keep_here = {g.key for g in contested}
+            rule = "we declared the peer dead and kept serving"
+        else:
+            keep_here = {g.key for g in contested if g.home == self.node}
+            rule = "each group stays on its haresources node"
+        peer = self.peer.name if self.peer else "?"
+        actions: list[Action] = []
+        stopping = []
+        for group in contested:
+            if group.key in keep_here:
+                if group.key in self.kept_in_contest:
+                    continue  # already settled; the peer's older claim is still arriving
+                self.kept_in_contest.add(group.key)
+                actions.append(SplitBrain(group.key, self.node, rule))
+                actions.append(AnnounceGroup(group.key))
+            else:
+                actions.append(SplitBrain(group.key, peer, rule))
+                stopping.append(group)
+        return actions + self._stop(stopping, "split brain: the peer keeps it",
+                                    lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+
+    # --- legacy mode: ip-request / ip-request-resp ----------------------------------
+
+    def _legacy_request_ours(self, now: float, wall: float) -> list[Action]:
+        self.local_claim = True
+        return [self._send("ip-request", [("ipaddr", g.key)], wall)
+                for g in self.groups.in_set(Held.LOCAL)]
+
+    def _on_ip_request(self, rx: Received, now: float, wall: float) -> list[Action]:
+        key = rx.message.get("ipaddr") or ""
+        group = self.groups.groups.get(key)
+        peer = rx.peer.name
+
+        def reply(weown: str) -> Then:
+            def then(now: float, wall: float) -> list[Action]:
+                return [self._send("ip-request-resp", [("ipaddr", key), ("weown", weown),
+                                                       ("ok", "OK")], wall, dest=peer)]
+            return then
+
+        if group is None or group.state is GroupState.STOPPED:
+            return reply("no")(now, wall)
+        if group.state is GroupState.BLOCKED:
+            return [Notice("error", f"{peer} asks for {key}, which could not be stopped here: "
+                           "refused")]
+        return self._stop([group], f"{peer} asked for it (ip-request)", reply("yes"), now, wall)
+
+    def _on_ip_request_resp(self, rx: Received, now: float, wall: float) -> list[Action]:
+        message = rx.message
+        if message.get("dest") != self.node or message.get("ok") != "OK":
+            return []
+        group = self.groups.groups.get(message.get("ipaddr") or "")
+        if group is None or group.state is not GroupState.STOPPED:
+            return []
+        return self._start([group], f"{rx.peer.name} released it", None, now, wall)

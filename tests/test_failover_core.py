@@ -1,0 +1,237 @@
+"""The resource protocol in the sans-I/O core, on the simulated network.
+
+Every protocol transition of issue 4 at the core level: start-up, hard
+failover, failback on/off, standby and takeover with each scope, graceful
+stop, start and stop failures, split brain heal, a stalled node, legacy
+mode; and the illegal moves of each state machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hbd.core.actions import AnnounceGroup, GroupFailed, SplitBrain, Transmit
+from hbd.core.failover import RSC_TRANSITIONS, RscState
+from hbd.core.fsm import StateMachine
+from hbd.core.resources import GROUP_TRANSITIONS, GroupState, Held, takeover_request_scope
+from hbd.errors import Busy, InvalidScope, TransitionError
+from tests.simnet import SimNet, make_config
+
+G1, G2 = "10.0.0.1", "10.0.0.2"  # n1's and n2's groups
+HARESOURCES = f"n1 {G1}\nn2 {G2}\n"
+
+
+def cluster(failback: str = "on", *, seed: int = 1) -> SimNet:
+    kw = dict(haresources=HARESOURCES, extra=f"auto_failback {failback}\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)},  # type: ignore[arg-type]
+                 seed=seed)
+    net.run_for(1.5)
+    return net
+
+
+def sent(net: SimNet, node: str, msgtype: str, since: float = 0.0) -> int:
+    return sum(1 for t, a in net.nodes[node].actions
+               if isinstance(a, Transmit) and a.msgtype == msgtype and t >= since)
+
+
+def test_start_each_node_takes_its_own_group_at_once() -> None:
+    net = cluster()
+    assert net.holders(G1) == ["n1"] and net.holders(G2) == ["n2"]
+    for node in ("n1", "n2"):
+        failover = net.nodes[node].failover
+        assert failover.state.state is RscState.STABLE
+        assert failover.rscstatus() == "local"
+        assert sent(net, node, "starting") == 1
+
+
+@pytest.mark.parametrize("failback", ["on", "off"])
+def test_hard_failover_then_failback_only_when_on(failback: str) -> None:
+    net = cluster(failback)
+    net.cut("n1")
+    cut_at = net.now
+    net.run_for(1.0)
+    assert net.holders(G1) == ["n1", "n2"]  # n1 still has it (it is cut off, not dead)
+    assert net.nodes["n2"].failover.rscstatus() == "all"
+    took = [t for t, a in net.nodes["n2"].actions
+            if getattr(a, "group", None) == G1 and type(a).__name__ == "StartGroup"]
+    assert took and took[0] - cut_at <= 0.5 + 0.1 + 0.01
+    assert sent(net, "n2", "stonith") == 1
+    # n1 really goes away: crash it; bring it back as a fresh start
+    net.nodes["n1"].alive = False
+    net.run_for(0.5)
+    net.cut("n1", cut=False)
+    net.add_node("n1", make_config("n1", haresources=HARESOURCES,
+                                   extra=f"auto_failback {failback}\n"), generation=200)
+    net.run_for(2.0)
+    expected = ["n1"] if failback == "on" else ["n2"]
+    assert net.holders(G1) == expected
+    assert net.holders(G2) == ["n2"]
+
+
+SCOPE_CASES = [
+    # (who runs standby, scope) -> where G1 and G2 end up
+    ("n1", "all", ["n2"], ["n2"]),
+    ("n1", "local", ["n2"], ["n2"]),
+    ("n1", "foreign", ["n1"], ["n2"]),  # n1 holds no foreign group: nothing moves
+    ("n2", "local", ["n1"], ["n1"]),
+    ("n2", "all", ["n1"], ["n1"]),
+]
+
+
+@pytest.mark.parametrize("node,scope,g1,g2", SCOPE_CASES)
+def test_standby_scopes(node: str, scope: str, g1: list[str], g2: list[str]) -> None:
+    net = cluster("off")
+    net.command(node, "release", scope)
+    net.run_for(1.0)
+    assert (net.holders(G1), net.holders(G2)) == (g1, g2)
+    for name in ("n1", "n2"):
+        assert net.nodes[name].failover.rscstatus() != "transition"
+
+
+def test_standby_foreign_and_failback_give_back_what_we_took() -> None:
+    net = cluster("off")
+    net.command("n1", "release", "all")
+    net.run_for(1.0)
+    assert net.holders(G1) == ["n2"]
+    net.command("n2", "release", "foreign")  # G1 is foreign on n2
+    net.run_for(1.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n2"])
+    net.command("n1", "release", "all")
+    net.run_for(1.0)
+    net.command("n2", "release", "failback")
+    net.run_for(1.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n2"])
+
+
+@pytest.mark.parametrize("scope,g1,g2", [
+    ("all", ["n1"], ["n1"]), ("local", ["n1"], ["n2"]), ("foreign", ["n2"], ["n1"]),
+    ("failback", ["n1"], ["n1"])])
+def test_takeover_scopes(scope: str, g1: list[str], g2: list[str]) -> None:
+    net = cluster("off")
+    net.command("n1", "release", "all")
+    net.run_for(1.0)
+    assert net.holders(G1) == ["n2"]
+    net.command("n1", "takeover", scope)
+    net.run_for(1.0)
+    assert (net.holders(G1), net.holders(G2)) == (g1, g2)
+
+
+def test_takeover_scope_mapping_matches_heartbeat() -> None:
+    assert [takeover_request_scope(s) for s in ("all", "local", "foreign", "failback")] == [
+        "all", "foreign", "local", "all"]
+
+
+def test_bad_commands_change_nothing() -> None:
+    net = cluster("off")
+    with pytest.raises(InvalidScope):
+        net.command("n1", "release", "everything")
+    with pytest.raises(InvalidScope):
+        net.command("n1", "takeover", "")
+    net.command("n1", "release", "all")
+    with pytest.raises(Busy, match="already under way"):
+        net.command("n1", "release", "all")
+    net.run_for(1.0)
+    assert net.holders(G1) == ["n2"]
+
+
+def test_graceful_stop_hands_over_at_once() -> None:
+    net = cluster()
+    start = net.now
+    net.command("n1", "shutdown")
+    net.run_for(0.2)
+    assert net.holders(G1) == ["n2"] and net.holders(G2) == ["n2"]
+    shutdone_at = [t for t, a in net.nodes["n1"].actions
+                   if isinstance(a, Transmit) and a.msgtype == "shutdone"][0]
+    took_at = [t for t, a in net.nodes["n2"].actions
+               if type(a).__name__ == "GroupStateChanged" and getattr(a, "new", "") == "running"
+               and getattr(a, "group", "") == G1][0]
+    assert took_at - start < 0.05  # no deadtime wait
+    assert shutdone_at < took_at
+    assert net.nodes["n1"].failover.shutdown_done
+
+
+def test_start_failure_hands_the_group_to_the_peer() -> None:
+    kw = dict(haresources=HARESOURCES, extra="auto_failback off\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]
+    net.nodes["n1"].runner.fail_start.add(G1)
+    net.run_for(2.0)
+    assert net.holders(G1) == ["n2"]
+    failed = [a for _, a in net.nodes["n1"].actions if isinstance(a, GroupFailed)]
+    assert [(f.group, f.operation) for f in failed] == [(G1, "start")]
+
+
+def test_stop_failure_blocks_the_group_until_cleanup() -> None:
+    net = cluster("off")
+    net.nodes["n1"].runner.fail_stop.add(G1)
+    net.command("n1", "release", "all")
+    net.run_for(3.0)
+    group = net.nodes["n1"].failover.groups.groups[G1]
+    assert group.state is GroupState.BLOCKED
+    assert net.holders(G1) == ["n1"]  # the peer never started it
+    assert "n2" not in net.holders(G1)
+    net.command("n1", "shutdown")  # refuses to finish while blocked
+    net.run_for(1.0)
+    assert not net.nodes["n1"].failover.shutdown_done
+    net.nodes["n1"].runner.fail_stop.clear()  # the admin fixed it
+    net.command("n1", "cleanup", G1)
+    net.run_for(1.0)
+    assert group.state is GroupState.STOPPED
+    assert net.nodes["n1"].failover.shutdown_done
+    assert net.holders(G1) == ["n2"]
+
+
+def test_split_brain_heals_to_one_owner_each_on_its_home_node() -> None:
+    net = cluster("off")
+    net.cut("n1")
+    net.run_for(1.5)
+    assert net.holders(G1) == ["n1", "n2"] and net.holders(G2) == ["n1", "n2"]
+    net.cut("n1", cut=False)
+    net.run_for(2.0)
+    assert net.holders(G1) == ["n1"] and net.holders(G2) == ["n2"]
+    for node, mine in (("n1", G1), ("n2", G2)):
+        events = [a for _, a in net.nodes[node].actions if isinstance(a, SplitBrain)]
+        assert {(e.group, e.keeper) for e in events} == {(G1, "n1"), (G2, "n2")}
+        assert [a.group for _, a in net.nodes[node].actions
+                if isinstance(a, AnnounceGroup)] == [mine]
+
+
+def test_stalled_node_gives_up_what_the_peer_took() -> None:
+    net = cluster("off")
+    net.freeze("n1")
+    net.run_for(2.0)  # n2 declares n1 dead and takes G1
+    assert net.holders(G1) == ["n1", "n2"]
+    net.thaw("n1")
+    net.run_for(2.0)
+    assert net.holders(G1) == ["n2"] and net.holders(G2) == ["n2"]
+    assert net.nodes["n1"].failover.rscstatus() == "none"
+
+
+def test_legacy_mode_requests_own_groups_with_ip_request() -> None:
+    net = cluster("legacy")
+    assert net.holders(G1) == ["n1"] and net.holders(G2) == ["n2"]
+    assert sent(net, "n1", "ip-request") == 1 and sent(net, "n2", "ip-request-resp") >= 1
+    with pytest.raises(Busy, match="legacy"):
+        net.command("n1", "release", "all")
+    net.cut("n1")
+    net.run_for(1.0)
+    assert "n2" in net.holders(G1)
+
+
+def test_state_machines_refuse_illegal_moves_and_stay_put() -> None:
+    group = StateMachine("g", GroupState.STOPPED, GROUP_TRANSITIONS)
+    with pytest.raises(TransitionError):
+        group.move(GroupState.RUNNING)
+    assert group.state is GroupState.STOPPED
+    rsc = StateMachine("r", RscState.STABLE, RSC_TRANSITIONS)
+    with pytest.raises(TransitionError):
+        rsc.move(RscState.STARTING)
+    assert rsc.state is RscState.STABLE
+    net = cluster()
+    with pytest.raises(TransitionError):  # a start report for a running group
+        net.nodes["n1"].failover.group_done(G1, "start", True, "", net.now, net.wall)
+    assert net.nodes["n1"].failover.groups.groups[G1].state is GroupState.RUNNING
+
+
+def test_held_sets_mirror() -> None:
+    assert Held.LOCAL.mirror() is Held.FOREIGN and Held.ALL.mirror() is Held.ALL
+    assert Held.parse("foreign") is Held.FOREIGN and Held.parse("bogus") is None
