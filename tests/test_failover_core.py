@@ -140,11 +140,11 @@ def test_graceful_stop_hands_over_at_once() -> None:
     net.command("n1", "shutdown")
     net.run_for(0.2)
     assert net.holders(G1) == ["n2"] and net.holders(G2) == ["n2"]
-    shutdone_at = [t for t, a in net.nodes["n1"].actions
-                   if isinstance(a, Transmit) and a.msgtype == "shutdone"][0]
-    took_at = [t for t, a in net.nodes["n2"].actions
+    shutdone_at = next(t for t, a in net.nodes["n1"].actions
+                   if isinstance(a, Transmit) and a.msgtype == "shutdone")
+    took_at = next(t for t, a in net.nodes["n2"].actions
                if type(a).__name__ == "GroupStateChanged" and getattr(a, "new", "") == "running"
-               and getattr(a, "group", "") == G1][0]
+               and getattr(a, "group", "") == G1)
     assert took_at - start < 0.05  # no deadtime wait
     assert shutdone_at < took_at
     assert net.nodes["n1"].failover.shutdown_done
