@@ -10,19 +10,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from hbd import __version__, configfiles, eventlog, logs
-from hbd.core.actions import Action, PersistPeerGeneration, Transmit
+from hbd.agents import AgentRunner
+from hbd.control import Snapshot, build_snapshot
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    GroupStateChanged,
+    LinkStatusChanged,
+    NodeStatusChanged,
+    PersistPeerGeneration,
+    ResourcesHeldChanged,
+    StartGroup,
+    StopGroup,
+    Transmit,
+)
 from hbd.core.config import AuthMethod, ClusterConfig, Severity
 from hbd.core.engine import Engine
-from hbd.errors import ConfigError
+from hbd.core.failover import Failover
+from hbd.errors import ConfigError, HbdError
+from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
 from hbd.state import StateDir
 
@@ -87,12 +103,23 @@ class Daemon:
         self._timer_at: float | None = None
         self._load_read_at = 0.0
         self.engine: Engine | None = None
+        self.failover: Failover | None = None
+        self.runner: GroupRunner | None = None
         self.links: LinkSet | None = None
+        self._stopping = False
+        self._finished = asyncio.Event()
+        self._subscribers: list[Callable[[Snapshot], None]] = []
+        self._last_snapshot: Snapshot | None = None
+        self.bus: Any = None  # hbd.bus.service.BusService when D-Bus is on
 
     # --- signals -------------------------------------------------------------------
 
     def request_reload(self) -> None:
-        self._spawn(self.reload())
+        self._spawn(self._reload_from_signal())
+
+    async def _reload_from_signal(self) -> None:
+        with contextlib.suppress(ConfigError):  # already logged; the old config stays
+            await self.reload()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -109,11 +136,16 @@ class Daemon:
             log.error("reload refused, keeping the running configuration:")
             for problem in err.problems:
                 log.error("  %s", problem)
-            return
+            raise
         self.config = new
         log.info("configuration reloaded from %s", self.options.config_dir)
 
     def request_stop(self, signame: str) -> None:
+        if self._stopping:
+            log.critical("%s received again: exiting now, without waiting for resources",
+                         signame)
+            self._finished.set()
+            return
         log.info("%s received: stopping", signame)
         self._stop.set()
 
@@ -140,6 +172,25 @@ class Daemon:
         self._dispatch(self.engine.handle_timer(now, wall))
         self._arm()
 
+    def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
+        assert self.failover is not None
+        now, wall = self._now()
+        level = logging.INFO if ok else logging.ERROR
+        log.log(level, "group %s %s %s%s", key, operation, "done" if ok else "FAILED",
+                f": {detail}" if detail else "")
+        try:
+            self._dispatch(self.failover.group_done(key, operation, ok, detail, now, wall))
+        except HbdError as err:
+            log.error("group %s: %s", key, err)
+        self._arm()
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        failover, runner = self.failover, self.runner
+        if (self._stopping and failover is not None and failover.shutdown_done
+                and runner is not None and not runner.busy()):
+            self._finished.set()
+
     def _arm(self) -> None:
         """Point the one timer at the earliest thing anybody is waiting for."""
         assert self._loop is not None and self.engine is not None and self.links is not None
@@ -154,11 +205,72 @@ class Daemon:
         self._timer_at = deadline
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
+    # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
+
+    def snapshot(self) -> Snapshot:
+        assert self.failover is not None and self.links is not None
+        return build_snapshot(self.failover, self.links.status())
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def _command(self, method: str, *args: str) -> None:
+        """Run one Failover command now; its errors (InvalidScope, Busy...) propagate."""
+        assert self.failover is not None
+        now, wall = self._now()
+        actions: list[Action] = getattr(self.failover, method)(*args, now, wall)
+        self._dispatch(actions)
+        self._arm()
+        self._publish()
+
+    async def takeover(self, scope: str) -> None:
+        log.info("takeover [%s] requested", scope)
+        self._command("takeover", scope)
+
+    async def release(self, scope: str) -> None:
+        log.info("standby [%s] requested", scope)
+        self._command("release", scope)
+
+    async def cleanup(self, group: str) -> None:
+        assert self.failover is not None
+        if group not in self.failover.groups.groups:
+            from hbd.errors import InvalidScope
+            raise InvalidScope(f"no group {group!r} in haresources")
+        log.info("cleanup of group %s requested", group)
+        self._command("cleanup", group)
+
+    def _publish(self) -> None:
+        if not self._subscribers or self.failover is None:
+            return
+        snapshot = self.snapshot()
+        if snapshot == self._last_snapshot:
+            return
+        self._last_snapshot = snapshot
+        for callback in list(self._subscribers):
+            try:
+                callback(snapshot)
+            except Exception:  # a front end's bug must never stop the cluster
+                log.exception("state subscriber failed")
+
     def _dispatch(self, actions: list[Action]) -> None:
         assert self.links is not None
+        if any(isinstance(a, _VISIBLE) for a in actions):
+            asyncio.get_running_loop().call_soon(self._publish)
         for action in actions:
             if isinstance(action, Transmit):
                 self.links.send(action)
+            elif isinstance(action, StartGroup):
+                assert self.runner is not None
+                log.info("starting group %s (%s)", action.group, action.reason)
+                self.runner.start(action.group)
+            elif isinstance(action, StopGroup):
+                assert self.runner is not None
+                log.info("stopping group %s (%s)", action.group, action.reason)
+                self.runner.stop(action.group)
+            elif isinstance(action, AnnounceGroup):
+                assert self.runner is not None
+                self.runner.announce(action.group)
             elif isinstance(action, PersistPeerGeneration):
                 try:
                     self.state.save_peer_generation(action.node, action.generation)
@@ -187,17 +299,41 @@ class Daemon:
                         "heartbeat network can forge messages. Use sha1 or blake2b.")
         self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
                              peer_generations=peers)
+        self.failover = Failover(self.engine, self.config)
+        agents = AgentRunner(ha_dir=self.options.config_dir,
+                             resource_dir=f"{self.options.config_dir}/resource.d",
+                             node_name=self.options.node,
+                             logfacility=self.config.hacf.logfacility)
+        self.runner = GroupRunner(self.config, agents, self._group_done)
         self.links = LinkSet(self.config.hacf, self._on_packet)
         self.links.open_all(loop)
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
         self._arm()
+        if self.options.dbus:
+            from hbd.bus.service import BusService
+
+            self.bus = BusService(self)
+            await self.bus.start()  # owns org.linuxha.hbd1, or keeps retrying without it
         await self._stop.wait()
+        self._stopping = True
+        now, wall = self._now()
+        self._dispatch(self.failover.shutdown(now, wall))
+        self._arm()
+        self._check_finished()
+        await self._finished.wait()
+        self.engine.stop_heartbeats()
         if self._timer is not None:
             self._timer.cancel()
+        await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
         self.links.close_all()
+        if self.bus is not None:
+            await self.bus.stop()
         log.info("hbd stopped")
         return 0
+
+
+_VISIBLE = (NodeStatusChanged, LinkStatusChanged, GroupStateChanged, ResourcesHeldChanged)
 
 
 def _loadavg() -> str:

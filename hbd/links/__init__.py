@@ -87,6 +87,17 @@ class LinkSet:
             if slot.next_retry is not None and now >= slot.next_retry:
                 self._try_open(slot, now)
 
+    def status(self) -> dict[str, bool]:
+        """Our own links by name (interface or tty) -> open."""
+        out: dict[str, bool] = {}
+        for slot in self.slots:
+            endpoint = slot.endpoint
+            if isinstance(endpoint, SerialEndpoint):
+                out[endpoint.link.device] = endpoint.is_open
+            else:
+                out[endpoint.interface] = endpoint.is_open
+        return out
+
     def open_count(self) -> int:
         return sum(1 for s in self.slots if s.endpoint.is_open)
 

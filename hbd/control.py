@@ -1,0 +1,95 @@
+"""The daemon's control surface, as the D-Bus service and tests see it.
+
+`Snapshot` is the cluster as an admin sees it (cl_status's answers); the
+`Controller` protocol is what a front end may ask of the daemon.  The
+daemon implements it; hbd/bus/ exports it on the system bus.  Commands
+raise hbd errors (InvalidScope, Busy, ConfigError, NotAuthorized...) that
+carry their D-Bus names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from hbd.core.failover import Failover
+from hbd.core.membership import LinkStatus
+from hbd.core.resources import GroupState, Held
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    status: str  # init, up, active, dead (cl_status nodestatus)
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    node: str
+    link: str  # interface or tty, as Heartbeat names links
+    status: str  # up, dead, init
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    key: str  # the first resource of the haresources line
+    home: str  # the haresources node
+    owner: str  # the node running it, "" when nobody does
+    state: str  # stopped, starting, running, stopping, blocked (our side's view)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    node_name: str
+    nodes: tuple[NodeInfo, ...]
+    links: tuple[LinkInfo, ...]
+    resources_held: str  # none, local, foreign, all, transition (cl_status rscstatus)
+    groups: tuple[GroupInfo, ...]
+    stack: str = "heartbeat"
+
+
+class Controller(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+    async def takeover(self, scope: str) -> None: ...
+
+    async def release(self, scope: str) -> None: ...
+
+    async def reload(self) -> None: ...
+
+    async def cleanup(self, group: str) -> None: ...
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]: ...
+
+
+def build_snapshot(failover: Failover, local_links: dict[str, bool]) -> Snapshot:
+    """What the engine and the resource layer know, in admin terms.
+
+    `local_links`: our own links (name -> open), which only the adapters know.
+    """
+    engine = failover.engine
+    nodes = [NodeInfo(engine.node, engine.status.state.value, local=True)]
+    links = [LinkInfo(engine.node, name, "up" if up else "dead")
+             for name, up in local_links.items()]
+    for other in engine.peers.values():
+        nodes.append(NodeInfo(other.name, other.status.state.value))
+        for state in other.links.values():
+            status = state.fsm.state
+            links.append(LinkInfo(other.name, state.name,
+                                  "dead" if status is LinkStatus.INIT else status.value))
+    peer = failover.peer
+    peer_sets = failover.other_holds.mirror() if peer is not None and peer.alive else Held.NONE
+    peer_groups = {g.key for g in failover.groups.in_set(peer_sets)}
+    groups = []
+    for group in failover.groups:
+        if group.state is not GroupState.STOPPED:
+            owner = engine.node
+        elif group.key in peer_groups and peer is not None:
+            owner = peer.name
+        else:
+            owner = ""
+        groups.append(GroupInfo(group.key, group.home, owner, group.state.value))
+    return Snapshot(engine.node, tuple(nodes), tuple(links), failover.rscstatus(),
+                    tuple(groups))
