@@ -30,6 +30,7 @@ from hbd.core.actions import (
     NodeStatusChanged,
     PersistPeerGeneration,
     ResourcesHeldChanged,
+    SendPing,
     StartGroup,
     StopGroup,
     Transmit,
@@ -37,6 +38,7 @@ from hbd.core.actions import (
 from hbd.core.config import AuthMethod, ClusterConfig, Severity
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
+from hbd.core.pingnodes import PingNodes
 from hbd.errors import ConfigError, HbdError
 from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
@@ -104,6 +106,8 @@ class Daemon:
         self._load_read_at = 0.0
         self.engine: Engine | None = None
         self.failover: Failover | None = None
+        self.pingnodes: PingNodes | None = None
+        self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
         self.runner: GroupRunner | None = None
         self.links: LinkSet | None = None
         self._stopping = False
@@ -186,9 +190,8 @@ class Daemon:
         self._check_finished()
 
     def _check_finished(self) -> None:
-        failover, runner = self.failover, self.runner
-        if (self._stopping and failover is not None and failover.shutdown_done
-                and runner is not None and not runner.busy()):
+        # The failover layer declares shutdown done only when no group job is left.
+        if self._stopping and self.failover is not None and self.failover.shutdown_done:
             self._finished.set()
 
     def _arm(self) -> None:
@@ -268,6 +271,9 @@ class Daemon:
                 assert self.runner is not None
                 log.info("stopping group %s (%s)", action.group, action.reason)
                 self.runner.stop(action.group)
+            elif isinstance(action, SendPing):
+                if self.pinger is not None:
+                    self.pinger.send(action.address)
             elif isinstance(action, AnnounceGroup):
                 assert self.runner is not None
                 self.runner.announce(action.group)
@@ -300,6 +306,15 @@ class Daemon:
         self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
                              peer_generations=peers)
         self.failover = Failover(self.engine, self.config)
+        self.pingnodes = PingNodes(self.engine, self.failover, self.config.hacf)
+        if self.pingnodes.addresses:
+            from hbd.net.icmp import Pinger
+
+            pings = self.pingnodes
+            try:
+                self.pinger = Pinger(lambda address: pings.ping_reply(address, loop.time()))
+            except (OSError, HbdError) as err:
+                log.error("cannot ping the ping nodes (%s): they will count as unreachable", err)
         agents = AgentRunner(ha_dir=self.options.config_dir,
                              resource_dir=f"{self.options.config_dir}/resource.d",
                              node_name=self.options.node,
@@ -327,6 +342,8 @@ class Daemon:
             self._timer.cancel()
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
         self.links.close_all()
+        if self.pinger is not None:
+            self.pinger.close()
         if self.bus is not None:
             await self.bus.stop()
         log.info("hbd stopped")

@@ -15,11 +15,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, StartGroup, StopGroup, Transmit
+from hbd.core.actions import Action, SendPing, StartGroup, StopGroup, Transmit
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
+from hbd.core.pingnodes import PingNodes
 
 WALL0 = 1_800_000_000.0
 
@@ -57,7 +58,9 @@ class SimNode:
     name: str
     engine: Engine
     failover: Failover
+    pings: PingNodes
     actions: list[tuple[float, Action]] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)  # ping addresses this node cannot reach
     alive: bool = True  # False: crashed (no timers, packets to it are lost)
     frozen: bool = False  # SIGSTOP: no timers; packets wait in its socket buffer
     inbox: list[tuple[int, bytes]] = field(default_factory=list)
@@ -84,7 +87,8 @@ class SimNet:
 
     def add_node(self, name: str, cfg: ClusterConfig, generation: int = 100) -> SimNode:
         engine = self._make(cfg, self.now, generation)
-        node = SimNode(name, engine, Failover(engine, cfg))
+        failover = Failover(engine, cfg)
+        node = SimNode(name, engine, failover, PingNodes(engine, failover, cfg.hacf))
         self.nodes[name] = node
         self._apply(node, engine.start(self.now, self.wall))
         return node
@@ -106,6 +110,9 @@ class SimNet:
             node.actions.append((self.now, action))
             if isinstance(action, Transmit):
                 self._transmit(node, action)
+            elif isinstance(action, SendPing):
+                if action.address not in node.unreachable:
+                    node.pings.ping_reply(action.address, self.now + 0.001)
             elif isinstance(action, StartGroup | StopGroup):
                 start = isinstance(action, StartGroup)
                 failing = node.runner.fail_start if start else node.runner.fail_stop

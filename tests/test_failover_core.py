@@ -235,3 +235,23 @@ def test_state_machines_refuse_illegal_moves_and_stay_put() -> None:
 def test_held_sets_mirror() -> None:
     assert Held.LOCAL.mirror() is Held.FOREIGN and Held.ALL.mirror() is Held.ALL
     assert Held.parse("foreign") is Held.FOREIGN and Held.parse("bogus") is None
+
+
+def test_fewer_ping_nodes_hands_groups_to_the_better_connected_peer() -> None:
+    kw = dict(haresources=HARESOURCES,
+              extra="auto_failback off\nping 10.9.0.1 10.9.0.2\nping_group gw 10.9.1.1 10.9.1.2\n"
+                    "deadping 500ms\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]
+    net.run_for(2.0)
+    assert net.nodes["n1"].pings.reachable(net.now) == 3
+    net.nodes["n1"].unreachable.add("10.9.1.1")  # one member of a group: the group stays up
+    net.run_for(2.0)
+    assert net.nodes["n1"].pings.reachable(net.now) == 3
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n2"])
+    net.nodes["n1"].unreachable.add("10.9.0.1")  # n1 loses a ping node; n2 does not
+    net.run_for(3.0)
+    assert net.nodes["n1"].pings.reachable(net.now) == 2
+    assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])
+    net.nodes["n1"].unreachable.clear()  # equal again: nothing moves back by itself
+    net.run_for(3.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])

@@ -122,6 +122,9 @@ class Engine:
         self.on_comm_up: list[Callable[[float, float], list[Action]]] = []
         self.on_partition_healed: list[Callable[[Peer, float, float], list[Action]]] = []
         self.timer_sources: list[TimerSource] = []  # resource layer, ping nodes
+        # hbd's extensions to status messages (Heartbeat ignores unknown fields)
+        self.status_fields: list[Callable[[float], list[tuple[str, str]]]] = []
+        self.status_observers: list[Callable[[Received, float], None]] = []
         self.stopped = False
 
     # --- public entry points -----------------------------------------------------
@@ -157,7 +160,7 @@ class Engine:
     def handle_timer(self, now: float, wall: float) -> list[Action]:
         actions: list[Action] = []
         if now >= self.next_status and not self.stopped:
-            actions.append(self._status_message(wall))
+            actions.append(self._status_message(now, wall))
             self.next_status = now + self.keepalive
         for peer in self.peers.values():
             actions += self._check_peer(peer, now, wall)
@@ -316,11 +319,13 @@ class Engine:
             peer.deadtime = dt / 1000.0
         peer.last_status_at = now
         peer.seq.status_seqno = max(peer.seq.status_seqno, received.seq)
+        for observer in self.status_observers:
+            observer(received, now)
         if not self.stopped and self.next_status - now < self.keepalive * PHASE_LOCK:
             # Our own status is nearly due: send it now, while we are awake anyway.
             # The two nodes' timers lock in phase and each wakes half as often;
             # sending early never lengthens the gap the peer sees.
-            actions.append(self._status_message(wall))
+            actions.append(self._status_message(now, wall))
             self.next_status = now + self.keepalive
         actions += self._set_peer_status(peer, new, now, wall)
         return actions
@@ -400,19 +405,18 @@ class Engine:
 
     # --- our own status and the comm-up handshake ------------------------------------------
 
-    def _status_message(self, wall: float) -> Transmit:
-        return self.outbox.build(
-            "status",
-            [("st", self.status.state.value), ("dt", f"{int(self.deadtime * 1000):x}"),
-             ("protocol", PROTOCOL_VERSION)],
-            wall=wall,
-        )
+    def _status_message(self, now: float, wall: float) -> Transmit:
+        fields = [("st", self.status.state.value), ("dt", f"{int(self.deadtime * 1000):x}"),
+                  ("protocol", PROTOCOL_VERSION)]
+        for extra in self.status_fields:
+            fields += extra(now)
+        return self.outbox.build("status", fields, wall=wall)
 
     def _set_local_status(self, new: NodeStatus, now: float, wall: float) -> list[Action]:
         old = self.status.move(new)
         self.next_status = now + self.keepalive
         return [NodeStatusChanged(self.node, old.value, new.value, local=True),
-                self._status_message(wall)]
+                self._status_message(now, wall)]
 
     def _check_comm(self, now: float, wall: float) -> list[Action]:
         """heartbeat.c: check_comm_isup -> send_reqnodes_msg -> comm_now_up."""

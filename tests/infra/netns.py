@@ -462,6 +462,20 @@ class Lab:
         _cmd(["ip", "-n", self.nsname(SWITCH), "link", "set", port, "up"])
         log.info("restored %s:%s", node, ifname)
 
+    def partition(self, a: str, b: str, ifname: str = "eth0") -> None:
+        """Drop every frame between ``a`` and ``b`` on ``ifname``'s network.
+
+        Both stay reachable from every other node (a client sees both sides
+        of a split brain).
+        """
+        pa, pb = self.iface(a, ifname).port, self.iface(b, ifname).port
+        self._nft(f"part_{pa}_{pb}", f'iifname "{pa}" oifname "{pb}" drop\n'
+                                     f'  iifname "{pb}" oifname "{pa}" drop')
+
+    def heal(self, a: str, b: str, ifname: str = "eth0") -> None:
+        pa, pb = self.iface(a, ifname).port, self.iface(b, ifname).port
+        self._nft(f"part_{pa}_{pb}", None)
+
     def netem(self, node: str, ifname: str, spec: str) -> str:
         """Impair frames *sent* by ``node`` on ``ifname`` (egress, like netem).
 

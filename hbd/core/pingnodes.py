@@ -1,0 +1,99 @@
+"""Ping nodes and ping groups, and Heartbeat's ipfail decision.
+
+Every keepalive we ask the adapter to ping each configured address; a ping
+node is up while its replies are younger than `deadping`, a ping group while
+any of its members is.  The count of reachable ping nodes travels in our
+status messages (`hbd_ping`, an extension Heartbeat ignores), and ipfail's
+rule applies: the node that reaches fewer ping nodes than its peer hands its
+groups to the peer.  The imbalance must last GRACE keepalives first, so a
+single lost echo moves nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hbd.core.actions import Action, Notice, SendPing
+from hbd.core.config import HaCf
+from hbd.core.engine import Engine, Received
+from hbd.core.failover import Failover
+
+PING_FIELD = "hbd_ping"
+GRACE = 3  # keepalives an imbalance must last before resources move
+
+
+@dataclass
+class PingNodes:
+    engine: Engine
+    failover: Failover
+    hacf: HaCf
+    last_reply: dict[str, float] = field(default_factory=dict)
+    next_ping: float | None = None
+    imbalance_since: float | None = None
+    peer_count: int | None = None
+
+    def __post_init__(self) -> None:
+        self.deadping = self.hacf.timers.deadping_ms / 1000.0
+        self.interval = self.hacf.timers.keepalive_ms / 1000.0
+        self.addresses = list(self.hacf.ping_nodes) + [
+            a for group in self.hacf.ping_groups for a in group.addresses]
+        if self.addresses:
+            self.next_ping = 0.0
+            self.engine.timer_sources.append(self)
+            self.engine.status_fields.append(self._status_fields)
+            self.engine.status_observers.append(self._peer_status)
+
+    @property
+    def configured(self) -> int:
+        return len(self.hacf.ping_nodes) + len(self.hacf.ping_groups)
+
+    def reachable(self, now: float) -> int:
+        def up(address: str) -> bool:
+            at = self.last_reply.get(address)
+            return at is not None and now - at <= self.deadping
+
+        count = sum(1 for a in self.hacf.ping_nodes if up(a))
+        count += sum(1 for g in self.hacf.ping_groups if any(up(a) for a in g.addresses))
+        return count
+
+    def ping_reply(self, address: str, now: float) -> None:
+        if address in self.addresses:
+            self.last_reply[address] = now
+
+    def _status_fields(self, now: float) -> list[tuple[str, str]]:
+        return [(PING_FIELD, str(self.reachable(now)))]
+
+    def _peer_status(self, rx: Received, now: float) -> None:
+        value = rx.message.get_int(PING_FIELD)
+        if value is not None:
+            self.peer_count = value
+
+    # --- TimerSource -----------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        return self.next_ping
+
+    def handle_timer(self, now: float, wall: float) -> list[Action]:
+        if self.next_ping is None or now < self.next_ping:
+            return []
+        self.next_ping = now + self.interval
+        actions: list[Action] = [SendPing(a) for a in self.addresses]
+        return actions + self._judge(now, wall)
+
+    def _judge(self, now: float, wall: float) -> list[Action]:
+        peer = self.failover.peer
+        ours = self.reachable(now)
+        if (peer is None or not peer.alive or self.peer_count is None
+                or self.peer_count <= ours or self.failover.held().value == 0):
+            self.imbalance_since = None
+            return []
+        if self.imbalance_since is None:
+            self.imbalance_since = now
+        if now - self.imbalance_since < GRACE * self.interval:
+            return []
+        if self.failover._standby_refusal() is not None:
+            return []
+        self.imbalance_since = None
+        text = (f"ping nodes: we reach {ours} of {self.configured}, {peer.name} reaches "
+                f"{self.peer_count}: handing our groups to {peer.name}")
+        return [Notice("warning", text), *self.failover.release("all", now, wall)]
