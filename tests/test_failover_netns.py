@@ -45,8 +45,9 @@ def cluster(lab: Lab) -> Iterator[list[HbdNode]]:
         lab.run(node, ["nft", "flush", "ruleset"], check=False)
 
 
-def start(lab: Lab, cluster: list[HbdNode], failback: str = "off", haresources: str = HARESOURCES,
-          extra: str = "", scripts: dict[str, dict[str, str]] | None = None) -> tuple[HbdNode, HbdNode]:
+def start(lab: Lab, cluster: list[HbdNode], failback: str = "off",
+          haresources: str = HARESOURCES, extra: str = "",
+          scripts: dict[str, dict[str, str]] | None = None) -> tuple[HbdNode, HbdNode]:
     for name in ("n1", "n2"):
         node = HbdNode(lab, name, ha_cf("bcast eth0", extra=f"auto_failback {failback}\n{extra}"),
                        haresources)
@@ -63,7 +64,7 @@ def start(lab: Lab, cluster: list[HbdNode], failback: str = "off", haresources: 
 
 
 def test_hard_failover_on_link_cut(lab: Lab, cluster: list[HbdNode]) -> None:
-    n1, n2 = start(lab, cluster)
+    _, n2 = start(lab, cluster)
     wait_answer(lab, VIP, "n1")
     assert owner_by_arp(lab, VIP) == "n1"
     lab.cut("n1")
@@ -106,7 +107,7 @@ def test_graceful_stop_hands_over_at_once(lab: Lab, cluster: list[HbdNode]) -> N
 def test_ping_node_loss_moves_service_to_better_connected_node(lab: Lab,
                                                               cluster: list[HbdNode]) -> None:
     client = lab.ip("client")
-    n1, n2 = start(lab, cluster, extra=f"ping {client}\ndeadping 500ms\n")
+    n1, _ = start(lab, cluster, extra=f"ping {client}\ndeadping 500ms\n")
     wait_answer(lab, VIP, "n1")
     time.sleep(1.0)
     mark = n1.mark()
@@ -131,7 +132,7 @@ exit 0
 
 def test_start_failure_gives_the_group_to_the_peer(lab: Lab, cluster: list[HbdNode]) -> None:
     scripts = {"n1": {"svc": FAILING_START}, "n2": {"svc": OK_SCRIPT}}
-    n1, n2 = start(lab, cluster, haresources=f"n1 {VIP}/24/eth0 svc\n", scripts=scripts)
+    n1, _ = start(lab, cluster, haresources=f"n1 {VIP}/24/eth0 svc\n", scripts=scripts)
     n1.wait_log(r"group \S+ start FAILED: svc: start failed")
     wait_answer(lab, VIP, "n2", timeout=10)
     assert not lab.has_address("n1", VIP)

@@ -39,7 +39,8 @@ except OSError:
 """
 
 
-def start_responders(lab: Lab, nodes: tuple[str, ...] = ("n1", "n2")) -> list[subprocess.Popen[bytes]]:
+def start_responders(lab: Lab,
+                     nodes: tuple[str, ...] = ("n1", "n2")) -> list[subprocess.Popen[bytes]]:
     return [lab.popen(n, [sys.executable, "-c", RESPONDER, n, str(PORT)]) for n in nodes]
 
 
