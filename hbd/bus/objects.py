@@ -1,0 +1,274 @@
+"""The exported objects: the Manager, one object per node and per group.
+
+Methods stay thin: convert the arguments, authorize the caller, make one
+call into the daemon (the Controller), convert the result.  Properties are
+read from the last Snapshot; `Tree.update(snapshot)` emits
+PropertiesChanged for what changed and the Manager's per-item signals.
+
+No `from __future__ import annotations` here: dbus-next inspects these
+classes at import time (their D-Bus types come from hbd.bus.members).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dbus_next.aio.message_bus import MessageBus
+from dbus_next.service import ServiceInterface
+
+from hbd import __version__
+from hbd.bus.members import dbus_method, dbus_readonly, dbus_signal
+from hbd.bus.names import (
+    GROUP_IFACE,
+    MANAGE_ACTION,
+    MANAGER_IFACE,
+    NODE_IFACE,
+    OBJECT_PATH,
+    group_path,
+    node_path,
+)
+from hbd.control import Controller, GroupInfo, NodeInfo, Snapshot
+from hbd.core.resources import SCOPES
+from hbd.errors import InvalidScope
+
+Authorize = Callable[[str], Awaitable[None]]  # raises NotAuthorized
+
+# Manager property name -> its value in a Snapshot (D-Bus types in Manager below).
+MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
+    "NodeName": lambda s: s.node_name,
+    "Version": lambda s: __version__,
+    "Nodes": lambda s: [[n.name, n.status, n.local] for n in s.nodes],
+    "Links": lambda s: [[lk.node, lk.link, lk.status] for lk in s.links],
+    "ResourcesHeld": lambda s: s.resources_held,
+    "Groups": lambda s: [[g.key, g.home, g.owner, g.state] for g in s.groups],
+}
+
+
+def checked_scope(scope: str) -> str:
+    """A takeover/standby scope, refused before anyone is asked for a password."""
+    if scope not in SCOPES:
+        raise InvalidScope(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    return scope
+
+
+class Manager(ServiceInterface):
+    """org.linuxha.hbd1.Manager at /org/linuxha/hbd1: the cluster as this node sees it."""
+
+    def __init__(self, controller: Controller, authorize: Authorize, snapshot: Snapshot) -> None:
+        super().__init__(MANAGER_IFACE)
+        self._controller = controller
+        self._authorize = authorize
+        self._snap = snapshot
+
+    # --- methods (org.linuxha.hbd1.manage) --------------------------------------------
+
+    @dbus_method(scope="s")
+    async def Takeover(self, scope: str) -> None:
+        """hb_takeover SCOPE: all, local, foreign or failback."""
+        scope = checked_scope(scope)
+        await self._authorize(MANAGE_ACTION)
+        await self._controller.takeover(scope)
+
+    @dbus_method(scope="s")
+    async def Release(self, scope: str) -> None:
+        """hb_standby SCOPE: hand the scope's groups to the peer."""
+        scope = checked_scope(scope)
+        await self._authorize(MANAGE_ACTION)
+        await self._controller.release(scope)
+
+    @dbus_method()
+    async def Reload(self) -> None:
+        """Re-read ha.cf, haresources and authkeys (a bad new config is refused)."""
+        await self._authorize(MANAGE_ACTION)
+        await self._controller.reload()
+
+    @dbus_method(group="s")
+    async def Cleanup(self, group: str) -> None:
+        """Forget a group's failures (a blocked group may be started again)."""
+        await self._authorize(MANAGE_ACTION)
+        await self._controller.cleanup(group)
+
+    # --- properties (free to read) ----------------------------------------------------
+
+    @dbus_readonly("s")
+    def NodeName(self) -> str:
+        return str(MANAGER_PROPERTIES["NodeName"](self._snap))
+
+    @dbus_readonly("s")
+    def Version(self) -> str:
+        return str(MANAGER_PROPERTIES["Version"](self._snap))
+
+    @dbus_readonly("a(ssb)")
+    def Nodes(self) -> list[list[Any]]:
+        """(name, status, is this node); status: init, up, active, dead."""
+        return list(MANAGER_PROPERTIES["Nodes"](self._snap))
+
+    @dbus_readonly("a(sss)")
+    def Links(self) -> list[list[str]]:
+        """(node, link, status); status: up, dead."""
+        return list(MANAGER_PROPERTIES["Links"](self._snap))
+
+    @dbus_readonly("s")
+    def ResourcesHeld(self) -> str:
+        """none, local, foreign, all or transition (cl_status rscstatus)."""
+        return str(MANAGER_PROPERTIES["ResourcesHeld"](self._snap))
+
+    @dbus_readonly("a(ssss)")
+    def Groups(self) -> list[list[str]]:
+        """(key, home node, owner or "", state of our side)."""
+        return list(MANAGER_PROPERTIES["Groups"](self._snap))
+
+    # --- signals --------------------------------------------------------------------
+
+    @dbus_signal(node="s", status="s")
+    def NodeStatusChanged(self, node: str, status: str) -> list[str]:
+        return [node, status]
+
+    @dbus_signal(node="s", link="s", status="s")
+    def LinkStatusChanged(self, node: str, link: str, status: str) -> list[str]:
+        return [node, link, status]
+
+    @dbus_signal(group="s", owner="s", state="s")
+    def GroupStateChanged(self, group: str, owner: str, state: str) -> list[str]:
+        return [group, owner, state]
+
+    def update(self, snap: Snapshot) -> None:
+        old, self._snap = self._snap, snap
+        changed = {name: value(snap) for name, value in MANAGER_PROPERTIES.items()
+                   if value(old) != value(snap)}
+        if not changed:
+            return
+        self.emit_properties_changed(changed)
+        before = {n.name: n.status for n in old.nodes}
+        for node in snap.nodes:
+            if before.get(node.name) != node.status:
+                self.NodeStatusChanged(node.name, node.status)
+        links = {(lk.node, lk.link): lk.status for lk in old.links}
+        for link in snap.links:
+            if links.get((link.node, link.link)) != link.status:
+                self.LinkStatusChanged(link.node, link.link, link.status)
+        groups = {g.key: (g.owner, g.state) for g in old.groups}
+        for group in snap.groups:
+            if groups.get(group.key) != (group.owner, group.state):
+                self.GroupStateChanged(group.key, group.owner, group.state)
+
+
+class _Item(ServiceInterface):
+    """An object whose properties are one tuple of values."""
+
+    FIELDS: tuple[str, ...] = ()
+
+    def __init__(self, interface: str, values: tuple[Any, ...]) -> None:
+        super().__init__(interface)
+        self._values = values
+
+    def _get(self, name: str) -> Any:
+        return self._values[self.FIELDS.index(name)]
+
+    def update(self, values: tuple[Any, ...]) -> None:
+        old, self._values = self._values, values
+        changed = {name: new for name, was, new in zip(self.FIELDS, old, values, strict=True)
+                   if was != new}
+        if changed:
+            self.emit_properties_changed(changed)
+
+
+class NodeObject(_Item):
+    """org.linuxha.hbd1.Node at /org/linuxha/hbd1/node/<escaped name>."""
+
+    FIELDS = ("Name", "Status", "Local", "Links")
+
+    @dbus_readonly("s")
+    def Name(self) -> str:
+        return str(self._get("Name"))
+
+    @dbus_readonly("s")
+    def Status(self) -> str:
+        return str(self._get("Status"))
+
+    @dbus_readonly("b")
+    def Local(self) -> bool:
+        return bool(self._get("Local"))
+
+    @dbus_readonly("a(ss)")
+    def Links(self) -> list[list[str]]:
+        """(link, status) of the links to this node."""
+        return list(self._get("Links"))
+
+
+class GroupObject(_Item):
+    """org.linuxha.hbd1.Group at /org/linuxha/hbd1/group/<escaped key>."""
+
+    FIELDS = ("Key", "Home", "Owner", "State")
+
+    @dbus_readonly("s")
+    def Key(self) -> str:
+        return str(self._get("Key"))
+
+    @dbus_readonly("s")
+    def Home(self) -> str:
+        return str(self._get("Home"))
+
+    @dbus_readonly("s")
+    def Owner(self) -> str:
+        return str(self._get("Owner"))
+
+    @dbus_readonly("s")
+    def State(self) -> str:
+        return str(self._get("State"))
+
+
+def _node_values(node: NodeInfo, snap: Snapshot) -> tuple[Any, ...]:
+    links = [[lk.link, lk.status] for lk in snap.links if lk.node == node.name]
+    return (node.name, node.status, node.local, links)
+
+
+def _group_values(group: GroupInfo) -> tuple[Any, ...]:
+    return (group.key, group.home, group.owner, group.state)
+
+
+class Tree:
+    """Every exported object, kept in step with the daemon's snapshots."""
+
+    def __init__(self, controller: Controller, authorize: Authorize) -> None:
+        snap = controller.snapshot()
+        self.manager = Manager(controller, authorize, snap)
+        self._items: dict[str, _Item] = {}
+        self._bus: MessageBus | None = None
+        self._sync(snap)
+
+    def paths(self) -> list[str]:
+        return [OBJECT_PATH, *self._items]
+
+    def attach(self, bus: MessageBus) -> None:
+        """Export everything on a (new) connection."""
+        self._bus = bus
+        bus.export(OBJECT_PATH, self.manager)
+        for path, item in self._items.items():
+            bus.export(path, item)
+
+    def detach(self) -> None:
+        self._bus = None
+
+    def update(self, snap: Snapshot) -> None:
+        self.manager.update(snap)
+        self._sync(snap)
+
+    def _sync(self, snap: Snapshot) -> None:
+        wanted: dict[str, tuple[str, tuple[Any, ...]]] = {}
+        for node in snap.nodes:
+            wanted[node_path(node.name)] = (NODE_IFACE, _node_values(node, snap))
+        for group in snap.groups:
+            wanted[group_path(group.key)] = (GROUP_IFACE, _group_values(group))
+        for path in [p for p in self._items if p not in wanted]:
+            del self._items[path]
+            if self._bus is not None:
+                self._bus.unexport(path)
+        for path, (iface, values) in wanted.items():
+            item = self._items.get(path)
+            if item is not None:
+                item.update(values)
+                continue
+            item = NodeObject(iface, values) if iface == NODE_IFACE else GroupObject(iface, values)
+            self._items[path] = item
+            if self._bus is not None:
+                self._bus.export(path, item)
