@@ -1,15 +1,32 @@
 """hbctl: the admin client.  Talks to a running hbd over D-Bus.
 
-Subcommands that only read configuration work without a daemon.
+Subcommands that only read configuration work without a daemon.  The
+cl_status subcommands (hbstatus, listnodes, nodestatus, listhblinks,
+hblinkstatus, rscstatus) print exactly what Heartbeat's cl_status prints,
+with its exit codes, so existing scripts keep working.
+
+Exit codes: 0 ok; 1 refused or failed (Busy, InvalidScope...; also the
+cl_status "no" answers: node or link down, heartbeat stopped); 2 usage;
+3 hbd not running or not reachable; 4 not authorized.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
 
 from hbd import __version__, configfiles
+from hbd.bus import client
 from hbd.cli import export_pacemaker
+from hbd.control import Snapshot
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_AUTHORIZED = 0, 1, 2, 3, 4
+_NOT_AUTHORIZED = {"NotAuthorized", "AccessDenied", "InteractiveAuthorizationRequired"}
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -22,15 +39,308 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- output helpers ------------------------------------------------------------------
+
+
+def _emit_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in (headers, *rows)]
+    return "\n".join(lines)
+
+
+def _nodes_json(snap: Snapshot) -> list[dict[str, Any]]:
+    return [asdict(n) for n in snap.nodes]
+
+
+def _links_json(snap: Snapshot) -> list[dict[str, Any]]:
+    return [asdict(lk) for lk in snap.links]
+
+
+def _groups_json(snap: Snapshot) -> list[dict[str, Any]]:
+    return [asdict(g) for g in snap.groups]
+
+
+def _nodes_table(snap: Snapshot) -> str:
+    rows = [[n.name + (" (this node)" if n.local else ""), n.status,
+             " ".join(f"{lk.link}:{lk.status}" for lk in snap.links if lk.node == n.name)]
+            for n in snap.nodes]
+    return _table(["NODE", "STATUS", "LINKS"], rows)
+
+
+def _links_table(snap: Snapshot) -> str:
+    return _table(["NODE", "LINK", "STATUS"], [[lk.node, lk.link, lk.status] for lk in snap.links])
+
+
+def _groups_table(snap: Snapshot) -> str:
+    rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
+    return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+
+
+# --- commands that read state --------------------------------------------------------
+
+Reader = Callable[[argparse.Namespace, client.State], int]
+
+
+def _status(args: argparse.Namespace, state: client.State) -> int:
+    snap = state.snapshot
+    if args.json:
+        _emit_json({"node_name": snap.node_name, "version": state.version,
+                    "resources_held": snap.resources_held, "nodes": _nodes_json(snap),
+                    "links": _links_json(snap), "groups": _groups_json(snap)})
+        return EXIT_OK
+    print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
+    print()
+    print(_nodes_table(snap))
+    if snap.groups:
+        print()
+        print(_groups_table(snap))
+    return EXIT_OK
+
+
+def _listing(json_of: Callable[[Snapshot], Any],
+             table_of: Callable[[Snapshot], str]) -> Reader:
+    def show(args: argparse.Namespace, state: client.State) -> int:
+        if args.json:
+            _emit_json(json_of(state.snapshot))
+        else:
+            print(table_of(state.snapshot))
+        return EXIT_OK
+
+    return show
+
+
+def _find_node(snap: Snapshot, name: str) -> bool:
+    if any(n.name == name for n in snap.nodes):
+        return True
+    print("Error. May be due to incorrect node name", file=sys.stderr)
+    return False
+
+
+def _listnodes(args: argparse.Namespace, state: client.State) -> int:
+    snap = state.snapshot
+    if args.json:
+        _emit_json([n.name for n in snap.nodes])
+        return EXIT_OK
+    if args.m:
+        print("The nodes are as follow:")
+    for node in snap.nodes:
+        if args.v:
+            print(f"\n{node.name}\t{node.status}\t(nodetype: normal)")
+            _print_links(snap, node.name, verbose=True, human=args.m)
+        else:
+            print(node.name)
+    return EXIT_OK
+
+
+def _nodestatus(args: argparse.Namespace, state: client.State) -> int:
+    snap = state.snapshot
+    if not _find_node(snap, args.node):
+        return EXIT_USAGE
+    status = next(n.status for n in snap.nodes if n.name == args.node)
+    if args.json:
+        _emit_json({"node": args.node, "status": status})
+    elif args.m:
+        print(f"The cluster node {args.node} is {status}")
+    else:
+        print(status)
+    return EXIT_OK if status in ("active", "up", "ping") else EXIT_FAILED
+
+
+def _print_links(snap: Snapshot, node: str, *, verbose: bool, human: bool) -> None:
+    if human:
+        print("\tthis node has the following heartbeat links:")
+    for link in snap.links:
+        if link.node == node:
+            print(f"\t{link.link}\t{link.status}" if verbose else f"\t{link.link}")
+
+
+def _listhblinks(args: argparse.Namespace, state: client.State) -> int:
+    snap = state.snapshot
+    if not _find_node(snap, args.node):
+        return EXIT_USAGE
+    if args.json:
+        _emit_json([asdict(lk) for lk in snap.links if lk.node == args.node])
+    else:
+        _print_links(snap, args.node, verbose=args.v, human=args.m)
+    return EXIT_OK
+
+
+def _hblinkstatus(args: argparse.Namespace, state: client.State) -> int:
+    snap = state.snapshot
+    status = next((lk.status for lk in snap.links
+                   if lk.node == args.node and lk.link == args.link), None)
+    if status is None:
+        print("Cannot get heartbeat link status: no such node or link", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _emit_json({"node": args.node, "link": args.link, "status": status})
+    elif args.m:
+        print(f"The node {args.node}'s heartbeat link {args.link} is {status}")
+    else:
+        print(status)
+    return EXIT_OK if status == "up" else EXIT_FAILED
+
+
+def _rscstatus(args: argparse.Namespace, state: client.State) -> int:
+    held = state.snapshot.resources_held
+    if args.json:
+        _emit_json({"resources_held": held})
+    elif args.m:
+        print(f"This node is holding {held} resources.")
+    else:
+        print(held)
+    return EXIT_OK
+
+
+def _hbstatus(args: argparse.Namespace) -> int:
+    """cl_status hbstatus: 0 and "running", or 1 and "stopped" (not 3: scripts test 0/1)."""
+    try:
+        state = client.read_state()
+    except client.ClientError as err:
+        if args.json:
+            _emit_json({"running": False, "error": err.short, "message": err.message})
+        else:
+            print("Heartbeat is stopped on this machine.")
+            if args.v:
+                print(f"({err.message})")
+        return EXIT_FAILED
+    if args.json:
+        _emit_json({"running": True, "version": state.version,
+                    "node_name": state.snapshot.node_name})
+    elif args.v:
+        print(f"version:\t{state.version}" if not args.m else f"Heartbeat version {state.version}")
+        print('managed by:\t"haresources"' if not args.m else
+              'Resources controlled by "haresources"')
+        _listnodes(argparse.Namespace(json=False, m=False, v=True), state)
+    else:
+        print("Heartbeat is running on this machine.")
+    return EXIT_OK
+
+
+# --- commands that change the cluster ----------------------------------------------
+
+
+def _command(method: str, arg_name: str | None) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        call_args = [getattr(args, arg_name)] if arg_name else []
+        interactive = not args.no_ask_password and sys.stdin.isatty()
+        client.call(method, *call_args, interactive=interactive)
+        if args.json:
+            result = {"ok": True, "command": args.command}
+            if arg_name:
+                result[arg_name] = getattr(args, arg_name)
+            _emit_json(result)
+        return EXIT_OK
+
+    return run
+
+
+# --- dispatch ----------------------------------------------------------------------
+
+
+def _exit_code(err: client.ClientError) -> int:
+    if err.unreachable:
+        return EXIT_UNREACHABLE
+    if err.short in _NOT_AUTHORIZED:
+        return EXIT_NOT_AUTHORIZED
+    return EXIT_FAILED
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except client.ClientError as err:
+            code = _exit_code(err)
+            if args.json:
+                _emit_json({"ok": False, "error": err.short, "name": err.name,
+                            "message": err.message})
+            else:
+                hint = " (is hbd running?)" if code == EXIT_UNREACHABLE else ""
+                print(f"hbctl: {err.short}: {err.message}{hint}", file=sys.stderr)
+            return code
+
+    return guarded
+
+
+def _reading(show: Reader) -> Callable[[argparse.Namespace], int]:
+    return _guarded(lambda args: show(args, client.read_state()))
+
+
+def _add(sub: Any, parent: argparse.ArgumentParser, name: str, help_text: str,
+         func: Callable[[argparse.Namespace], int], *, aliases: Sequence[str] = (),
+         cl_status: str = "") -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, parents=[parent],
+                                                     aliases=list(aliases))
+    if "m" in cl_status:
+        parser.add_argument("-m", action="store_true", help="human-readable (cl_status -m)")
+    if "v" in cl_status:
+        parser.add_argument("-v", action="store_true", help="verbose (cl_status -v)")
+    parser.set_defaults(func=func, m=False, v=False)
+    return parser
+
+
+def _register_cluster_commands(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    _add(sub, common, "status", "the cluster as this node sees it", _reading(_status))
+    _add(sub, common, "nodes", "cluster nodes and their status",
+         _reading(_listing(_nodes_json, _nodes_table)))
+    _add(sub, common, "links", "heartbeat links and their status",
+         _reading(_listing(_links_json, _links_table)))
+    _add(sub, common, "groups", "resource groups, their owner and state",
+         _reading(_listing(_groups_json, _groups_table)))
+    changing = argparse.ArgumentParser(add_help=False, parents=[common])
+    changing.add_argument("--no-ask-password", action="store_true",
+                          help="never let polkit ask for a password")
+    scope_help = "all (default), local, foreign or failback"
+    for name, method, aliases, text in (
+            ("takeover", "Takeover", (), "take resources over (hb_takeover)"),
+            ("release", "Release", ("standby",), "hand resources to the peer (hb_standby)")):
+        parser = _add(sub, changing, name, text, _guarded(_command(method, "scope")),
+                      aliases=aliases)
+        parser.add_argument("scope", nargs="?", default="all", help=scope_help)
+    _add(sub, changing, "reload", "re-read the configuration", _guarded(_command("Reload", None)))
+    parser = _add(sub, changing, "cleanup", "forget a resource group's failures",
+                  _guarded(_command("Cleanup", "group")))
+    parser.add_argument("group", help="the group's key (first resource of its haresources line)")
+    # cl_status compatible
+    _add(sub, common, "hbstatus", "cl_status hbstatus: is hbd running here?", _hbstatus,
+         cl_status="mv")
+    _add(sub, common, "listnodes", "cl_status listnodes", _reading(_listnodes), cl_status="mv")
+    parser = _add(sub, common, "nodestatus", "cl_status nodestatus NODE",
+                  _reading(_nodestatus), cl_status="m")
+    parser.add_argument("node")
+    parser = _add(sub, common, "listhblinks", "cl_status listhblinks NODE",
+                  _reading(_listhblinks), cl_status="mv")
+    parser.add_argument("node")
+    parser = _add(sub, common, "hblinkstatus", "cl_status hblinkstatus NODE LINK",
+                  _reading(_hblinkstatus), cl_status="m")
+    parser.add_argument("node")
+    parser.add_argument("link")
+    _add(sub, common, "rscstatus", "cl_status rscstatus", _reading(_rscstatus), cl_status="m")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hbctl", description="control a running hbd")
+    parser = argparse.ArgumentParser(
+        prog="hbctl", description="control a running hbd",
+        epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 hbd not reachable, "
+               "4 not authorized")
     parser.add_argument("--version", action="version", version=f"hbctl {__version__}")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="check /etc/ha.d and print the effective cluster")
     config.add_argument("--config-dir", default=configfiles.DEFAULT_CONFIG_DIR)
     config.add_argument("--node", default=None)
     config.set_defaults(func=_cmd_config)
     export_pacemaker.register(sub)
+    _register_cluster_commands(sub)
     return parser
 
 
@@ -41,4 +351,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `hbctl status | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
