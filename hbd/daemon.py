@@ -325,6 +325,7 @@ class Daemon:
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
         self._arm()
+        await self.runner.prepare()
         if self.options.dbus:
             from hbd.bus.service import BusService
 

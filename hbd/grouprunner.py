@@ -23,10 +23,10 @@ from typing import Any
 
 from hbd.agents import AgentRunner
 from hbd.core.config import AgentKind, ClusterConfig, Resource, ResourceGroup
-from hbd.core.haresources import parse_ipv4_spec, parse_ipv6_spec
+from hbd.core.haresources import IPv4Spec, IPv6Spec, parse_ipv4_spec, parse_ipv6_spec
 from hbd.errors import HbdError, NetError
-from hbd.net import addresses
-from hbd.net.addresses import VirtualAddress
+from hbd.net import addresses, batch
+from hbd.net.addresses import AddressOutcome, VirtualAddress
 from hbd.net.arp import Announcement
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,19 @@ STOP_RETRY_DELAY = 1.0
 Done = Callable[[str, str, bool, str], None]  # (group key, "start"|"stop", ok, detail)
 
 
-def _resolve(resource: Resource) -> VirtualAddress:
-    """Blocking (netlink): the full address a native IP resource stands for."""
+def _spec(resource: Resource) -> IPv4Spec | IPv6Spec:
     arg = resource.args[0] if resource.args else ""
     if resource.agent == "IPv6addr":
-        return addresses.resolve_ipv6(parse_ipv6_spec(arg))
-    return addresses.resolve_ipv4(parse_ipv4_spec(arg))
+        return parse_ipv6_spec(arg)
+    return parse_ipv4_spec(arg)
+
+
+def _resolve(resource: Resource) -> VirtualAddress:
+    """Blocking (netlink): the full address a native IP resource stands for."""
+    spec = _spec(resource)
+    if isinstance(spec, IPv6Spec):
+        return addresses.resolve_ipv6(spec)
+    return addresses.resolve_ipv4(spec)
 
 
 class GroupRunner:
@@ -53,6 +60,8 @@ class GroupRunner:
         self.arp_count = config.hacf.arp_count
         self.arp_interval = config.hacf.arp_interval_ms / 1000.0
         self.resolved: dict[str, VirtualAddress] = {}  # by resource id, kept while held
+        # netlink requests encoded ahead of time, by the ids of a run of native IPs
+        self.prepared: dict[tuple[str, ...], batch.PreparedBatch] = {}
         self.announcements: dict[str, Announcement] = {}  # by group key
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -78,6 +87,61 @@ class GroupRunner:
         vas = [self.resolved[r.id] for r in group.resources if r.id in self.resolved]
         if vas:
             self._announce(key, vas)
+
+    async def prepare(self) -> None:
+        """Resolve every native address now (one netlink dump), so a takeover only adds.
+
+        Placing an address by subnet needs the host's address list; doing that
+        for 64 addresses during a failover would cost more than adding them.
+        Failures are only logged here: the takeover tries again and reports.
+        """
+        pending = [r for g in self.groups.values() for r in g.resources
+                   if r.kind is AgentKind.NATIVE_IP and r.id not in self.resolved]
+        if not pending:
+            return
+
+        def work() -> list[VirtualAddress | NetError]:
+            return addresses.resolve_many([_spec(r) for r in pending])
+
+        try:
+            results = await asyncio.to_thread(work)
+        except NetError as err:
+            log.warning("cannot resolve the service addresses yet: %s", err)
+            return
+        for resource, result in zip(pending, results, strict=True):
+            if isinstance(result, NetError):
+                log.warning("%s: %s", resource.id, result)
+            else:
+                self.resolved[resource.id] = result
+        await self._prepare_batches()
+
+    def _native_runs(self) -> list[list[Resource]]:
+        runs: list[list[Resource]] = []
+        for group in self.groups.values():
+            run: list[Resource] = []
+            for resource in [*group.resources, None]:
+                if resource is not None and resource.kind is AgentKind.NATIVE_IP:
+                    run.append(resource)
+                elif run:
+                    runs.append(run)
+                    run = []
+        return runs
+
+    async def _prepare_batches(self) -> None:
+        runs = [run for run in self._native_runs()
+                if all(r.id in self.resolved for r in run)
+                and tuple(r.id for r in run) not in self.prepared]
+
+        def work() -> None:
+            for run in runs:
+                vas = [self.resolved[r.id] for r in run]
+                try:
+                    self.prepared[tuple(r.id for r in run)] = batch.prepare(vas)
+                except NetError as err:
+                    log.warning("cannot prepare %d address(es): %s", len(vas), err)
+
+        if runs:
+            await asyncio.to_thread(work)
 
     def busy(self) -> bool:
         return any(not t.done() for t in self.tasks.values())
@@ -119,14 +183,32 @@ class GroupRunner:
             return
         self.done(key, "start", True, "")
 
-    async def _add_addresses(self, key: str, batch: list[Resource]) -> None:
+    def _apply(self, resources: list[Resource], vas: list[VirtualAddress],
+               command: str) -> list[AddressOutcome]:
+        """Blocking: one prepared netlink write when possible, else step by step."""
+        prepared = self.prepared.get(tuple(r.id for r in resources))
+        slow = addresses.add_addresses if command == "add" else addresses.remove_addresses
+        if prepared is None or list(prepared.vas) != vas:
+            return slow(vas)
+        outcomes = batch.send(prepared, command)
+        retry = [o.va for o in outcomes if not o.ok]
+        if not retry:
+            return outcomes
+        # e.g. an interface recreated with a new index: the careful path copes
+        self.prepared.pop(tuple(r.id for r in resources), None)
+        redone = iter(slow(retry))
+        return [o if o.ok else next(redone) for o in outcomes]
+
+    async def _add_addresses(self, key: str, resources: list[Resource]) -> None:
         def work() -> list[VirtualAddress]:
-            vas = []
-            for resource in batch:
-                va = self.resolved.get(resource.id) or _resolve(resource)
-                self.resolved[resource.id] = va
-                vas.append(va)
-            failed = [o for o in addresses.add_addresses(vas) if not o.ok]
+            missing = [r for r in resources if r.id not in self.resolved]
+            for resource, result in zip(missing, addresses.resolve_many(
+                    [_spec(r) for r in missing]), strict=True):
+                if isinstance(result, NetError):
+                    raise result
+                self.resolved[resource.id] = result
+            vas = [self.resolved[r.id] for r in resources]
+            failed = [o for o in self._apply(resources, vas, "add") if not o.ok]
             if failed:
                 raise failed[0].error or NetError(f"cannot add {failed[0].va}")
             return vas
@@ -190,22 +272,21 @@ class GroupRunner:
             return f"{resource.id}: {err}"
         return None if result.ok else f"{resource.id}: stop failed: {result.detail}"
 
-    async def _remove_addresses(self, batch: list[Resource]) -> str | None:
+    async def _remove_addresses(self, resources: list[Resource]) -> str | None:
         def work() -> str | None:
-            vas = []
-            for resource in batch:
-                va = self.resolved.get(resource.id)
-                if va is None:
-                    try:
-                        va = _resolve(resource)
-                    except NetError:
-                        continue  # nothing resolvable was ever added
-                vas.append(va)
-            failed = [o for o in addresses.remove_addresses(vas) if not o.ok]
+            known = [r for r in resources if r.id in self.resolved]
+            unknown = [r for r in resources if r.id not in self.resolved]
+            vas = [self.resolved[r.id] for r in known]
+            for resource in unknown:
+                try:
+                    vas.append(_resolve(resource))
+                except NetError:
+                    continue  # nothing resolvable was ever added
+            outcomes = (self._apply(resources, vas, "remove") if not unknown
+                        else addresses.remove_addresses(vas))
+            failed = [o for o in outcomes if not o.ok]
             if failed:
                 return str(failed[0].error or f"cannot remove {failed[0].va}")
-            for resource in batch:
-                self.resolved.pop(resource.id, None)
             return None
 
         try:

@@ -171,6 +171,42 @@ def test_batch_of_64_in_one_call(net: Lab) -> None:
     assert t_add < 2.0 and t_remove < 2.0
 
 
+def test_prepared_batch_of_64_in_one_netlink_write(net: Lab) -> None:
+    from hbd.net import batch
+    vas = [v4(f"10.79.0.{100 + i}", broadcast="10.79.0.255") for i in range(64)]
+    prepared = in_ns(net, "n2", lambda: batch.prepare(vas))
+    t0 = time.perf_counter()
+    added = in_ns(net, "n2", lambda: batch.send(prepared, "add"))
+    t_add = time.perf_counter() - t0
+    assert all(o.ok and o.changed for o in added)
+    assert {va.address for va in vas} <= {a.split("/")[0] for a in net.addresses("n2")}
+    again = in_ns(net, "n2", lambda: batch.send(prepared, "add"))
+    assert all(o.ok and not o.changed for o in again)  # already there: fine
+    removed = in_ns(net, "n2", lambda: batch.send(prepared, "remove"))
+    assert all(o.ok and o.changed for o in removed)
+    assert not {va.address for va in vas} & {a.split("/")[0] for a in net.addresses("n2")}
+    gone = in_ns(net, "n2", lambda: batch.send(prepared, "remove"))
+    assert all(o.ok and not o.changed for o in gone)
+    print(f"\n64 prepared addresses added in {t_add * 1000:.1f} ms")
+    with pytest.raises(NetError, match="eth9"):
+        in_ns(net, "n2", lambda: batch.prepare([v4("10.79.0.99", interface="eth9")]))
+
+
+def test_prepared_batch_reports_a_stale_interface_index(net: Lab) -> None:
+    from hbd.net import batch
+    net.run("n1", ["ip", "link", "add", "tmp0", "type", "veth", "peer", "name", "tmp1"])
+    va = v4("10.79.2.1", interface="tmp0")
+    prepared = in_ns(net, "n1", lambda: batch.prepare([va]))
+    net.run("n1", ["ip", "link", "del", "tmp0"])  # recreated: same name, new index
+    net.run("n1", ["ip", "link", "add", "tmp0", "type", "veth", "peer", "name", "tmp1"])
+    try:
+        [outcome] = in_ns(net, "n1", lambda: batch.send(prepared, "add"))
+        assert not outcome.ok and outcome.error is not None
+        assert "10.79.2.1" in str(outcome.error)
+    finally:
+        net.run("n1", ["ip", "link", "del", "tmp0"], check=False)
+
+
 def test_add_brings_a_down_link_up(net: Lab) -> None:
     net.run("n1", ["ip", "link", "set", "v0", "down"])
     [outcome] = in_ns(net, "n1", lambda: A.add_addresses([v4("10.79.0.140", 25, "v0")]))

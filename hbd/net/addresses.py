@@ -252,6 +252,64 @@ def resolve_ipv6(spec: IPv6Spec) -> VirtualAddress:
     return VirtualAddress(address, prefix, interface, socket.AF_INET6)
 
 
+def resolve_many(specs: Sequence[IPv4Spec | IPv6Spec]) -> list[VirtualAddress | NetError]:
+    """Resolve many specs over one netlink socket (one dump of links and addresses).
+
+    Same rules as resolve_ipv4/resolve_ipv6; each result is the address or the
+    NetError that explains why it cannot be placed.
+    """
+    if not specs:
+        return []
+    with _netlink(f"place {len(specs)} address(es)") as ipr:
+        try:
+            links = _links(ipr)
+            dumps = {family: _addresses(ipr, family)
+                     for family in (socket.AF_INET, socket.AF_INET6)}
+        except NetlinkError as err:
+            raise NetError(f"cannot list interfaces: {_describe(err)}") from err
+    results: list[VirtualAddress | NetError] = []
+    for spec in specs:
+        family = socket.AF_INET6 if isinstance(spec, IPv6Spec) else socket.AF_INET
+        address = str(ipaddress.ip_address(spec.address))
+        target = ipaddress.ip_address(address)
+        if spec.interface is not None and spec.interface not in links:
+            results.append(NetError(f"cannot place {address}: interface {spec.interface} "
+                                    "does not exist"))
+            continue
+        if isinstance(spec, IPv6Spec) and spec.interface is None and target.is_link_local:
+            results.append(NetError(f"cannot place {address}: a link-local address needs "
+                                    "an interface"))
+            continue
+        prefix: int | None = spec.prefix
+        interface = spec.interface
+        if interface is None or (isinstance(spec, IPv4Spec) and prefix is None):
+            found = _best_subnet(target, dumps[family], interface)
+            if found is None:
+                where = f"on {interface} " if interface else ""
+                results.append(NetError(f"cannot place {address}: no subnet {where}contains it;"
+                                        " name the interface and prefix"))
+                continue
+            prefix = found.prefix if prefix is None else prefix
+            interface = found.interface
+        assert prefix is not None and interface is not None
+        if isinstance(spec, IPv4Spec):
+            broadcast = spec.broadcast or _ipv4_broadcast(address, prefix)
+            results.append(VirtualAddress(address, prefix, interface, family, broadcast,
+                                          spec.label))
+        else:
+            results.append(VirtualAddress(address, prefix, interface, family))
+    return results
+
+
+def link_indexes() -> dict[str, int]:
+    """Interface name -> index.  Raises NetError when netlink fails."""
+    with _netlink("list interfaces") as ipr:
+        try:
+            return {name: link.index for name, link in _links(ipr).items()}
+        except NetlinkError as err:
+            raise NetError(f"cannot list interfaces: {_describe(err)}") from err
+
+
 def _request(va: VirtualAddress, index: int) -> dict[str, Any]:
     return {"index": index, "address": va.address, "prefixlen": va.prefix, "family": va.family}
 
