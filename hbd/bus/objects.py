@@ -1,9 +1,11 @@
 """The exported objects: the Manager, one object per node and per group.
 
 Methods stay thin: convert the arguments, authorize the caller, make one
-call into the daemon (the Controller), convert the result.  Properties are
-read from the last Snapshot; `Tree.update(snapshot)` emits
-PropertiesChanged for what changed and the Manager's per-item signals.
+call into the daemon (the Controller), convert the result.  `Tree.update`
+takes each Snapshot the daemon publishes and emits PropertiesChanged for
+what changed, plus the Manager's per-item signals.  Reading a property
+first refreshes from a fresh Snapshot (announcing any change the daemon did
+not publish), so a read is never stale and never ahead of the signals.
 
 No `from __future__ import annotations` here: dbus-next inspects these
 classes at import time (their D-Bus types come from hbd.bus.members).
@@ -31,6 +33,7 @@ from hbd.core.resources import SCOPES
 from hbd.errors import InvalidScope
 
 Authorize = Callable[[str], Awaitable[None]]  # raises NotAuthorized
+Refresh = Callable[[], None]
 
 # Manager property name -> its value in a Snapshot (D-Bus types in Manager below).
 MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
@@ -53,11 +56,17 @@ def checked_scope(scope: str) -> str:
 class Manager(ServiceInterface):
     """org.linuxha.hbd1.Manager at /org/linuxha/hbd1: the cluster as this node sees it."""
 
-    def __init__(self, controller: Controller, authorize: Authorize, snapshot: Snapshot) -> None:
+    def __init__(self, controller: Controller, authorize: Authorize, snapshot: Snapshot,
+                 refresh: Refresh) -> None:
         super().__init__(MANAGER_IFACE)
         self._controller = controller
         self._authorize = authorize
         self._snap = snapshot
+        self._refresh = refresh
+
+    def _read(self, name: str) -> Any:
+        self._refresh()
+        return MANAGER_PROPERTIES[name](self._snap)
 
     # --- methods (org.linuxha.hbd1.manage) --------------------------------------------
 
@@ -91,31 +100,31 @@ class Manager(ServiceInterface):
 
     @dbus_readonly("s")
     def NodeName(self) -> str:
-        return str(MANAGER_PROPERTIES["NodeName"](self._snap))
+        return str(self._read("NodeName"))
 
     @dbus_readonly("s")
     def Version(self) -> str:
-        return str(MANAGER_PROPERTIES["Version"](self._snap))
+        return str(self._read("Version"))
 
     @dbus_readonly("a(ssb)")
     def Nodes(self) -> list[list[Any]]:
         """(name, status, is this node); status: init, up, active, dead."""
-        return list(MANAGER_PROPERTIES["Nodes"](self._snap))
+        return list(self._read("Nodes"))
 
     @dbus_readonly("a(sss)")
     def Links(self) -> list[list[str]]:
         """(node, link, status); status: up, dead."""
-        return list(MANAGER_PROPERTIES["Links"](self._snap))
+        return list(self._read("Links"))
 
     @dbus_readonly("s")
     def ResourcesHeld(self) -> str:
         """none, local, foreign, all or transition (cl_status rscstatus)."""
-        return str(MANAGER_PROPERTIES["ResourcesHeld"](self._snap))
+        return str(self._read("ResourcesHeld"))
 
     @dbus_readonly("a(ssss)")
     def Groups(self) -> list[list[str]]:
         """(key, home node, owner or "", state of our side)."""
-        return list(MANAGER_PROPERTIES["Groups"](self._snap))
+        return list(self._read("Groups"))
 
     # --- signals --------------------------------------------------------------------
 
@@ -157,11 +166,13 @@ class _Item(ServiceInterface):
 
     FIELDS: tuple[str, ...] = ()
 
-    def __init__(self, interface: str, values: tuple[Any, ...]) -> None:
+    def __init__(self, interface: str, values: tuple[Any, ...], refresh: Refresh) -> None:
         super().__init__(interface)
         self._values = values
+        self._refresh = refresh
 
     def _get(self, name: str) -> Any:
+        self._refresh()
         return self._values[self.FIELDS.index(name)]
 
     def update(self, values: tuple[Any, ...]) -> None:
@@ -231,7 +242,8 @@ class Tree:
 
     def __init__(self, controller: Controller, authorize: Authorize) -> None:
         snap = controller.snapshot()
-        self.manager = Manager(controller, authorize, snap)
+        self._controller = controller
+        self.manager = Manager(controller, authorize, snap, self.refresh)
         self._items: dict[str, _Item] = {}
         self._bus: MessageBus | None = None
         self._sync(snap)
@@ -253,6 +265,9 @@ class Tree:
         self.manager.update(snap)
         self._sync(snap)
 
+    def refresh(self) -> None:
+        self.update(self._controller.snapshot())
+
     def _sync(self, snap: Snapshot) -> None:
         wanted: dict[str, tuple[str, tuple[Any, ...]]] = {}
         for node in snap.nodes:
@@ -268,7 +283,8 @@ class Tree:
             if item is not None:
                 item.update(values)
                 continue
-            item = NodeObject(iface, values) if iface == NODE_IFACE else GroupObject(iface, values)
+            kind = NodeObject if iface == NODE_IFACE else GroupObject
+            item = kind(iface, values, self.refresh)
             self._items[path] = item
             if self._bus is not None:
                 self._bus.export(path, item)
