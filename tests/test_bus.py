@@ -444,6 +444,21 @@ def test_bus_restart_reregisters(hbd_bus: PrivateBus, served: ServiceThread,
     assert fake.calls == [("takeover", "all")]
 
 
+def test_policy_installed_later(caplog: pytest.LogCaptureFixture) -> None:
+    """Without the bus policy the name is refused; hbd says why and retries."""
+    with PrivateBus(with_polkit=False) as bus:
+        with caplog.at_level(logging.WARNING, logger="hbd.bus.service"):
+            svc = ServiceThread(bus.address)
+        try:
+            assert not svc.service.owned
+            assert "not allowed to own org.linuxha.hbd1" in caplog.text
+            bus.install_bus_policy("org.linuxha.hbd1.conf",
+                                   (ROOT / "dbus" / "org.linuxha.hbd1.conf").read_text())
+            svc.wait_owned()
+        finally:
+            svc.stop()
+
+
 def test_start_without_bus_returns_then_connects(tmp_path: Path) -> None:
     link = tmp_path / "bus_socket"  # nothing there yet: the bus is "down"
     with PrivateBus(with_polkit=False) as bus:

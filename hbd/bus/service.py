@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType, MessageType, RequestNameReply
+from dbus_next.errors import DBusError
 from dbus_next.message import Message
 
 from hbd.bus import caller, polkit
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # a bus daemon that accepts but never answers is as good as none
 FIRST_RETRY = 0.2
 MAX_RETRY = 5.0
+ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 
 
 class BusService:
@@ -82,8 +84,13 @@ class BusService:
             except Exception as err:  # whatever the bus did, the cluster must not notice
                 self._drop()
                 level = logging.WARNING if failures == 0 else logging.DEBUG
-                log.log(level, "system bus unavailable (%s: %s); the cluster runs on, "
-                        "retrying every %.1fs at most", type(err).__name__, err, MAX_RETRY)
+                if isinstance(err, DBusError) and err.type == ACCESS_DENIED:
+                    log.log(level, "not allowed to own %s (%s): hbd must run as root and "
+                            "dbus/%s.conf be installed in /usr/share/dbus-1/system.d; "
+                            "retrying", BUS_NAME, err.text, BUS_NAME)
+                else:
+                    log.log(level, "system bus unavailable (%s: %s); the cluster runs on, "
+                            "retrying every %.1fs at most", type(err).__name__, err, MAX_RETRY)
                 failures += 1
                 self._first_attempt.set()
                 await asyncio.sleep(delay)
@@ -121,8 +128,11 @@ class BusService:
         if (msg.message_type is MessageType.SIGNAL and msg.sender == "org.freedesktop.DBus"
                 and msg.member in ("NameAcquired", "NameLost") and msg.body
                 and msg.body[0] == BUS_NAME):
-            self._owned = msg.member == "NameAcquired"
-            log.info("%s %s", "acquired" if self._owned else "lost", BUS_NAME)
+            owned = msg.member == "NameAcquired"
+            if owned != self._owned:
+                log.log(logging.INFO if owned else logging.WARNING, "%s %s",
+                        "acquired" if owned else "lost", BUS_NAME)
+            self._owned = owned
 
     def _drop(self) -> None:
         """Forget the current connection (closing it if it is still open)."""
