@@ -42,6 +42,7 @@ from hbd.core.pingnodes import PingNodes
 from hbd.errors import ConfigError, HbdError
 from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
+from hbd.notify import Notifier
 from hbd.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class Daemon:
         self._subscribers: list[Callable[[Snapshot], None]] = []
         self._last_snapshot: Snapshot | None = None
         self.bus: Any = None  # hbd.bus.service.BusService when D-Bus is on
+        self.notifier = Notifier()
+        self._watchdog_at: float | None = None
+        self._reload_lock = asyncio.Lock()
 
     # --- signals -------------------------------------------------------------------
 
@@ -131,6 +135,16 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> None:
+        """Re-read /etc/ha.d and apply it; raises ConfigError (old config kept)."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                await self._reload()
+            finally:
+                self.notifier.ready()
+                self._publish_status()
+
+    async def _reload(self) -> None:
         try:
             # Reading files and asking netlink for our addresses blocks: keep it off the loop.
             new = await asyncio.to_thread(
@@ -141,10 +155,36 @@ class Daemon:
             for problem in err.problems:
                 log.error("  %s", problem)
             raise
+        engine, failover, links, runner, pings = (self.engine, self.failover, self.links,
+                                                  self.runner, self.pingnodes)
+        if engine is None or failover is None or links is None or runner is None \
+                or pings is None or self._loop is None:
+            self.config = new
+            return
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        self._configure_logging(new)
+        now, wall = self._now()
+        engine.reconfigure(new, now)
+        if new.hacf.links != self.config.hacf.links:
+            links.close_all()
+            self.links = LinkSet(new.hacf, self._on_packet)
+            self.links.open_all(self._loop)
+        pings.update(new.hacf)
+        runner.update(new)
+        self._dispatch(failover.reconfigure(new, now, wall))
         self.config = new
+        self._arm()
+        await runner.prepare()
         log.info("configuration reloaded from %s", self.options.config_dir)
 
+    def _configure_logging(self, config: ClusterConfig) -> None:
+        hacf = config.hacf
+        logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
+                       logfile=hacf.logfile, debugfile=hacf.debugfile)
+
     def request_stop(self, signame: str) -> None:
+        self.notifier.stopping()
         if self._stopping:
             log.critical("%s received again: exiting now, without waiting for resources",
                          signame)
@@ -174,6 +214,12 @@ class Daemon:
             self._load_read_at = now
             self.engine.outbox.load = _loadavg()
         self._dispatch(self.engine.handle_timer(now, wall))
+        if self._watchdog_at is not None and now >= self._watchdog_at:
+            # Fed from the engine's own timer path: if the loop or the engine wedges,
+            # the feeding stops and systemd's WatchdogSec restarts us.
+            self.notifier.watchdog()
+            assert self.notifier.watchdog_interval is not None
+            self._watchdog_at = now + self.notifier.watchdog_interval
         self._arm()
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
@@ -201,6 +247,8 @@ class Daemon:
         retry = self.links.next_retry()
         if retry is not None:
             deadline = min(deadline, retry)
+        if self._watchdog_at is not None:
+            deadline = min(deadline, self._watchdog_at)
         if self._timer is not None:
             if self._timer_at is not None and self._timer_at <= deadline:
                 return  # it fires no later than needed; re-armed then
@@ -243,7 +291,17 @@ class Daemon:
         log.info("cleanup of group %s requested", group)
         self._command("cleanup", group)
 
+    def _publish_status(self) -> None:
+        if self.failover is None or self.links is None:
+            return
+        snapshot = self.snapshot()
+        peers = ", ".join(f"{n.name} {n.status}" for n in snapshot.nodes if not n.local)
+        local = next(n.status for n in snapshot.nodes if n.local)
+        self.notifier.status(f"{local}; peers: {peers or 'none'}; "
+                             f"holding: {snapshot.resources_held}")
+
     def _publish(self) -> None:
+        self._publish_status()
         if not self._subscribers or self.failover is None:
             return
         snapshot = self.snapshot()
@@ -290,6 +348,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._configure_logging(self.config)
         try:
             self.state.ensure()
             uuid = self.state.uuid()
@@ -297,6 +356,7 @@ class Daemon:
             peers = self.state.peer_generations()
         except OSError as err:
             log.error("cannot use state directory %s: %s", self.options.state_dir, err)
+            self.notifier.errno(err.errno or 5)
             return 1
         log.info("hbd %s starting as node %s (generation %d)", __version__, self.options.node,
                  generation)
@@ -331,6 +391,14 @@ class Daemon:
 
             self.bus = BusService(self)
             await self.bus.start()  # owns org.linuxha.hbd1, or keeps retrying without it
+        # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
+        # owned when D-Bus is on (BusService.start returns once owned, or after a logged
+        # failure: the cluster does not wait for the bus).
+        self._publish_status()
+        self.notifier.ready()
+        if self.notifier.watchdog_interval is not None:
+            self._watchdog_at = loop.time()
+            self._arm()
         await self._stop.wait()
         self._stopping = True
         now, wall = self._now()
@@ -375,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("configuration invalid, not starting:")
         for problem in err.problems:
             log.error("  %s", problem)
+        Notifier().errno(22)  # EINVAL: systemctl status shows why it failed
         return 1
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -87,12 +87,7 @@ class Engine:
         self.config = config
         self.node = config.node_name
         self.link_names = [link.name for link in config.hacf.links]
-        timers = config.hacf.timers
-        self.keepalive = timers.keepalive_ms / 1000.0
-        self.deadtime = timers.deadtime_ms / 1000.0
-        self.warntime = timers.warntime_ms / 1000.0
-        self.initdead = timers.initdead_ms / 1000.0
-        self.rexmit_delay = timers.max_rexmit_delay_ms / 1000.0
+        self._set_timers(config)
         self.outbox = Outbox(
             node=self.node, uuid=uuid, generation=generation, keys=config.auth,
             ttl=config.hacf.hopfudge + len(config.hacf.nodes),
@@ -126,6 +121,45 @@ class Engine:
         self.status_fields: list[Callable[[float], list[tuple[str, str]]]] = []
         self.status_observers: list[Callable[[Received, float], None]] = []
         self.stopped = False
+
+    def _set_timers(self, config: ClusterConfig) -> None:
+        timers = config.hacf.timers
+        self.keepalive = timers.keepalive_ms / 1000.0
+        self.deadtime = timers.deadtime_ms / 1000.0
+        self.warntime = timers.warntime_ms / 1000.0
+        self.initdead = timers.initdead_ms / 1000.0
+        self.rexmit_delay = timers.max_rexmit_delay_ms / 1000.0
+
+    def reconfigure(self, config: ClusterConfig, now: float) -> None:
+        """Apply a reloaded ha.cf/authkeys: timers, keys, links and nodes.
+
+        Raises ValueError if the new configuration names another node for us.
+        Link and peer state carry over by name, so nothing that stays is reset.
+        """
+        if config.node_name != self.node:
+            raise ValueError("the node name cannot change on reload")
+        old_deadtime = self.deadtime
+        self._set_timers(config)
+        self.next_status = min(self.next_status, now + self.keepalive)
+        self.outbox.keys = config.auth
+        self.outbox.ttl = config.hacf.hopfudge + len(config.hacf.nodes)
+        self.link_names = [link.name for link in config.hacf.links]
+        peers: dict[str, Peer] = {}
+        for name in config.peers:
+            old = self.peers.get(name)
+            fresh = Peer.new(name, self.link_names, self.deadtime)
+            if old is None:
+                peers[name] = fresh
+                continue
+            by_name = {state.name: state for state in old.links.values()}
+            old.links = {i: by_name.get(n, fresh.links[i]) for i, n in enumerate(self.link_names)}
+            if old.deadtime == old_deadtime:  # not a value the peer announced itself
+                old.deadtime = self.deadtime
+            peers[name] = old
+        self.peers = peers
+        self.own_links.clear()
+        self._accepted_recent.clear()
+        self.config = config
 
     # --- public entry points -----------------------------------------------------
 

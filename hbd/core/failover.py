@@ -118,6 +118,7 @@ class Failover(GroupWork):
         self.contest_settles_at: float | None = None  # then both views above are forgotten
         self.shutdown_requested = False
         self.shutdown_done = False
+        self.retiring: set[str] = set()  # removed from haresources, stopping
         for msgtype, handler in (
             ("starting", self._on_starting), ("resource", self._on_resource),
             ("ask_resources", self._on_ask_resources), ("hb_takeover", self._on_hb_takeover),
@@ -166,6 +167,51 @@ class Failover(GroupWork):
             # declared it dead, which settles who keeps contested groups.
             fields.append((DECLARED_DEAD_FIELD, "1"))
         return self._send("resource", fields, wall)
+
+    # --- reload -----------------------------------------------------------------------
+
+    def reconfigure(self, config: ClusterConfig, now: float, wall: float) -> list[Action]:
+        """Apply a reloaded haresources/ha.cf without touching groups that stay.
+
+        A group that stays keeps running where it runs (a changed definition
+        applies at its next start); a removed group is stopped, then forgotten;
+        a new group is started here if it is ours (or the peer is dead).
+        """
+        self.auto_failback = config.hacf.auto_failback
+        self.legacy = self.auto_failback is AutoFailback.LEGACY
+        wanted = {g.key: g for g in config.groups}
+        table = self.groups.groups
+        for key, group in table.items():
+            if key in wanted:
+                group.config = wanted[key]
+        added = [Group(cfg) for key, cfg in wanted.items() if key not in table]
+        removed = [g for key, g in table.items() if key not in wanted]
+        for group in added:
+            table[group.key] = group
+        actions: list[Action] = []
+        for group in removed:
+            if group.state is GroupState.STOPPED:
+                del table[group.key]
+            else:
+                self.retiring.add(group.key)
+                actions.append(Notice("info", f"group {group.key} left haresources: stopping it"))
+        actions += self._stop([g for g in removed if g.key in self.retiring],
+                              "removed from haresources", None, now, wall)
+        if self.state.state is RscState.STABLE and not self.shutdown_requested:
+            peer_dead = not self._peer_alive()
+            ours = [g for g in added if g.home == self.node or peer_dead]
+            if ours:
+                actions += self._start(ours, "added to haresources", self._announce, now, wall)
+        return actions
+
+    def group_done(self, key: str, operation: str, ok: bool, detail: str,
+                   now: float, wall: float) -> list[Action]:
+        actions = super().group_done(key, operation, ok, detail, now, wall)
+        group = self.groups.groups.get(key)
+        if key in self.retiring and group is not None and group.state is GroupState.STOPPED:
+            self.retiring.discard(key)
+            del self.groups.groups[key]
+        return actions
 
     # --- hooks for group work -----------------------------------------------------
 

@@ -33,15 +33,20 @@ class PingNodes:
     peer_count: int | None = None
 
     def __post_init__(self) -> None:
-        self.deadping = self.hacf.timers.deadping_ms / 1000.0
-        self.interval = self.hacf.timers.keepalive_ms / 1000.0
-        self.addresses = list(self.hacf.ping_nodes) + [
-            a for group in self.hacf.ping_groups for a in group.addresses]
-        if self.addresses:
-            self.next_ping = 0.0
-            self.engine.timer_sources.append(self)
-            self.engine.status_fields.append(self._status_fields)
-            self.engine.status_observers.append(self._peer_status)
+        self.engine.timer_sources.append(self)
+        self.engine.status_fields.append(self._status_fields)
+        self.engine.status_observers.append(self._peer_status)
+        self.update(self.hacf)
+
+    def update(self, hacf: HaCf) -> None:
+        """(Re)read the ping configuration; replies already seen are kept."""
+        self.hacf = hacf
+        self.deadping = hacf.timers.deadping_ms / 1000.0
+        self.interval = hacf.timers.keepalive_ms / 1000.0
+        self.addresses = list(hacf.ping_nodes) + [
+            a for group in hacf.ping_groups for a in group.addresses]
+        self.next_ping = 0.0 if self.addresses else None
+        self.imbalance_since = None
 
     @property
     def configured(self) -> int:
@@ -61,6 +66,8 @@ class PingNodes:
             self.last_reply[address] = now
 
     def _status_fields(self, now: float) -> list[tuple[str, str]]:
+        if not self.addresses:
+            return []
         return [(PING_FIELD, str(self.reachable(now)))]
 
     def _peer_status(self, rx: Received, now: float) -> None:
