@@ -7,8 +7,8 @@ what changed, plus the Manager's per-item signals.  Reading a property
 first refreshes from a fresh Snapshot (announcing any change the daemon did
 not publish), so a read is never stale and never ahead of the signals.
 
-No `from __future__ import annotations` here: dbus-next inspects these
-classes at import time (their D-Bus types come from hbd.bus.members).
+The D-Bus types come from the decorators of hbd.bus.members, not from the
+annotations, which stay ordinary Python types.
 """
 
 from collections.abc import Awaitable, Callable
