@@ -145,6 +145,8 @@ class ServiceThread:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        if self.thread.loop.is_closed():
+            return
         self.thread.run(self.service.stop())
         self.thread.close()
 
@@ -457,6 +459,23 @@ def test_policy_installed_later(caplog: pytest.LogCaptureFixture) -> None:
             svc.wait_owned()
         finally:
             svc.stop()
+
+
+def test_second_instance_waits_in_queue() -> None:
+    """A second hbd on the same bus does not steal the name; it takes over when the first goes."""
+    with PrivateBus(with_polkit=False) as bus:
+        bus.install_bus_policy("org.linuxha.hbd1.conf",
+                               (ROOT / "dbus" / "org.linuxha.hbd1.conf").read_text())
+        first = ServiceThread(bus.address)
+        second = ServiceThread(bus.address)
+        try:
+            first.wait_owned()
+            assert not second.service.owned
+            first.stop()
+            second.wait_owned()
+        finally:
+            first.stop()
+            second.stop()
 
 
 def test_start_without_bus_returns_then_connects(tmp_path: Path) -> None:

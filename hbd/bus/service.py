@@ -44,6 +44,7 @@ class BusService:
         self._tree = Tree(controller, self._authorize)
         self._bus: MessageBus | None = None
         self._owned = False
+        self._queued = False  # asked for the name and got in line behind another owner
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._first_attempt = asyncio.Event()
@@ -120,8 +121,9 @@ class BusService:
             self._owned = True
             log.info("owning %s on the system bus as %s", BUS_NAME, bus.unique_name)
         else:  # IN_QUEUE: another process owns it; NameAcquired tells us when it goes
-            log.warning("%s is owned by another process; waiting for it in the queue",
-                        BUS_NAME)
+            self._queued = True
+            log.warning("%s is owned by another process; waiting in the queue (no control "
+                        "over D-Bus until it goes)", BUS_NAME)
         return bus
 
     def _name_signals(self, msg: Message) -> None:
@@ -130,13 +132,15 @@ class BusService:
                 and msg.body[0] == BUS_NAME):
             owned = msg.member == "NameAcquired"
             if owned != self._owned:
-                log.log(logging.INFO if owned else logging.WARNING, "%s %s",
-                        "acquired" if owned else "lost", BUS_NAME)
+                # a first NameAcquired comes before RequestName's reply, which is logged
+                level = logging.WARNING if not owned else (
+                    logging.INFO if self._queued else logging.DEBUG)
+                log.log(level, "%s %s", "acquired" if owned else "lost", BUS_NAME)
             self._owned = owned
 
     def _drop(self) -> None:
         """Forget the current connection (closing it if it is still open)."""
-        self._owned = False
+        self._owned = self._queued = False
         self._tree.detach()
         bus, self._bus = self._bus, None
         if bus is not None and bus.connected:
@@ -147,5 +151,9 @@ class BusService:
         who = caller.current()
         if bus is None:  # cannot happen while serving a call, but never guess yes
             raise NotAuthorized("not connected to the system bus")
-        await polkit.authorize(bus, who, action)
+        try:
+            await polkit.authorize(bus, who, action)
+        except NotAuthorized as err:
+            log.warning("refused %s to %s: %s", action, who.sender, err)
+            raise
         log.info("%s authorized for %s", who.sender, action)
