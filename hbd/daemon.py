@@ -380,12 +380,17 @@ class Daemon:
                              node_name=self.options.node,
                              logfacility=self.config.hacf.logfacility)
         self.runner = GroupRunner(self.config, agents, self._group_done)
+        # Before joining: resolve the addresses, and stop whatever a previous hbd left up.
+        await self.runner.prepare()
+        for key, error in (await self.runner.stop_stale()).items():
+            log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
+                         error)
+            self._dispatch(self.failover.adopt_blocked(key, loop.time()))
         self.links = LinkSet(self.config.hacf, self._on_packet)
         self.links.open_all(loop)
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
         self._arm()
-        await self.runner.prepare()
         if self.options.dbus:
             from hbd.bus.service import BusService
 
@@ -395,6 +400,11 @@ class Daemon:
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).
         self._publish_status()
+        links = self.links.status()
+        log.info("ready: %d of %d link(s) open%s", sum(links.values()), len(links),
+                 "" if self.bus is None else
+                 f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}",
+                 extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
         self.notifier.ready()
         if self.notifier.watchdog_interval is not None:
             self._watchdog_at = loop.time()

@@ -143,6 +143,53 @@ class GroupRunner:
         if runs:
             await asyncio.to_thread(work)
 
+    async def stop_stale(self) -> dict[str, str]:
+        """At start-up: stop every group found active although we hold nothing yet.
+
+        A previous hbd that died without releasing (SIGKILL, watchdog) leaves
+        addresses and services behind, and the peer may have taken them over
+        since.  As Heartbeat's ResourceManager verifyallidle says, non-idle
+        resources at start endanger data; hbd stops them before joining the
+        cluster, and the protocol then places every group afresh.
+        Returns {group key: error} for the groups that would not stop.
+        """
+        stuck: dict[str, str] = {}
+        for key, group in self.groups.items():
+            active = await self._active_resources(group)
+            if not active:
+                continue
+            log.critical("group %s is active but hbd has just started (%s): a previous hbd "
+                         "died without releasing it; stopping it before joining the cluster",
+                         key, ", ".join(r.id for r in active))
+            error = await self._stop_resources(key, list(group.resources))
+            if error is not None:
+                stuck[key] = error
+        return stuck
+
+    async def _active_resources(self, group: ResourceGroup) -> list[Resource]:
+        active: list[Resource] = []
+        natives = [r for r in group.resources if r.kind is AgentKind.NATIVE_IP
+                   and r.id in self.resolved]
+        if natives:
+            vas = [self.resolved[r.id] for r in natives]
+            try:
+                flags = await asyncio.to_thread(addresses.present_all, vas)
+            except NetError as err:
+                log.warning("cannot check the addresses of %s: %s", group.key, err)
+                flags = [False] * len(vas)
+            active += [r for r, up in zip(natives, flags, strict=True) if up]
+        for resource in group.resources:
+            if resource.kind is AgentKind.NATIVE_IP:
+                continue
+            try:
+                result = await self.agents.run(resource, "status")
+            except HbdError as err:
+                log.warning("cannot check %s: %s", resource.id, err)
+                continue
+            if result.running:
+                active.append(resource)
+        return active
+
     def busy(self) -> bool:
         return any(not t.done() for t in self.tasks.values())
 

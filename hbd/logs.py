@@ -77,7 +77,7 @@ class JournalSink(logging.Handler):
             fields: dict[str, Any] = {
                 "PRIORITY": str(_priority(record.levelno)),
                 "SYSLOG_IDENTIFIER": "hbd",
-                "CODE_FILE": record.pathname, "CODE_LINE": str(record.lineno),
+                "CODE_FILE": record.pathname, "CODE_LINE": record.lineno,
                 "CODE_FUNC": record.funcName, "LOGGER": record.name,
             }
             if self.facility is not None:

@@ -204,6 +204,19 @@ class Failover(GroupWork):
                 actions += self._start(ours, "added to haresources", self._announce, now, wall)
         return actions
 
+    def adopt_blocked(self, key: str, now: float) -> list[Action]:
+        """Start-up found the group active and could not stop it: claim it as BLOCKED.
+
+        Raises KeyError for an unknown group.
+        """
+        group = self.groups.groups[key]
+        group.detail = "found active at start-up and would not stop"
+        actions = self._move(group, GroupState.STARTING) + self._move(group, GroupState.STOPPING)
+        actions += self._move(group, GroupState.BLOCKED)
+        if self.next_blocked_retry is None:
+            self.next_blocked_retry = now + BLOCKED_RETRY
+        return actions + self._held_changed()
+
     def group_done(self, key: str, operation: str, ok: bool, detail: str,
                    now: float, wall: float) -> list[Action]:
         actions = super().group_done(key, operation, ok, detail, now, wall)

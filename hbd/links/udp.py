@@ -48,8 +48,14 @@ def _interface_ipv4(interface: str, request_code: int, what: str) -> str:
 
 
 def broadcast_address(interface: str) -> str:
-    """The interface's IPv4 broadcast address, as Heartbeat's bcast plugin finds it."""
-    return _interface_ipv4(interface, SIOCGIFBRDADDR, "broadcast address")
+    """The interface's IPv4 broadcast address, as Heartbeat's bcast plugin finds it.
+
+    An address added without `brd` has none (0.0.0.0): the limited broadcast
+    255.255.255.255 then reaches the same segment, since the socket is bound
+    to the device.
+    """
+    address = _interface_ipv4(interface, SIOCGIFBRDADDR, "broadcast address")
+    return "255.255.255.255" if address == "0.0.0.0" else address
 
 
 def echo_filter(own_address: str, port: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
