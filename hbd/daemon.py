@@ -25,11 +25,7 @@ from hbd.control import Snapshot, build_snapshot
 from hbd.core.actions import (
     Action,
     AnnounceGroup,
-    GroupStateChanged,
-    LinkStatusChanged,
-    NodeStatusChanged,
     PersistPeerGeneration,
-    ResourcesHeldChanged,
     SendPing,
     StartGroup,
     StopGroup,
@@ -39,7 +35,7 @@ from hbd.core.config import AuthMethod, ClusterConfig, Severity
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
-from hbd.errors import ConfigError, HbdError
+from hbd.errors import ConfigError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
 from hbd.notify import Notifier
@@ -286,8 +282,7 @@ class Daemon:
     async def cleanup(self, group: str) -> None:
         assert self.failover is not None
         if group not in self.failover.groups.groups:
-            from hbd.errors import InvalidScope
-            raise InvalidScope(f"no group {group!r} in haresources")
+            raise NoSuchGroup(f"no group {group!r} in haresources")
         log.info("cleanup of group %s requested", group)
         self._command("cleanup", group)
 
@@ -316,7 +311,9 @@ class Daemon:
 
     def _dispatch(self, actions: list[Action]) -> None:
         assert self.links is not None
-        if any(isinstance(a, _VISIBLE) for a in actions):
+        # Anything but routine traffic may change what admins see (a standby ending
+        # changes ResourcesHeld without a group event); _publish skips repeats.
+        if any(not isinstance(a, _ROUTINE) for a in actions):
             asyncio.get_running_loop().call_soon(self._publish)
         for action in actions:
             if isinstance(action, Transmit):
@@ -429,7 +426,7 @@ class Daemon:
         return 0
 
 
-_VISIBLE = (NodeStatusChanged, LinkStatusChanged, GroupStateChanged, ResourcesHeldChanged)
+_ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
 
 
 def _loadavg() -> str:

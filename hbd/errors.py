@@ -53,6 +53,12 @@ class InvalidScope(HbdError):
     dbus_name = DBUS_ERROR_PREFIX + "InvalidScope"
 
 
+class NoSuchGroup(HbdError):
+    """No haresources group has that key."""
+
+    dbus_name = DBUS_ERROR_PREFIX + "NoSuchGroup"
+
+
 class Busy(HbdError):
     """The request conflicts with a transition already under way."""
 
