@@ -22,6 +22,7 @@ Cases (timers: hbd/Heartbeat keepalive/deadtime; keepalived VRRPv3 advert):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -204,7 +205,7 @@ def one_run(lab: Lab, subject: Subject, case: Case) -> dict[str, Any]:
         lab.restore("n1")
     replies: list[tuple[float, str]] = [(t, n) for t, n in json.loads(out)]
     gap, gap_start = 0.0, event_at
-    for (t1, _), (t2, _) in zip(replies, replies[1:], strict=False):
+    for (t1, _), (t2, _) in itertools.pairwise(replies):
         if t2 - t1 > gap and t2 > event_at - 0.5:
             gap, gap_start = t2 - t1, t1
     after = [n for t, n in replies if t > event_at + gap]
