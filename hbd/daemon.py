@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -70,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check-config", action="store_true",
                         help="check the configuration, print the effective cluster, exit 0/1")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--daemonize", action="store_true",
+                        help="fork into the background (SysV init scripts; not under systemd)")
+    parser.add_argument("--pidfile", default="/run/hbd.pid",
+                        help="pid file written with --daemonize (%(default)s)")
     parser.add_argument("--version", action="version", version=f"hbd {__version__}")
     return parser.parse_args(argv)
 
@@ -454,6 +459,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for warning in config.warnings:
         log.warning("%s", warning)
+    if args.daemonize:
+        from hbd import sysv
+
+        try:
+            sysv.daemonize(args.pidfile)
+        except HbdError as err:
+            log.error("%s", err)
+            return 1
+        # stderr is gone: without a logfacility, lines go to syslog's daemon facility
+        if config.hacf.logfacility is None:
+            config = dataclasses.replace(
+                config, hacf=dataclasses.replace(config.hacf, logfacility="daemon"))
+        logs.setup(debug=args.debug, to_journal=False)
     options = Options(
         config_dir=args.config_dir,
         state_dir=args.state_dir,
