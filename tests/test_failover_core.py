@@ -255,3 +255,13 @@ def test_fewer_ping_nodes_hands_groups_to_the_better_connected_peer() -> None:
     net.nodes["n1"].unreachable.clear()  # equal again: nothing moves back by itself
     net.run_for(3.0)
     assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])
+
+
+def test_auto_failback_on_does_not_undo_a_standby() -> None:
+    net = cluster("on")
+    net.command("n1", "release", "all")
+    net.run_for(3.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])
+    net.command("n1", "takeover", "all")
+    net.run_for(2.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n1"])

@@ -119,6 +119,9 @@ class Failover(GroupWork):
         self.shutdown_requested = False
         self.shutdown_done = False
         self.retiring: set[str] = set()  # removed from haresources, stopping
+        # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
+        # stopped peer (not by standby), so auto_failback returns only those.
+        self.needs_failback = False
         for msgtype, handler in (
             ("starting", self._on_starting), ("resource", self._on_resource),
             ("ask_resources", self._on_ask_resources), ("hb_takeover", self._on_hb_takeover),
@@ -390,11 +393,13 @@ class Failover(GroupWork):
 
     def _maybe_failback(self, now: float, wall: float) -> list[Action]:
         """auto_failback on: hand back the peer's groups once it is back and stable."""
-        if (self.auto_failback is not AutoFailback.ON or self.standby.state is not Standby.NOT
-                or self.shutdown_requested or self.groups.busy()):
+        if (self.auto_failback is not AutoFailback.ON or not self.needs_failback
+                or self.standby.state is not Standby.NOT or self.shutdown_requested
+                or self.groups.busy()):
             return []
         if not any(g.active for g in self.groups.in_set(Held.FOREIGN)):
             return []
+        self.needs_failback = False
         actions: list[Action] = [Notice("info", "auto_failback: giving the peer's groups back")]
         return actions + self._begin_standby("foreign", now, wall)
 
@@ -580,6 +585,7 @@ class Failover(GroupWork):
             return actions
         if self.state.state is not RscState.STABLE:
             self.state.move(RscState.STABLE)
+        self.needs_failback = True
         return actions + self._take_everything(f"{rx.peer.name} shut down", now, wall)
 
     # --- a peer dies, restarts or comes back ---------------------------------------
@@ -608,6 +614,7 @@ class Failover(GroupWork):
             return actions
         if self.state.state is not RscState.STABLE:
             self.state.move(RscState.STABLE)
+        self.needs_failback = True
         missing = [g for g in self.groups if g.state is GroupState.STOPPED]
 
         def then(now: float, wall: float) -> list[Action]:
