@@ -21,6 +21,7 @@ import hmac
 import nacl.encoding
 import nacl.hash
 
+from hbd.core.authkeys import MAX_KEY_INDEX
 from hbd.core.config import AuthKey, AuthKeys, AuthMethod
 from hbd.core.wire import Message, Packet, classic_body
 from hbd.errors import AuthError
@@ -84,8 +85,12 @@ def _check(keys: AuthKeys, token: str | None, data: bytes, what: str) -> AuthKey
     if token is None:
         raise AuthError(f"no {what}")
     index_text, _, given = token.partition(" ")
-    if not index_text.isdigit() or not given:
+    # ASCII only: "²".isdigit() is true but int() refuses it.  The reason must come
+    # from a small set: the bad-packet log keeps one counter and one line per reason.
+    if not (index_text.isascii() and index_text.isdigit()) or not given:
         raise AuthError(f"malformed {what}")
+    if len(index_text) > 2 or int(index_text) > MAX_KEY_INDEX:
+        raise AuthError(f"key index out of range (0-{MAX_KEY_INDEX})")
     key = keys.get(int(index_text))
     if key is None:
         raise AuthError(f"unknown key index {index_text}")
