@@ -15,7 +15,7 @@ a file that group or others may read is refused.
 from __future__ import annotations
 
 from hbd.core.config import AuthKey, AuthKeys, AuthMethod
-from hbd.core.parsing import Problems, content_lines
+from hbd.core.parsing import Problems, content_lines, is_decimal
 
 MAX_KEY_INDEX = 15  # Heartbeat's MAXAUTH is 16 slots
 
@@ -45,7 +45,7 @@ def parse_authkeys(
     for line, content in content_lines(text):
         words = content.split()
         if words[0] == "auth":
-            if len(words) != 2 or not words[1].isdigit():
+            if len(words) != 2 or not is_decimal(words[1]):
                 problems.error(line, "expected 'auth N' with N the index of the signing key")
                 continue
             if active is not None:
@@ -53,7 +53,7 @@ def parse_authkeys(
                 continue
             active, active_line = int(words[1]), line
             continue
-        if not words[0].isdigit():
+        if not is_decimal(words[0]):
             problems.error(line, f"expected 'auth N' or 'N METHOD [KEY]', got '{words[0]}'")
             continue
         index = int(words[0])

@@ -32,7 +32,7 @@ from hbd.core.config import (
     Timers,
     UcastLink,
 )
-from hbd.core.parsing import Problems, content_lines, parse_bool, parse_time_ms
+from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
 
 SYSLOG_FACILITIES = frozenset(
     ["auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
@@ -143,7 +143,7 @@ def _time(name: str) -> Handler:
 
 
 def _port(st: _State, line: int, value: str, what: str) -> int | None:
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    if not is_decimal(value) or not 0 < int(value) < 65536:
         st.problems.error(line, f"{what}: bad UDP port '{value}' (1-65535)")
         return None
     return int(value)
@@ -180,7 +180,7 @@ def _baud(st: _State, line: int, args: list[str]) -> None:
     value = _one_value(st, line, "baud", args)
     if value is None:
         return
-    if not value.isdigit() or int(value) not in BAUD_RATES:
+    if not is_decimal(value) or int(value) not in BAUD_RATES:
         rates = ", ".join(str(r) for r in sorted(BAUD_RATES))
         st.problems.error(line, f"baud: unsupported rate '{value}' (one of {rates})")
         return
@@ -222,7 +222,7 @@ def _mcast(st: _State, line: int, args: list[str]) -> None:
         st.problems.error(line, f"mcast: '{group}' is not an IPv4 address")
         ok = False
     port = _port(st, line, port_s, "mcast")
-    if not ttl_s.isdigit() or not 0 <= int(ttl_s) <= 255:
+    if not is_decimal(ttl_s) or not 0 <= int(ttl_s) <= 255:
         st.problems.error(line, f"mcast: bad ttl '{ttl_s}' (0-255)")
         ok = False
     if loop_s not in ("0", "1"):
@@ -388,7 +388,7 @@ def _positive_int(name: str, low: int, high: int) -> Handler:
         value = _one_value(st, line, name, args)
         if value is None:
             return
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not is_decimal(value) or not low <= int(value) <= high:
             st.problems.error(line, f"{name}: bad value '{value}' ({low}-{high})")
             return
         st.values[name] = int(value)
@@ -401,7 +401,7 @@ def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
     if value is None:
         return
     # Heartbeat reads a bare number here as milliseconds.
-    ms = int(value) if value.isdigit() else parse_time_ms(value)
+    ms = int(value) if is_decimal(value) else parse_time_ms(value)
     if ms is None or ms <= 0:
         st.problems.error(line, f"max_rexmit_delay: bad value '{value}' (milliseconds)")
         return

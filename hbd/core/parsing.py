@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,14 @@ def joined_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, joined
 
 
+def is_decimal(text: str) -> bool:
+    """A plain decimal number int() accepts: ASCII digits, and not absurdly long.
+
+    str.isdigit() alone also says yes to "²" and to 5000 digits, where int() raises.
+    """
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 _TIME = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|usec)?\s*$", re.IGNORECASE)
 
 
@@ -87,6 +96,8 @@ def parse_time_ms(value: str) -> int | None:
         ms = number / 1000.0
     else:
         ms = number * 1000.0
+    if not math.isfinite(ms):  # "9" * 400 is a float infinity
+        return None
     return int(ms + 0.5)
 
 
