@@ -489,7 +489,8 @@ def parse_hacf(
     """
     st = _State(problems=Problems(filename), local_addresses=frozenset(local_addresses))
     for line, content in content_lines(text):
-        directive, *args = content.replace(",", " ").split()
+        # a line of commas only splits into nothing: report it as it is
+        directive, *args = content.replace(",", " ").split() or [content]
         handler = HANDLERS.get(directive)
         if handler is not None:
             st.lines[directive] = line
