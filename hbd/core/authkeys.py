@@ -18,6 +18,7 @@ from hbd.core.config import AuthKey, AuthKeys, AuthMethod
 from hbd.core.parsing import Problems, content_lines, is_decimal
 
 MAX_KEY_INDEX = 15  # Heartbeat's MAXAUTH is 16 slots
+_METHODS = frozenset(m.value for m in AuthMethod)
 
 
 def parse_authkeys(
@@ -54,7 +55,10 @@ def parse_authkeys(
             active, active_line = int(words[1]), line
             continue
         if not is_decimal(words[0]):
-            problems.error(line, f"expected 'auth N' or 'N METHOD [KEY]', got '{words[0]}'")
+            # Most likely a key that slipped onto its own line: show the word only
+            # when it is a method name (the index was forgotten).
+            shown = f", got '{words[0]}'" if words[0].lower() in _METHODS else ""
+            problems.error(line, f"expected 'auth N' or 'N METHOD [KEY]'{shown}")
             continue
         index = int(words[0])
         if index > MAX_KEY_INDEX:
@@ -66,9 +70,10 @@ def parse_authkeys(
         try:
             method = AuthMethod(words[1].lower())
         except ValueError:
-            problems.error(
-                line, f"key {index}: unknown method '{words[1]}' (crc, md5, sha1 or blake2b)"
-            )
+            # "N KEY" (method forgotten) puts the key here: show it only when a
+            # third word, the key, follows it.
+            shown = f" '{words[1]}'" if len(words) > 2 else ""
+            problems.error(line, f"key {index}: unknown method{shown} (crc, md5, sha1 or blake2b)")
             continue
         secret = words[2] if len(words) > 2 else ""
         if len(words) > 3:
