@@ -173,6 +173,9 @@ class HeartbeatPeer:
         """
         if self.iso is not None and self.iso.running:
             raise LabError(f"heartbeat on {self.node} already running")
+        # Every start gets a fresh PID namespace, so a pid file left by an earlier
+        # run names a pid that may now be anyone (even the new heartbeat itself).
+        (self.run_dir / "heartbeat.pid").unlink(missing_ok=True)
         flags = ["-d"] * debug
         if daemon:
             argv = ["sh", "-c", f"{self.binary} {' '.join(flags)} || exit $?; "
