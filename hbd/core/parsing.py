@@ -36,9 +36,11 @@ def content_lines(text: str) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) for lines that are not blank or comments.
 
     As Heartbeat does, everything from `#` to the end of the line is a comment
-    and surrounding white space is dropped.
+    and surrounding white space is dropped.  Lines end at a newline only, as
+    fgets() reads them: str.splitlines() also breaks at a lone CR, form feed,
+    vertical tab and Unicode separators, and line numbers would miss the editor's.
     """
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.split("#", 1)[0].strip()
         if line:
             yield number, line
@@ -51,7 +53,7 @@ def joined_lines(text: str) -> Iterator[tuple[int, str]]:
     """
     start = 0
     parts: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.split("#", 1)[0].rstrip()
         if not parts:
             start = number
