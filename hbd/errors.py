@@ -83,3 +83,15 @@ class LinkError(HbdError):
 
 class NetError(HbdError):
     """An address, ARP or ICMP operation on the host failed."""
+
+
+class CorosyncError(HbdError):
+    """A Corosync client library call failed; `code` is its cs_error_t value.
+
+    CS_ERR_LIBRARY (2) and a closed connection mean corosync went away.
+    """
+
+    def __init__(self, call: str, code: int, text: str = "") -> None:
+        self.call = call
+        self.code = code
+        super().__init__(f"{call}: {text or 'error'} (cs_error_t {code})")

@@ -60,6 +60,14 @@ class PersistPeerGeneration:
 
 
 @dataclass(frozen=True)
+class CpgSend:
+    """Multicast one message to hbd's Corosync CPG group (cluster_stack corosync)."""
+
+    payload: bytes
+    what: str  # for logs
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The engine has finished a graceful stop: the daemon may exit now."""
 
@@ -149,6 +157,23 @@ class GroupFailed:
 
 
 @dataclass(frozen=True)
+class QuorumChanged:
+    """Corosync's quorum decision for this partition changed (cluster_stack corosync)."""
+
+    quorate: bool
+    nodes: tuple[int, ...]  # corosync node ids in this partition
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """hbd processes joined or left the CPG group (names when known, else node ids)."""
+
+    members: tuple[str, ...]
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain log line the engine wants at a given level (info/warning/error)."""
 
@@ -160,5 +185,5 @@ Action = (
     Transmit | StartGroup | StopGroup | AnnounceGroup | SendPing | PersistPeerGeneration
     | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
-    | SplitBrain | GroupFailed | Notice
+    | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
 )

@@ -156,6 +156,8 @@ class HaCf:
     hopfudge: int = DEFAULT_HOPFUDGE  # ttl = hopfudge + node count
     msgfmt: str = "classic"  # Heartbeat's msgfmt; UDP is always netstring
     cluster_stack: ClusterStack = ClusterStack.HEARTBEAT
+    # hbd-specific `group_order KEY NODE...` lines (corosync stack): a group's node order
+    group_orders: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200

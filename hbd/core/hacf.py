@@ -428,6 +428,27 @@ def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
         st.problems.error(line, f"cluster_stack: bad value '{value}' (heartbeat or corosync)")
 
 
+def _group_order(st: _State, line: int, args: list[str]) -> None:
+    """hbd-only `group_order KEY NODE...`: a group's node order on the corosync stack."""
+    nodes = tuple(n.lower() for n in args[1:])
+    orders = st.values.setdefault("group_orders", {})
+    assert isinstance(orders, dict)
+    if not nodes or len(set(nodes)) != len(nodes) or args[0] in orders:
+        st.problems.error(line, "group_order: needs a group key (once) and distinct nodes")
+    else:
+        orders[args[0]] = (nodes, line)
+
+
+def _check_group_orders(st: _State, orders: dict[str, tuple[tuple[str, ...], int]]
+                        ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    for key, (nodes, line) in orders.items():
+        if unknown := [n for n in nodes if n not in st.nodes]:
+            st.problems.error(line, f"group_order {key}: not in ha.cf: {', '.join(unknown)}")
+        if st.values.get("cluster_stack") is not ClusterStack.COROSYNC:
+            st.problems.warning(line, "group_order: only used with 'cluster_stack corosync'")
+    return tuple((key, nodes) for key, (nodes, _) in orders.items())
+
+
 def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
@@ -469,6 +490,7 @@ HANDLERS: dict[str, Handler] = {
     "msgfmt": _msgfmt,
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
+    "group_order": _group_order,
     "arp_count": _positive_int("arp_count", 0, 100),
     "arp_interval": _time("arp_interval"),
 }
@@ -529,6 +551,8 @@ def _finish(st: _State) -> HaCf:
                       ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count")):
         if key in st.values:
             overrides[attr] = st.values[key]
+    if isinstance(orders := st.values.get("group_orders"), dict):
+        overrides["group_orders"] = _check_group_orders(st, orders)
     if "hopfudge" in st.values:
         overrides["hopfudge"] = st.values["hopfudge"]
     if "arp_interval" in st.times:
