@@ -4,11 +4,9 @@ Debian's own resource agents (Dummy; IPaddr2 inside a network namespace)."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +16,7 @@ from hbd.agents import OUTPUT_LIMIT, AgentResult, AgentRunner
 from hbd.core.config import Resource
 from hbd.errors import ResourceError
 from tests.infra.netns import Lab, pid_running, wait_for
+from tests.infra.netns import in_netns as in_ns
 
 _T = TypeVar("_T")
 OCF_ROOT = Path("/usr/lib/ocf")
@@ -292,32 +291,6 @@ def test_real_ocf_dummy_with_a_positional_state_file(tmp_path: Path) -> None:
     assert not state.exists()
 
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_ns(lab: Lab, node: str, fn: Callable[[], _T]) -> _T:
-    """Run `fn` in a thread inside `node`'s network namespace (children inherit it)."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            fd = os.open(f"/run/netns/{lab.nsname(node)}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as err:
-            box["error"] = err
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.netns

@@ -9,16 +9,12 @@ setns(2) (`in_ns`); sockets opened there stay in that namespace afterwards.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
-import os
 import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,38 +33,13 @@ from hbd.net.arp import (
 )
 from hbd.net.icmp import Pinger
 from tests.infra.netns import Lab, wait_for
+from tests.infra.netns import in_netns as in_ns
 
 pytestmark = pytest.mark.netns
 
 NET = "10.79.0.0/24"
 _T = TypeVar("_T")
-_CLONE_NEWNET = 0x40000000
 _SO_TIMESTAMPNS = 35
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_ns(lab: Lab, node: str, fn: Callable[[], _T]) -> _T:
-    """Run `fn` in a fresh thread inside `node`'s network namespace."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            fd = os.open(f"/run/netns/{lab.nsname(node)}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as err:
-            box["error"] = err
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def ip_json(lab: Lab, node: str, *argv: str) -> list[dict[str, Any]]:

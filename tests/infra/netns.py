@@ -25,6 +25,7 @@ nftables while carrier stays up (a broken switch / far-side failure).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import logging
@@ -36,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -610,3 +612,35 @@ class Isolated:
         inner = self._inner
         if inner is not None:
             wait_for(lambda: not pid_running(inner), 5, f"{self.node} daemon exit")
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(lab: Lab, node: str, fn: Callable[[], _T]) -> _T:
+    """Run `fn` in a fresh thread inside `node`'s network namespace.
+
+    For calling hbd's own adapters (netlink, raw sockets) as the daemon would
+    from inside a node; the thread's children inherit the namespace.
+    """
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(f"/run/netns/{lab.nsname(node)}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
