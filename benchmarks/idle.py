@@ -4,7 +4,8 @@ hbd, Heartbeat 3.0.6 and keepalived run side by side (each in its own lab of
 network namespaces, so they cannot hear each other), each with two
 heartbeat paths at a 100 ms interval:
 
-* hbd / Heartbeat: `keepalive 100ms`, `deadtime 500ms`, `bcast eth0` + `bcast eth1`;
+* hbd / Heartbeat: `keepalive 100ms`, `deadtime 500ms`, `bcast eth0` + `bcast eth1`,
+  n1 holding a VIP (`n1 10.77.0.240/24/eth0`);
 * keepalived: VRRPv3 with `advert_int 0.1`, one instance per interface.
 
 After a warm-up the CPU time (utime+stime of the whole process tree of each
@@ -43,9 +44,10 @@ class Subject:
 
 def start_hbd() -> Subject:
     lab = Lab(("n1", "n2"), networks=NETWORKS)
-    nodes = [HbdNode(lab, n, ha_cf(MEDIA, deadtime="500ms", initdead="1")).start()
-             for n in ("n1", "n2")]
+    nodes = [HbdNode(lab, n, ha_cf(MEDIA, deadtime="500ms", initdead="1"),
+                     "n1 10.77.0.240/24/eth0\n").start() for n in ("n1", "n2")]
     nodes[0].wait_log("Status update for node n2: status active", 20)
+    nodes[0].wait_log(r"group \S+ start done", 20)
 
     def stop() -> None:
         for node in nodes:
@@ -57,7 +59,8 @@ def start_heartbeat() -> Subject:
     lab = Lab(("n1", "n2"), networks=NETWORKS)
     conf = ha_cf(MEDIA, deadtime="500ms", initdead="2",
                  extra="crm no\nauto_failback on\nlogfile /var/log/ha-log\n")
-    peers = [HeartbeatPeer(lab, n, ha_cf=conf).start() for n in ("n1", "n2")]
+    peers = [HeartbeatPeer(lab, n, ha_cf=conf, haresources="n1 IPaddr2::10.77.0.240/24/eth0\n")
+             .start() for n in ("n1", "n2")]
     peers[0].wait_status("n2", "active", timeout=30)
 
     def stop() -> None:
