@@ -47,7 +47,21 @@ class Snapshot:
     links: tuple[LinkInfo, ...]
     resources_held: str  # none, local, foreign, all, transition (cl_status rscstatus)
     groups: tuple[GroupInfo, ...]
-    stack: str = "heartbeat"
+    stack: str = "heartbeat"  # or "corosync" (ha.cf cluster_stack)
+    # corosync stack only: this partition's quorum (None: no decision yet, or heartbeat's
+    # stack, which has none), the votes behind it, and each group's node order
+    quorate: bool | None = None
+    votes: int = 0  # votes present in this partition
+    expected_votes: int = 0
+    quorum_votes: int = 0  # votes needed for quorum
+    placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
+
+    @property
+    def quorum(self) -> str:
+        """quorate, inquorate, unknown (corosync, no decision yet), none (heartbeat)."""
+        if self.stack == "heartbeat":
+            return "none"
+        return {True: "quorate", False: "inquorate", None: "unknown"}[self.quorate]
 
 
 class Controller(Protocol):

@@ -32,7 +32,7 @@ from hbd.core.actions import (
     StopGroup,
     Transmit,
 )
-from hbd.core.config import AuthMethod, ClusterConfig, Severity
+from hbd.core.config import AuthMethod, ClusterConfig, ClusterStack, Severity
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
@@ -480,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         dbus=not args.no_dbus,
         debug=args.debug,
     )
+    if config.hacf.cluster_stack is ClusterStack.COROSYNC:  # membership from Corosync
+        from hbd.stack_corosync import CorosyncDaemon
+
+        return asyncio.run(CorosyncDaemon(options, config).run())
     return asyncio.run(Daemon(options, config).run())
 
 

@@ -73,6 +73,7 @@ class SimCorosync:
         self.fail_stop: set[tuple[str, str]] = set()
         self.started: list[tuple[str, str]] = []  # (node, key) in start order
         self.violations: list[str] = []
+        self.now = 0.0
         self._pids = 100
         self._new_rings()
 
@@ -147,8 +148,29 @@ class SimCorosync:
         node.cpg.clear()
         node.quorum.clear()
         if node.placement is not None:
-            self._apply(node, node.placement.disconnect("CS_ERR_LIBRARY", 0.0, 0.0))
+            self._apply(node, node.placement.disconnect("CS_ERR_LIBRARY", self.now, self.now))
         self.partition(*[c - {name} for c in self.components], before=before)
+
+    def corosync_shutdown(self, name: str) -> None:
+        """`systemctl stop corosync`: CPG is unloaded first (PROCDOWN), then the node leaves."""
+        node = self.nodes[name]
+        before = self._members()
+        if node.joined:
+            self._leave_cpg(name, Reason.PROCDOWN)  # what the others see first
+            before = self._members()
+        if node.placement is not None:
+            self._apply(node, node.placement.disconnect("CS_ERR_LIBRARY", self.now, self.now))
+        node.corosync = False
+        self.partition(*[c - {name} for c in self.components], before=before)
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass: every hbd whose timer comes due handles it."""
+        self.now += seconds
+        for node in self.nodes.values():
+            p = node.placement
+            due = p.next_timer() if p is not None else None
+            if p is not None and due is not None and due <= self.now:
+                self._apply(node, p.handle_timer(self.now, self.now))
 
     def corosync_start(self, name: str) -> None:
         """Corosync is back and joins the largest component; hbd reconnects."""
@@ -167,9 +189,12 @@ class SimCorosync:
 
     def kill_hbd(self, name: str, reason: Reason = Reason.PROCDOWN) -> None:
         """hbd dies (PROCDOWN: its resources stay up) or leaves (LEAVE); corosync stays."""
+        self._leave_cpg(name, reason)
+        self.nodes[name].placement = None
+
+    def _leave_cpg(self, name: str, reason: Reason) -> None:
         node = self.nodes[name]
         gone = node.member
-        node.placement = None
         node.joined = False
         node.cpg.clear()
         node.quorum.clear()
@@ -183,7 +208,8 @@ class SimCorosync:
         self._pids += 1
         node.pid = self._pids
         node.joined = True
-        self._apply(node, node.placement.connect(node.nodeid, node.pid))
+        ids = {n.name: n.nodeid for n in self.nodes.values()}
+        self._apply(node, node.placement.connect(node.nodeid, node.pid, self.now, ids))
         comp = self.component(node.name)
         ids = tuple(sorted(self.nodes[n].nodeid for n in comp))
         node.cpg.append(("totem", TotemChange(self.rings[node.name], ids)))
@@ -242,18 +268,19 @@ class SimCorosync:
         if queue is node.work:
             key, op = item  # type: ignore[misc]
             ok = (node.name, key) not in (self.fail_start if op == "start" else self.fail_stop)
-            self._apply(node, p.group_done(key, op, ok, "" if ok else "simulated", 0.0, 0.0))
+            detail = "" if ok else "simulated"
+            self._apply(node, p.group_done(key, op, ok, detail, self.now, self.now))
             return True
         kind, payload = item  # type: ignore[misc]
         if kind == "confchg":
-            actions = p.confchg(payload, 0.0, 0.0)  # type: ignore[arg-type]
+            actions = p.confchg(payload, self.now, self.now)  # type: ignore[arg-type]
         elif kind == "totem":
-            actions = p.totem(payload, 0.0, 0.0)  # type: ignore[arg-type]
+            actions = p.totem(payload, self.now, self.now)  # type: ignore[arg-type]
         elif kind == "quorum":
-            actions = p.quorum_notice(payload, 0.0, 0.0)  # type: ignore[arg-type]
+            actions = p.quorum_notice(payload, self.now, self.now)  # type: ignore[arg-type]
         else:
             sender, data = payload  # type: ignore[misc]
-            actions = p.deliver(sender, data, 0.0, 0.0)
+            actions = p.deliver(sender, data, self.now, self.now)
         self._apply(node, actions)
         return True
 

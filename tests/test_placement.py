@@ -253,6 +253,13 @@ def test_a_joining_node_decides_nothing_until_it_heard_everyone() -> None:
     sim.start_hbd("n2")
     sim.start_hbd("n3")
     sim.settle()
+    # n1's corosync is up, its hbd not yet: the others leave its group alone for initdead
+    assert sim.placement() == {key(1): [], key(2): ["n2"], key(3): ["n3"]}
+    sim.advance(29.9)  # ha.cf's default initdead is deadtime, 30 s
+    sim.settle()
+    assert sim.placement()[key(1)] == []
+    sim.advance(0.2)
+    sim.settle()
     assert sim.placement()[key(1)] == ["n2"]  # n1 not there: next in order
     sim.start_hbd("n1")
     placement = sim.nodes["n1"].placement
@@ -343,14 +350,34 @@ def test_graceful_stop_hands_over_then_shuts_down(seed: int) -> None:
     assert sim.placement()[key(1)] == ["n2"]
 
 
-def test_hbd_crash_lets_the_next_node_take_over() -> None:
-    sim = started(N3, 4)
-    sim.kill_hbd("n3")
+def test_hbd_crash_waits_deadtime_while_its_node_stays_in_the_ring() -> None:
+    sim = started(N3, 4, extra="deadtime 5\nkeepalive 1\n")
+    sim.advance(12.0)  # the start-up wait (initdead, 12 s here) is over
+    sim.kill_hbd("n3")  # its VIP may still be up: n3's corosync still runs
     sim.settle()
-    assert sim.placement()[key(3)] == ["n1"]  # n3's order: n3 n1 n2
+    assert sim.placement()[key(3)] == []
+    sim.advance(4.9)
+    sim.settle()
+    assert sim.placement()[key(3)] == []
+    sim.advance(0.2)  # deadtime is over: n3's order is n3 n1 n2
+    sim.settle()
+    assert sim.placement()[key(3)] == ["n1"]
+    assert any("taking it over" in getattr(a, "text", "") for a in sim.nodes["n1"].actions)
     sim.start_hbd("n3")
     sim.settle()
     assert sim.placement()[key(3)] == ["n3"]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_corosync_shutdown_frees_groups_when_its_node_leaves_the_ring(seed: int) -> None:
+    sim = started(N3, seed)
+    sim.corosync_shutdown("n2")  # PROCDOWN first, then the ring without n2
+    sim.settle()
+    assert sim.placement()[key(2)] == ["n3"]  # no waiting for deadtime
+    assert not sim.nodes["n1"].placement.in_doubt  # type: ignore[union-attr]
+    sim.corosync_start("n2")
+    sim.settle()
+    assert sim.placement()[key(2)] == ["n2"]
 
 
 def test_every_message_is_a_whole_state() -> None:

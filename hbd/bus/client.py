@@ -85,15 +85,21 @@ async def _with_bus(address: str | None, timeout: float,
 
 
 def _state_from(props: dict[str, Any]) -> State:
-    def value(name: str) -> Any:
-        return props[name].value
+    def value(name: str, default: Any = None) -> Any:
+        return props[name].value if name in props else default  # older hbds lack some
 
+    votes = value("Votes", [0, 0, 0])
     snapshot = Snapshot(
         node_name=str(value("NodeName")),
         nodes=tuple(NodeInfo(str(n), str(s), bool(local)) for n, s, local in value("Nodes")),
         links=tuple(LinkInfo(str(n), str(lk), str(s)) for n, lk, s in value("Links")),
         resources_held=str(value("ResourcesHeld")),
         groups=tuple(GroupInfo(str(k), str(h), str(o), str(s)) for k, h, o, s in value("Groups")),
+        stack=str(value("Stack", "heartbeat")),
+        quorate={"quorate": True, "inquorate": False}.get(str(value("Quorum", ""))),
+        votes=int(votes[0]), expected_votes=int(votes[1]), quorum_votes=int(votes[2]),
+        placement=tuple((str(k), tuple(str(n) for n in nodes))
+                        for k, nodes in value("Placement", [])),
     )
     return State(snapshot, str(value("Version")))
 

@@ -43,6 +43,10 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "Links": lambda s: [[lk.node, lk.link, lk.status] for lk in s.links],
     "ResourcesHeld": lambda s: s.resources_held,
     "Groups": lambda s: [[g.key, g.home, g.owner, g.state] for g in s.groups],
+    "Stack": lambda s: s.stack,
+    "Quorum": lambda s: s.quorum,
+    "Votes": lambda s: [s.votes, s.expected_votes, s.quorum_votes],
+    "Placement": lambda s: [[key, list(nodes)] for key, nodes in s.placement],
 }
 
 
@@ -125,6 +129,26 @@ class Manager(ServiceInterface):
     def Groups(self) -> list[list[str]]:
         """(key, home node, owner or "", state of our side)."""
         return list(self._read("Groups"))
+
+    @dbus_readonly("s")
+    def Stack(self) -> str:
+        """heartbeat or corosync (ha.cf cluster_stack)."""
+        return str(self._read("Stack"))
+
+    @dbus_readonly("s")
+    def Quorum(self) -> str:
+        """quorate, inquorate, unknown (corosync, no decision yet), none (heartbeat stack)."""
+        return str(self._read("Quorum"))
+
+    @dbus_readonly("(uuu)")
+    def Votes(self) -> list[int]:
+        """(votes present, expected votes, votes needed); zeros on the heartbeat stack."""
+        return list(self._read("Votes"))
+
+    @dbus_readonly("a(sas)")
+    def Placement(self) -> list[list[Any]]:
+        """(group key, nodes in the order that places it); empty on the heartbeat stack."""
+        return list(self._read("Placement"))
 
     # --- signals --------------------------------------------------------------------
 

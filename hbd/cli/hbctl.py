@@ -77,8 +77,19 @@ def _links_table(snap: Snapshot) -> str:
 
 
 def _groups_table(snap: Snapshot) -> str:
+    if snap.placement:  # corosync stack: each group's node order too
+        order = dict(snap.placement)
+        rows = [[g.key, g.home, g.owner or "-", g.state, " ".join(order.get(g.key, ()))]
+                for g in snap.groups]
+        return _table(["GROUP", "HOME", "OWNER", "STATE", "ORDER"], rows)
     rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
     return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+
+
+def _stack_line(snap: Snapshot) -> str:
+    """The corosync stack's quorum, e.g. `stack corosync: quorate, votes 3 of 5 (quorum 3)`."""
+    return (f"stack {snap.stack}: {snap.quorum}, votes {snap.votes} of "
+            f"{snap.expected_votes} (quorum {snap.quorum_votes})")
 
 
 # --- commands that read state --------------------------------------------------------
@@ -91,9 +102,14 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     if args.json:
         _emit_json({"node_name": snap.node_name, "version": state.version,
                     "resources_held": snap.resources_held, "nodes": _nodes_json(snap),
-                    "links": _links_json(snap), "groups": _groups_json(snap)})
+                    "links": _links_json(snap), "groups": _groups_json(snap),
+                    "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
+                    "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
+                    "placement": {key: list(nodes) for key, nodes in snap.placement}})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
+    if snap.stack != "heartbeat":
+        print(_stack_line(snap))
     print()
     print(_nodes_table(snap))
     if snap.groups:

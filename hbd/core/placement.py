@@ -16,6 +16,13 @@ the local half:
   this node announces a claim and starts the group when its claim comes
   back accepted (and the group still belongs here).  So a group never starts
   before its previous owner released it or left the membership.
+* Start-up.  For ha.cf's initdead after hbd first reaches Corosync, a group
+  is not taken while a node placed before us is in the ring but its hbd has
+  not joined yet (it is probably starting): no shuffle when a cluster boots.
+* In doubt.  An owner whose hbd left the group while its node stays in the
+  ring (hbd crashed, or corosync is shutting down and unloads CPG before it
+  leaves the ring) may still have the group up: nobody claims it until that
+  node has left the ring or ha.cf's deadtime has passed.
 * Moves.  A running group whose agreed placement is elsewhere (failback, a
   takeover, a standby, a graceful stop) is stopped and announced stopped;
   the new node claims it then.
@@ -44,6 +51,7 @@ from hbd.core.cpgview import (
     Outcome,
     OwnerConflict,
     QuorumNotice,
+    Reason,
     RingId,
     TotemChange,
     View,
@@ -86,6 +94,12 @@ class Placement(GroupWork):
         self.me: MemberId | None = None  # our member id in the CPG group, once seen
         self.ring: RingId | None = None  # the totem ring CPG last reported
         self.ring_pending = False  # nodes came or went; the new ring is not reported yet
+        self.ring_nodes: tuple[int, ...] = ()
+        self.in_doubt: dict[str, tuple[int, float]] = {}  # group -> (node id, until)
+        self.grace = config.hacf.timers.deadtime_ms / 1000.0
+        self.initdead = config.hacf.timers.initdead_ms / 1000.0
+        self.startup_until: float | None = None  # end of the start-up wait, once connected
+        self.node_ids: dict[str, int] = {}  # corosync's nodelist: name -> node id
         self.quorum: QuorumNotice | None = None
         self.claims: set[str] = set()  # claimed, our claim not delivered back yet
         self.declined: set[str] = set()
@@ -126,14 +140,24 @@ class Placement(GroupWork):
 
     def _label(self, member: CpgMember | MemberId) -> str:
         mid = member.id if isinstance(member, CpgMember) else member
-        return self.view.name(mid) or f"node {mid[0]}"
+        name = self.view.name(mid) or next(
+            (n for n, i in self.node_ids.items() if i == mid[0]), None)
+        return name or f"node {mid[0]}"
 
     # --- connection ----------------------------------------------------------------------
 
-    def connect(self, nodeid: int, pid: int) -> list[Action]:
-        """Connected to Corosync as `nodeid`; hbd is joining the CPG group as `pid`."""
+    def connect(self, nodeid: int, pid: int, now: float,
+                node_ids: dict[str, int] | None = None) -> list[Action]:
+        """Connected to Corosync as `nodeid`; hbd is joining the CPG group as `pid`.
+
+        `node_ids`: corosync's nodelist (name -> node id), for names in logs and
+        for the start-up wait.
+        """
         self._reset()
         self.nodeid, self.own_pid = nodeid, pid
+        self.node_ids = dict(node_ids or {})
+        if self.startup_until is None:
+            self.startup_until = now + self.initdead
         return [Notice("info", f"connected to corosync as node id {nodeid}")]
 
     def disconnect(self, reason: str, now: float, wall: float) -> list[Action]:
@@ -150,6 +174,8 @@ class Placement(GroupWork):
     def _reset(self) -> None:
         self.nodeid = self.me = self.ring = self.quorum = self._sent = None
         self.ring_pending = False
+        self.ring_nodes = ()
+        self.in_doubt.clear()
         self.view = View(self.orders)
         self.claims.clear()
 
@@ -161,6 +187,12 @@ class Placement(GroupWork):
         left = tuple(self._label(m) for m in change.left)  # names known before removal
         if self.me is None:
             self.me = self._find_me(change)
+        for member in change.left:
+            if member.reason in (Reason.PROCDOWN, Reason.LEAVE) \
+                    and member.nodeid in self.ring_nodes:
+                for key, owner in self.view.owner.items():
+                    if owner == member.id:
+                        self.in_doubt[key] = (member.nodeid, now + self.grace)
         outcomes = self.view.confchg(change)
         if change.ring_changed:
             self.ring_pending = True
@@ -184,7 +216,10 @@ class Placement(GroupWork):
     def totem(self, change: TotemChange, now: float, wall: float) -> list[Action]:
         if not self.connected:
             return []
-        self.ring, self.ring_pending = change.ring, False
+        self.ring, self.ring_pending, self.ring_nodes = change.ring, False, change.nodes
+        for key, (nodeid, _) in list(self.in_doubt.items()):
+            if nodeid not in change.nodes:  # its node left the ring: the group went with it
+                del self.in_doubt[key]
         return self._evaluate(now, wall)
 
     def quorum_notice(self, notice: QuorumNotice, now: float, wall: float) -> list[Action]:
@@ -262,9 +297,21 @@ class Placement(GroupWork):
                     actions += self._stop([group], why, None, now, wall)
             elif (group.state is GroupState.STOPPED and may_claim and owner is None
                   and key not in self.claims and key not in self.retiring
-                  and self.view.desired(key, self.failback) == self.me):
+                  and key not in self.in_doubt
+                  and self.view.desired(key, self.failback) == self.me
+                  and not self._awaited(key, now)):
                 self.claims.add(key)
         return actions + self._announce_state(force) + self._check_shutdown()
+
+    def _awaited(self, key: str, now: float) -> bool:
+        """At start-up: a node before us in the order runs corosync but no hbd yet."""
+        if self.startup_until is None or now >= self.startup_until:
+            return False
+        order = self.orders.get(key, ())
+        for name in order[:order.index(self.node)] if self.node in order else ():
+            if self.node_ids.get(name) in self.ring_nodes and self.view.by_name(name) is None:
+                return True
+        return False
 
     def _stop_reason(self, key: str, owner: MemberId | None, lost: bool,
                      settled: bool) -> str | None:
@@ -337,9 +384,29 @@ class Placement(GroupWork):
         return then
 
     def next_timer(self) -> float | None:
-        return self.next_blocked_retry
+        due = [until for _, until in self.in_doubt.values()]
+        if self.startup_until is not None and self.connected:
+            due.append(self.startup_until)
+        if self.next_blocked_retry is not None:
+            due.append(self.next_blocked_retry)
+        return min(due) if due else None
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.startup_until is not None and now >= self.startup_until:
+            self.startup_until = -1.0  # over for good (reconnects do not wait again)
+            actions += self._evaluate(now, wall)
+        expired = [key for key, (_, until) in self.in_doubt.items() if now >= until]
+        for key in expired:
+            nodeid = self.in_doubt.pop(key)[0]
+            actions.append(Notice("warning", f"group {key}: its owner's hbd on node id "
+                                  f"{nodeid} is gone for {self.grace:.1f} s (deadtime) while "
+                                  "its node stays in the ring: taking it over"))
+        if expired:
+            actions += self._evaluate(now, wall)
+        return actions + self._retry_blocked(now, wall)
+
+    def _retry_blocked(self, now: float, wall: float) -> list[Action]:
         if self.next_blocked_retry is None or now < self.next_blocked_retry:
             return []
         blocked = self.groups.blocked()

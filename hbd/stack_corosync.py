@@ -1,0 +1,490 @@
+"""hbd on the Corosync stack (ha.cf `cluster_stack corosync`).
+
+Membership, messaging and quorum come from Corosync through its client
+libraries (hbd.corosync); hbd runs no heartbeat links of its own.  One
+asyncio loop: the CPG, quorum and votequorum file descriptors are readers
+on it; each reader dispatches its library, feeds the events to the placement
+core (hbd.core.placement) and carries out the actions: group work to the
+GroupRunner, messages to CPG, events to the journal and D-Bus.  One timer
+serves the core (blocked-stop retries, groups in doubt) and systemd's
+watchdog.
+
+Corosync going away (a call or a dispatch fails, or its fd hangs up) counts
+as a loss of quorum: every group stops at once.  hbd reconnects with backoff
+(RECONNECT_FIRST doubling up to RECONNECT_MAX) and rejoins the group when
+Corosync is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hbd import __version__, configfiles, eventlog, logs
+from hbd.agents import AgentRunner
+from hbd.control import GroupInfo, NodeInfo, Snapshot
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    CpgSend,
+    MembershipChanged,
+    QuorumChanged,
+    Shutdown,
+    StartGroup,
+    StopGroup,
+)
+from hbd.core.config import ClusterConfig
+from hbd.core.cpgview import Confchg
+from hbd.core.cpgwire import CPG_GROUP
+from hbd.core.placement import Placement, order_problems
+from hbd.core.resources import GroupState
+from hbd.corosync import cmap
+from hbd.corosync.cpg import Cpg
+from hbd.corosync.quorum import Quorum, VoteInfo, VoteQuorum
+from hbd.errors import ConfigError, CorosyncError, HbdError, NoSuchGroup
+from hbd.grouprunner import GroupRunner
+from hbd.notify import Notifier
+
+if TYPE_CHECKING:
+    from hbd.daemon import Options
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FIRST = 0.2
+RECONNECT_MAX = 5.0
+SEND_RETRY = 0.02  # Corosync said CS_ERR_TRY_AGAIN (flow control)
+DRAIN_TIMEOUT = 2.0  # at a graceful stop, for our last messages to leave
+MSG_QUORUM = "25d0a98266c146028d93470fb4a18977"
+MSG_MEMBERSHIP = "cad5ff67cb424cc79d4cb2e988baeaaf"
+
+
+class CorosyncDaemon:
+    """The Controller (hbd.control) of an hbd whose cluster layer is Corosync."""
+
+    def __init__(self, options: Options, config: ClusterConfig) -> None:
+        self.options = options
+        self.config = config
+        self.placement = Placement(config)
+        self.runner: GroupRunner | None = None
+        self.cpg: Cpg | None = None
+        self.quorum: Quorum | None = None
+        self.votequorum: VoteQuorum | None = None
+        self.votes: VoteInfo | None = None
+        self.configured: list[cmap.ConfiguredNode] = []
+        self.notifier = Notifier()
+        self.bus: Any = None  # hbd.bus.service.BusService when D-Bus is on
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._readers: list[int] = []  # fds on the loop
+        self._outbox: deque[bytes] = deque()
+        self._send_later: asyncio.TimerHandle | None = None
+        self._reconnect_at: asyncio.TimerHandle | None = None
+        self._delay = RECONNECT_FIRST
+        self._failures = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._watchdog_at: float | None = None
+        self._stop = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._stopping = False
+        self._subscribers: list[Callable[[Snapshot], None]] = []
+        self._last_snapshot: Snapshot | None = None
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _now(self) -> tuple[float, float]:
+        assert self._loop is not None
+        return self._loop.time(), time.time()
+
+    # --- Corosync: connect, read, lose -----------------------------------------------------
+
+    def _connect(self) -> None:
+        self._reconnect_at = None
+        opened: list[Cpg | Quorum | VoteQuorum] = []
+        try:
+            cpg = Cpg()
+            opened.append(cpg)
+            quorum = Quorum()
+            opened.append(quorum)
+            votequorum = VoteQuorum()
+            opened.append(votequorum)
+            self.configured = cmap.configured_nodes()
+            nodeid = cpg.local_nodeid()
+        except CorosyncError as err:
+            for handle in opened:
+                handle.close()
+            self._retry_later(err)
+            return
+        self.cpg, self.quorum, self.votequorum = cpg, quorum, votequorum
+        now, _ = self._now()
+        self._dispatch(self.placement.connect(nodeid, os.getpid(), now,
+                                              {n.name: n.nodeid for n in self.configured}))
+        assert self._loop is not None
+        try:
+            cpg.join(CPG_GROUP)
+            self.votes = votequorum.info()
+            for handle, reader in ((cpg, self._on_cpg), (quorum, self._on_quorum),
+                                   (votequorum, self._on_votequorum)):
+                fd = handle.fd
+                self._loop.add_reader(fd, reader)
+                self._readers.append(fd)
+        except CorosyncError as err:
+            self._lost(err)
+            return
+        self._delay, self._failures = RECONNECT_FIRST, 0
+        log.info("joined CPG group %r (corosync node id %d; corosync nodes: %s; token %s ms)",
+                 CPG_GROUP, nodeid, " ".join(f"{n.name}={n.nodeid}" for n in self.configured)
+                 or "none", cmap.token_ms())
+
+    def _retry_later(self, err: HbdError) -> None:
+        level = logging.WARNING if self._failures == 0 else logging.DEBUG
+        log.log(level, "cannot use corosync (%s); the groups stay stopped, retrying every "
+                "%.1f s at most", err, RECONNECT_MAX)
+        self._failures += 1
+        assert self._loop is not None
+        if not self._stopping:
+            self._reconnect_at = self._loop.call_later(self._delay, self._connect)
+            self._delay = min(self._delay * 2, RECONNECT_MAX)
+
+    def _lost(self, err: HbdError) -> None:
+        """Corosync went away: drop every handle, stop the groups, reconnect."""
+        self._close()
+        self.votes = None
+        self._outbox.clear()
+        now, wall = self._now()
+        self._dispatch(self.placement.disconnect(str(err), now, wall))
+        self._arm()
+        self._retry_later(err)
+
+    def _close(self) -> None:
+        assert self._loop is not None
+        for fd in self._readers:
+            self._loop.remove_reader(fd)
+        self._readers.clear()
+        for handle in (self.cpg, self.quorum, self.votequorum):
+            if handle is not None:
+                handle.close()
+        self.cpg = self.quorum = self.votequorum = None
+
+    def _read(self, work: Callable[[], list[Action]]) -> None:
+        try:
+            actions = work()
+        except CorosyncError as err:
+            self._lost(err)
+            return
+        self._dispatch(actions)
+        self._arm()
+        self._check_finished()
+
+    def _on_cpg(self) -> None:
+        def work() -> list[Action]:
+            assert self.cpg is not None
+            now, wall = self._now()
+            actions: list[Action] = []
+            for event in self.cpg.dispatch():
+                if isinstance(event, tuple):
+                    actions += self.placement.deliver(event[0], event[1], now, wall)
+                elif isinstance(event, Confchg):
+                    actions += self.placement.confchg(event, now, wall)
+                else:
+                    actions += self.placement.totem(event, now, wall)
+            return actions
+
+        self._read(work)
+
+    def _on_quorum(self) -> None:
+        def work() -> list[Action]:
+            assert self.quorum is not None
+            now, wall = self._now()
+            actions: list[Action] = []
+            for notice in self.quorum.dispatch():
+                actions += self.placement.quorum_notice(notice, now, wall)
+            return actions
+
+        self._read(work)
+
+    def _on_votequorum(self) -> None:
+        def work() -> list[Action]:
+            assert self.votequorum is not None
+            if self.votequorum.dispatch():
+                self.votes = self.votequorum.info()
+                assert self._loop is not None
+                self._loop.call_soon(self._publish)
+            return []
+
+        self._read(work)
+
+    def _send(self, payload: bytes) -> None:
+        self._outbox.append(payload)
+        if self._send_later is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._send_later = None
+        while self._outbox and self.cpg is not None:
+            try:
+                sent = self.cpg.send(self._outbox[0])
+            except CorosyncError as err:
+                self._lost(err)
+                return
+            if not sent:  # flow control: the queue keeps the agreed order of our messages
+                assert self._loop is not None
+                self._send_later = self._loop.call_later(SEND_RETRY, self._flush)
+                return
+            self._outbox.popleft()
+
+    # --- actions, timer, group work -------------------------------------------------------
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        if self._loop is not None and any(not isinstance(a, CpgSend) for a in actions):
+            self._loop.call_soon(self._publish)
+        for action in actions:
+            if isinstance(action, CpgSend):
+                self._send(action.payload)
+            elif isinstance(action, StartGroup):
+                assert self.runner is not None
+                log.info("starting group %s (%s)", action.group, action.reason)
+                self.runner.start(action.group)
+            elif isinstance(action, StopGroup):
+                assert self.runner is not None
+                log.info("stopping group %s (%s)", action.group, action.reason)
+                self.runner.stop(action.group)
+            elif isinstance(action, AnnounceGroup):
+                assert self.runner is not None
+                self.runner.announce(action.group)
+            elif isinstance(action, Shutdown):
+                self._finished.set()
+            elif isinstance(action, QuorumChanged):
+                log.log(logging.INFO if action.quorate else logging.WARNING,
+                        "quorum: %s (corosync nodes %s)",
+                        "quorate" if action.quorate else "NOT quorate: stopping every group",
+                        " ".join(map(str, action.nodes)) or "none",
+                        extra={"MESSAGE_ID": MSG_QUORUM, "HBD_QUORATE": str(action.quorate)})
+            elif isinstance(action, MembershipChanged):
+                log.info("hbd members: %s%s%s", " ".join(action.members) or "none",
+                         f"; joined: {' '.join(action.joined)}" if action.joined else "",
+                         f"; left: {' '.join(action.left)}" if action.left else "",
+                         extra={"MESSAGE_ID": MSG_MEMBERSHIP})
+            elif not eventlog.log_event(action):
+                log.debug("unhandled action %r", action)
+
+    def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
+        now, wall = self._now()
+        log.log(logging.INFO if ok else logging.ERROR, "group %s %s %s%s", key, operation,
+                "done" if ok else "FAILED", f": {detail}" if detail else "")
+        try:
+            self._dispatch(self.placement.group_done(key, operation, ok, detail, now, wall))
+        except HbdError as err:
+            log.error("group %s: %s", key, err)
+        self._arm()
+        self._check_finished()
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        due = [t for t in (self.placement.next_timer(), self._watchdog_at) if t is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due:
+            self._timer = self._loop.call_at(min(due), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now, wall = self._now()
+        self._dispatch(self.placement.handle_timer(now, wall))
+        if self._watchdog_at is not None and now >= self._watchdog_at:
+            self.notifier.watchdog()  # fed from the timer path: a wedged loop stops it
+            assert self.notifier.watchdog_interval is not None
+            self._watchdog_at = now + self.notifier.watchdog_interval
+        self._arm()
+
+    def _check_finished(self) -> None:
+        if self._stopping and self.placement.shutdown_done:
+            self._finished.set()
+
+    # --- the Controller protocol -------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        p = self.placement
+        hacf_nodes = self.config.hacf.nodes
+        names = [*hacf_nodes, *(n.name for n in self.configured if n.name not in hacf_nodes)]
+        ids = {n.name: n.nodeid for n in self.configured}
+        members = {s.node for s in p.view.members.values() if s is not None}
+        nodes = []
+        for name in names:
+            if name == self.config.node_name:
+                status = "active" if p.me is not None and p.me in p.view.members else "init"
+            elif name in members:
+                status = "active"
+            elif ids.get(name) in p.ring_nodes:
+                status = "up"  # corosync runs there, hbd does not
+            else:
+                status = "dead"
+            nodes.append(NodeInfo(name, status, name == self.config.node_name))
+        groups = tuple(GroupInfo(g.key, g.home, self.config.node_name
+                                 if g.state is not GroupState.STOPPED else p.owner_name(g.key),
+                                 g.state.value) for g in p.groups)
+        votes = self.votes if p.connected else None
+        return Snapshot(self.config.node_name, tuple(nodes), (), p.held().wire, groups,
+                        stack="corosync", quorate=p.quorate(),
+                        votes=votes.total if votes else 0,
+                        expected_votes=votes.expected if votes else 0,
+                        quorum_votes=votes.quorum if votes else 0,
+                        placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def _command(self, method: str, *args: str) -> None:
+        now, wall = self._now()
+        self._dispatch(getattr(self.placement, method)(*args, now, wall))
+        self._arm()
+        self._publish()
+
+    async def takeover(self, scope: str) -> None:
+        log.info("takeover [%s] requested", scope)
+        self._command("takeover", scope)
+
+    async def release(self, scope: str) -> None:
+        log.info("standby [%s] requested", scope)
+        self._command("release", scope)
+
+    async def cleanup(self, group: str) -> None:
+        if group not in self.placement.groups.groups:
+            raise NoSuchGroup(f"no group {group!r} in haresources")
+        log.info("cleanup of group %s requested", group)
+        self._command("cleanup", group)
+
+    async def reload(self) -> None:
+        """Re-read /etc/ha.d; raises ConfigError (the running configuration stays)."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                try:
+                    new = await asyncio.to_thread(configfiles.load_or_raise,
+                                                  self.options.config_dir,
+                                                  node_name=self.options.node)
+                except ConfigError as err:
+                    log.error("reload refused, keeping the running configuration:")
+                    for problem in err.problems:
+                        log.error("  %s", problem)
+                    raise
+                self._configure_logging(new)
+                for warning in [*new.warnings, *order_problems(new)]:
+                    log.warning("%s", warning)
+                now, wall = self._now()
+                self._dispatch(self.placement.reconfigure(new, now, wall))
+                if self.runner is not None:
+                    self.runner.update(new)
+                    await self.runner.prepare()
+                self.config = new
+                self._arm()
+                log.info("configuration reloaded from %s", self.options.config_dir)
+            finally:
+                self.notifier.ready()
+                self._publish()
+
+    def _publish(self) -> None:
+        snap = self.snapshot()
+        members = [n.name for n in snap.nodes if n.status == "active"]
+        self.notifier.status(f"corosync {snap.quorum}; hbd members: {' '.join(members)}; "
+                             f"holding: {snap.resources_held}")
+        if snap == self._last_snapshot:
+            return
+        self._last_snapshot = snap
+        for callback in list(self._subscribers):
+            try:
+                callback(snap)
+            except Exception:  # a front end's bug must never stop the cluster
+                log.exception("state subscriber failed")
+
+    # --- the whole life ---------------------------------------------------------------------
+
+    def _configure_logging(self, config: ClusterConfig) -> None:
+        hacf = config.hacf
+        logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
+                       logfile=hacf.logfile, debugfile=hacf.debugfile)
+
+    def request_stop(self, signame: str) -> None:
+        self.notifier.stopping()
+        if self._stopping:
+            log.critical("%s received again: exiting now, without waiting for resources",
+                         signame)
+            self._finished.set()
+            return
+        log.info("%s received: stopping", signame)
+        self._stop.set()
+
+    def _request_reload(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ConfigError):  # already logged
+                await self.reload()
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> int:
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        self._configure_logging(self.config)
+        log.info("hbd %s starting as node %s on the corosync stack", __version__,
+                 self.options.node)
+        for problem in order_problems(self.config):
+            log.warning("%s", problem)
+        agents = AgentRunner(ha_dir=self.options.config_dir,
+                             resource_dir=f"{self.options.config_dir}/resource.d",
+                             node_name=self.options.node,
+                             logfacility=self.config.hacf.logfacility)
+        self.runner = GroupRunner(self.config, agents, self._group_done)
+        await self.runner.prepare()
+        for key, error in (await self.runner.stop_stale()).items():
+            log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
+                         error)
+            self._dispatch(self.placement.adopt_blocked(key, loop.time()))
+        self._connect()
+        if self.options.dbus:
+            from hbd.bus.service import BusService
+
+            self.bus = BusService(self)
+            await self.bus.start()
+        self._publish()
+        log.info("ready: corosync %s", "connected" if self.placement.connected else
+                 "not reachable yet", extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
+        self.notifier.ready()
+        if self.notifier.watchdog_interval is not None:
+            self._watchdog_at = loop.time()
+        self._arm()
+        await self._stop.wait()
+        self._stopping = True
+        now, wall = self._now()
+        self._dispatch(self.placement.shutdown(now, wall))
+        self._arm()
+        self._check_finished()
+        await self._finished.wait()
+        await self._shut_down()
+        return 0
+
+    async def _shut_down(self) -> None:
+        assert self._loop is not None
+        deadline = self._loop.time() + DRAIN_TIMEOUT
+        while self._outbox and self.cpg is not None and self._loop.time() < deadline:
+            await asyncio.sleep(SEND_RETRY)
+        for handle in (self._timer, self._reconnect_at, self._send_later):
+            if handle is not None:
+                handle.cancel()
+        if self.cpg is not None:
+            with contextlib.suppress(CorosyncError):
+                self.cpg.leave()
+        self._close()
+        if self.bus is not None:
+            await self.bus.stop()
+        log.info("hbd stopped")
