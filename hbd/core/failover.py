@@ -8,8 +8,8 @@ The rules follow hb_resource.c (see docs/heartbeat-protocol.md §3.5-§3.9):
   10 s after the peer's first `resource` when it never becomes stable;
 * `auto_failback legacy`: no starting/resource; a node asks for each of its
   groups with `ip-request` and the holder releases it (`ip-request-resp`);
-* standby (hb_standby / Release): `ask_resources` me -> other -> done ->
-  done; takeover (hb_takeover / Takeover) asks the peer to go standby;
+* standby (hb_standby / Release) and takeover (hb_takeover / Takeover):
+  the `ask_resources` exchange, in standby.py;
 * graceful stop: release everything, then `shutdone`, after which the peer
   takes over at once without waiting for deadtime;
 * a dead peer's groups are taken (`resource … info=mach_down`) and
@@ -23,9 +23,7 @@ that step's continuation.
 
 from __future__ import annotations
 
-import enum
 import logging
-from typing import Final
 
 from hbd.core.actions import (
     Action,
@@ -36,67 +34,25 @@ from hbd.core.actions import (
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, Received
 from hbd.core.fsm import StateMachine
-from hbd.core.groupwork import BLOCKED_RETRY, GroupWork, Then
+from hbd.core.groupwork import BLOCKED_RETRY, Then
 from hbd.core.membership import NodeStatus, Peer
 from hbd.core.resources import (
-    SCOPES,
     Group,
     GroupState,
     GroupTable,
     Held,
-    scope_set,
-    takeover_request_scope,
 )
-from hbd.errors import Busy, InvalidScope
+from hbd.core.rscstate import RSC_TRANSITIONS, STANDBY_TRANSITIONS, RscState, Standby
+from hbd.core.standby import StandbyExchange
 
 log = logging.getLogger(__name__)
 
 RQSTDELAY = 10.0  # hb_resource.c: wait for an unstable peer before taking our groups
-STANDBY_REPLY_TIMEOUT = 10.0  # STANDBY_INIT_TO_MS
-STANDBY_OTHER_TIMEOUT = 3600.0
 DECLARED_DEAD_FIELD = "hbd_declared_dead"
 CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
 
 
-class RscState(enum.Enum):
-    """hb_resource.c's hb_rsc_state."""
-
-    INIT = "init"
-    STARTING = "starting"
-    BOTHSTARTING = "bothstarting"
-    RSCRCVD = "rscrcvd"
-    STABLE = "stable"
-    SHUTDOWN = "shutdown"
-
-
-RSC_TRANSITIONS: Final[dict[RscState, frozenset[RscState]]] = {
-    RscState.INIT: frozenset({RscState.STARTING, RscState.STABLE, RscState.SHUTDOWN}),
-    RscState.STARTING: frozenset({RscState.BOTHSTARTING, RscState.RSCRCVD, RscState.STABLE,
-                                  RscState.SHUTDOWN}),
-    RscState.BOTHSTARTING: frozenset({RscState.RSCRCVD, RscState.STABLE, RscState.SHUTDOWN}),
-    RscState.RSCRCVD: frozenset({RscState.STABLE, RscState.SHUTDOWN}),
-    RscState.STABLE: frozenset({RscState.SHUTDOWN}),
-    RscState.SHUTDOWN: frozenset(),
-}
-
-
-class Standby(enum.Enum):
-    """hb_resource.c's going_standby: where a standby exchange is."""
-
-    NOT = "not"
-    ME = "me"  # we asked to go standby and wait for `other`
-    OTHER = "other"  # the peer asked; we wait for its `done`
-    DONE = "done"  # our part is done; we wait for the other side's `done`
-
-
-STANDBY_TRANSITIONS: Final[dict[Standby, frozenset[Standby]]] = {
-    Standby.NOT: frozenset({Standby.ME, Standby.OTHER, Standby.DONE}),
-    Standby.ME: frozenset({Standby.DONE, Standby.NOT}),
-    Standby.OTHER: frozenset({Standby.DONE, Standby.NOT}),
-    Standby.DONE: frozenset({Standby.NOT}),
-}
-
-class Failover(GroupWork):
+class Failover(StandbyExchange):
     """The resource side of one node; plugs into the Engine's handlers and hooks."""
 
     def __init__(self, engine: Engine, config: ClusterConfig) -> None:
@@ -402,145 +358,6 @@ class Failover(GroupWork):
         self.needs_failback = False
         actions: list[Action] = [Notice("info", "auto_failback: giving the peer's groups back")]
         return actions + self._begin_standby("foreign", now, wall)
-
-    # --- standby and takeover ------------------------------------------------------------
-
-    def _begin_standby(self, scope: str, now: float, wall: float) -> list[Action]:
-        held = scope_set(scope)
-        self.standby.move(Standby.ME)
-        self.standby_set = held
-        self.standby_deadline = now + STANDBY_REPLY_TIMEOUT
-        self.other_stable = False
-        return [Notice("info", f"{self.node} wants to go standby [{held.wire}]"),
-                self._send("ask_resources", [("rsc_hold", held.wire), ("info", "me")], wall)]
-
-    def _standby_refusal(self) -> str | None:
-        if self.legacy:
-            return "standby needs auto_failback on or off (Heartbeat: not in legacy mode)"
-        if not self._peer_alive():
-            return "no live peer to hand the groups to"
-        if self.shutdown_requested:
-            return "shutting down"
-        if self.standby.state is not Standby.NOT:
-            return "a standby exchange is already under way"
-        if self.state.state is not RscState.STABLE or self.groups.busy():
-            return "local resources are in flux"
-        if not self.other_stable:
-            return "the other side is in flux"
-        return None
-
-    def release(self, scope: str, now: float, wall: float) -> list[Action]:
-        """Admin (hb_standby / Release): hand the scope's groups to the peer.
-
-        Raises InvalidScope or Busy (nothing changes).
-        """
-        if scope not in SCOPES:
-            raise InvalidScope(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        reason = self._standby_refusal()
-        if reason:
-            raise Busy(f"cannot go standby: {reason}")
-        return self._begin_standby(scope, now, wall)
-
-    def takeover(self, scope: str, now: float, wall: float) -> list[Action]:
-        """Admin (hb_takeover / Takeover): ask the peer to hand over the scope's groups.
-
-        Raises InvalidScope or Busy (nothing changes).
-        """
-        if scope not in SCOPES:
-            raise InvalidScope(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        if self.legacy:
-            raise Busy("takeover needs auto_failback on or off (Heartbeat: not in legacy mode)")
-        if self.shutdown_requested:
-            raise Busy("shutting down")
-        if not self._peer_alive():
-            missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-            return self._start(missing, "takeover with no live peer",
-                               lambda n, w: [self._resource_msg(w)], now, wall)
-        if self.standby.state is not Standby.NOT:
-            raise Busy("a standby exchange is already under way")
-        return [self._send("hb_takeover", [("rsc_hold", scope)], wall)]
-
-    def _on_hb_takeover(self, rx: Received, now: float, wall: float) -> list[Action]:
-        scope = takeover_request_scope(rx.message.get("rsc_hold") or "")
-        reason = self._standby_refusal()
-        if reason:
-            return [Notice("warning", f"{rx.peer.name} asked to take over [{scope}]: "
-                           f"ignored, {reason}")]
-        return self._begin_standby(scope, now, wall)
-
-    def _on_ask_resources(self, rx: Received, now: float, wall: float) -> list[Action]:
-        info = rx.message.get("info")
-        held = Held.parse(rx.message.get("rsc_hold")) or Held.NONE
-        standby = self.standby.state
-        peer = rx.peer.name
-        if info == "me" and standby is Standby.NOT:
-            if self.state.state is not RscState.STABLE or self.groups.busy():
-                return [Notice("warning", f"standby request from {peer} ignored: "
-                               "local resources in flux")]
-            self.standby.move(Standby.OTHER)
-            self.standby_set = held
-            self.standby_deadline = now + STANDBY_OTHER_TIMEOUT
-            self.other_stable = False
-            return [Notice("info", f"{peer} wants to go standby [{held.wire}]"),
-                    self._send("ask_resources", [("rsc_hold", held.wire), ("info", "other")],
-                               wall)]
-        if info == "other" and standby is Standby.ME:
-            return self._go_standby_me(peer, now, wall)
-        if info == "done" and standby is Standby.OTHER:
-            return self._go_standby_other(peer, now, wall)
-        if info == "done" and standby is Standby.DONE:
-            self.standby.move(Standby.NOT)
-            self.standby_deadline = None
-            self.other_stable = True
-            return [Notice("info", f"Other node completed standby takeover of "
-                           f"{self.standby_set.wire} resources."),
-                    self._resource_msg(wall, stable=True)]
-        return [Notice("warning", f"Ignored standby message '{info}' from {peer} "
-                       f"in state {standby.value}")]
-
-    def _go_standby_me(self, peer: str, now: float, wall: float) -> list[Action]:
-        """We asked to go standby and the peer agreed: release, then say done."""
-        release = self.standby_set
-        self.standby.move(Standby.DONE)
-        self.standby_deadline = None
-        if release & Held.LOCAL:
-            self.local_claim = False
-        giving = [g for g in self.groups.in_set(release) if g.active]
-
-        def then(now: float, wall: float) -> list[Action]:
-            return [Notice("info", f"Local standby process completed [{release.wire}]."),
-                    self._send("ask_resources", [("rsc_hold", release.wire),
-                                                 ("info", "done")], wall)]
-
-        actions: list[Action] = [
-            Notice("info", f"standby: {peer} can take our {release.wire} resources")]
-        # Announce first what we will hold afterwards (Heartbeat's go_standby order).
-        remaining = self.held() & ~release
-        actions.append(self._send("resource", [
-            ("rsc_hold", Held(remaining).wire), ("rtype", "full"), ("isstable", "0"),
-            ("info", "standby")], wall))
-        return actions + self._stop(giving, f"standby [{release.wire}]", then, now, wall)
-
-    def _go_standby_other(self, peer: str, now: float, wall: float) -> list[Action]:
-        """The peer released its groups: acquire the mirror set, then say done."""
-        acquire = self.standby_set.mirror()
-        self.standby.move(Standby.DONE)
-        if acquire & Held.LOCAL:
-            self.local_claim = True
-
-        def then(now: float, wall: float) -> list[Action]:
-            self.standby.move(Standby.NOT)
-            self.standby_deadline = None
-            self.other_stable = True
-            return [Notice("info", f"Standby resource acquisition done [{acquire.wire}]."),
-                    self._send("ask_resources", [("rsc_hold", self.standby_set.wire),
-                                                 ("info", "done")], wall),
-                    self._resource_msg(wall, stable=True)]
-
-        actions: list[Action] = [
-            Notice("info", f"standby: acquire [{acquire.wire}] resources from {peer}")]
-        return actions + self._start(self.groups.in_set(acquire), f"standby of {peer}", then,
-                                     now, wall)
 
     # --- graceful stop --------------------------------------------------------------
 
