@@ -492,7 +492,7 @@ class InitScript:
         res = self.lab.run("n1", ["env", "-i", f"PATH={SYSTEM_PATH}", "LANG=C.UTF-8",
                                   str(self.path), action], check=False, timeout=60)
         pid = self.pid()
-        if pid is not None and pid not in self.pids:
+        if pid is not None and pid not in self.pids and _is_hbd(pid):
             self.pids.append(pid)
             self.lab.ledger.record(pid)
         return res
@@ -511,7 +511,7 @@ class InitScript:
 
     def cleanup(self) -> None:
         for pid in self.pids:
-            if pid_running(pid):
+            if pid_running(pid) and _is_hbd(pid):
                 os.kill(pid, signal.SIGTERM)
                 try:
                     wait_for(partial(_gone, pid), 10, f"hbd {pid} to stop")
@@ -530,6 +530,13 @@ def script(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator
     made = InitScript(lab, source, settings, tmp_path)
     yield made
     made.cleanup()
+
+
+def _is_hbd(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "hbd"
+    except OSError:
+        return False
 
 
 def _gone(pid: int) -> bool:
@@ -598,6 +605,12 @@ def test_init_script_killed_daemon_leaves_a_stale_pid_file(script: InitScript,
     _expect(script("start"), 0)  # a stale pid file does not block a start
     assert script.pid() not in (None, pid)
     _expect(script("stop"), 0)
+    # a pid file naming a live process that is not hbd (a reused pid): dead, and
+    # stop never signals that process (it is this test)
+    script.pidfile.write_text(f"{os.getpid()}\n")
+    _expect(script("status"), 1)
+    _expect(script("stop"), 0)
+    assert not script.pidfile.exists()
 
 
 @pytest.mark.netns
