@@ -331,14 +331,6 @@ class Lab:
     def restore(self, host: str) -> None:
         run(["ip", "-n", self.ns(SWITCH), "link", "set", self.hosts[host].port, "up"])
 
-    def cable_connected(self, host: str) -> bool:
-        out = run(["ip", "-j", "-n", self.ns(SWITCH), "link", "show", "dev",
-                   self.hosts[host].port], check=False).stdout
-        try:
-            return "UP" in json.loads(out)[0].get("flags", [])
-        except (ValueError, IndexError, AttributeError):
-            return False
-
     def has_address(self, host: str, address: str) -> bool:
         out = run(["ip", "-j", "-4", "-n", self.ns(host), "addr", "show", "dev", "eth0"],
                   check=False).stdout

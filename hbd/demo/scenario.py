@@ -32,6 +32,7 @@ from hbd.demo.lab import NETWORK, SWITCH, Lab
 from hbd.demo.view import Screen
 
 PROBE_MS = 10  # the client's probe interval
+LOCAL_STATUS = "Local status now set to: "  # hbd's log line for its own status
 VIEW_INTERVAL = 0.25  # seconds between refreshes of the status view
 STEPS = 8
 
@@ -55,12 +56,14 @@ class Demo:
         self.screen = screen
         self.interactive = interactive
         self.use_dbus = use_dbus and cluster.have_dbus()
+        self.dbus_refused = not use_dbus
         self.lab = Lab()
         self.nodes: dict[str, Node] = {}
         self.client: subprocess.Popen[bytes] | None = None
         self.replies: list[tuple[float, str]] = []
         self.cut: set[str] = set()
         self.snapshots: dict[str, Snapshot | None] = {}
+        self.local_status: dict[str, str] = {}  # from the logs, for when there is no bus
         self.checks: list[Check] = []
         self.t0 = time.monotonic()
         self._view_at = 0.0
@@ -102,6 +105,8 @@ class Demo:
         for node in self.nodes.values():
             for line in node.tail.lines():
                 message = cluster.interesting(line)
+                if message is not None and message.startswith(LOCAL_STATUS):
+                    self.local_status[node.name] = message[len(LOCAL_STATUS):].strip("'")
                 if message is not None:
                     stamp = time.monotonic() - self.t0
                     shown.append(f"  {stamp:6.2f}s  {node.name} | {message}")
@@ -150,7 +155,7 @@ class Demo:
                         f"{lk.link} {lk.status}" for lk in snap.links if lk.node == p.name)
                     for p in peers)
             else:
-                state, sees = "running", f"(pid {node.pid})"
+                state, sees = self.local_status.get(name, "running"), f"(pid {node.pid})"
             block.append(f"  | {name}  hbd {state:<7} cable {cable}  {vip}  {sees}")
             plain.append(f"{name} hbd {state}{', holds VIP' if vip.strip() != '-' else ''}"
                          f"{', cable cut' if name in self.cut else ''}")
@@ -247,7 +252,8 @@ class Demo:
         if self.use_dbus:
             self.manual_takeover()
         else:
-            self.step(4, "Manual takeover over D-Bus: skipped (dbus-daemon is not installed)")
+            why = "--no-dbus" if self.dbus_refused else "dbus-daemon is not installed"
+            self.step(4, f"Manual takeover over D-Bus: skipped ({why})")
         self.cut_link()
         self.restore_link()
         self.auto_failback()
@@ -327,8 +333,9 @@ class Demo:
         return ["ip", "netns", "exec", self.lab.ns(node.name), "hbd", *node.argv()[3:]]
 
     def _cluster_formed(self) -> bool:
-        if not self.use_dbus:
-            return True
+        if not self.use_dbus:  # only the logs tell: both said they are active
+            return all(self.local_status.get(name) == "active" and self._running(node)
+                       for name, node in self.nodes.items())
         for name in NODES:
             snap = self.snapshots.get(name)
             if snap is None or any(n.status != "active" for n in snap.nodes):
@@ -443,6 +450,7 @@ class Demo:
         event = time.monotonic()
         status = self.lab.stop(n1.proc, timeout=15.0)
         n1.proc = None
+        self.local_status.pop("n1", None)
         first = self.wait_served_by("n2", event, 15)
         self.check("HANDOVER", first is not None and status == 0,
                    f"n1 stopped gracefully (exit status {status}); n2 answered after "
