@@ -325,11 +325,11 @@ class Daemon:
                 self.links.send(action)
             elif isinstance(action, StartGroup):
                 assert self.runner is not None
-                log.info("starting group %s (%s)", action.group, action.reason)
+                eventlog.log_event(action)
                 self.runner.start(action.group)
             elif isinstance(action, StopGroup):
                 assert self.runner is not None
-                log.info("stopping group %s (%s)", action.group, action.reason)
+                eventlog.log_event(action)
                 self.runner.stop(action.group)
             elif isinstance(action, SendPing):
                 if self.pinger is not None:

@@ -85,6 +85,12 @@ def log_event(event: object) -> bool:
         count = event.last - event.first + 1
         _emit(logging.WARNING, MessageId.LOST_PACKETS, "%d lost packet(s) for [%s] [%d:%d]",
               count, event.node, event.first - 1, event.last + 1, node=event.node)
+    elif isinstance(event, a.StartGroup):
+        _emit(logging.INFO, MessageId.TAKEOVER, "taking over group %s (%s)", event.group,
+              event.reason, group=event.group)
+    elif isinstance(event, a.StopGroup):
+        _emit(logging.INFO, MessageId.RELEASE, "releasing group %s (%s)", event.group,
+              event.reason, group=event.group)
     elif isinstance(event, a.GroupStateChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "group %s: %s -> %s%s", event.group,
               event.old, event.new, f" (on {event.owner})" if event.owner else "",

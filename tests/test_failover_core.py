@@ -265,3 +265,15 @@ def test_auto_failback_on_does_not_undo_a_standby() -> None:
     net.command("n1", "takeover", "all")
     net.run_for(2.0)
     assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n1"])
+
+
+def test_after_a_split_brain_a_manual_takeover_stays_put() -> None:
+    net = cluster("on")
+    net.cut("n1")
+    net.run_for(1.5)
+    net.cut("n1", cut=False)
+    net.run_for(2.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n2"])
+    net.command("n2", "takeover", "all")
+    net.run_for(3.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])

@@ -482,6 +482,8 @@ class Failover(StandbyExchange):
             keep_here = {g.key for g in contested if g.home == self.node}
             rule = "each group stays on its haresources node"
         peer = self.peer.name if self.peer else "?"
+        # Whatever we took from the "dead" peer is settled here, not by auto_failback.
+        self.needs_failback = False
         actions: list[Action] = []
         stopping = []
         for group in contested:

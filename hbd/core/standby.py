@@ -39,6 +39,7 @@ class StandbyExchange(GroupWork):
     other_stable: bool
     legacy: bool
     shutdown_requested: bool
+    needs_failback: bool
 
     def _peer_alive(self) -> bool:
         raise NotImplementedError
@@ -171,6 +172,7 @@ class StandbyExchange(GroupWork):
         """The peer released its groups: acquire the mirror set, then say done."""
         acquire = self.standby_set.mirror()
         self.standby.move(Standby.DONE)
+        self.needs_failback = False  # handed over on request: auto_failback leaves it here
         if acquire & Held.LOCAL:
             self.local_claim = True
 
