@@ -2,10 +2,12 @@
 
 Membership, messaging and quorum come from Corosync through its client
 libraries (hbd.corosync); hbd runs no heartbeat links of its own.  One
-asyncio loop: the CPG, quorum and votequorum file descriptors are readers
-on it; each reader dispatches its library, feeds the events to the placement
-core (hbd.core.placement) and carries out the actions: group work to the
-GroupRunner, messages to CPG, events to the journal and D-Bus.  One timer
+asyncio loop: the CPG and quorum file descriptors are readers on it; each
+reader dispatches its library, feeds the events to the placement core
+(hbd.core.placement) and carries out the actions: group work to the
+GroupRunner, messages to CPG, events to the journal and D-Bus.  Requests
+that wait for corosync's answer at a time it may be going away (connecting,
+reading the votes) run in worker threads.  One timer
 serves the core (blocked-stop retries, groups in doubt) and systemd's
 watchdog.
 
@@ -24,7 +26,8 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hbd import __version__, configfiles, eventlog, logs
@@ -47,7 +50,7 @@ from hbd.core.placement import Placement, order_problems
 from hbd.core.resources import GroupState
 from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
-from hbd.corosync.quorum import Quorum, VoteInfo, VoteQuorum
+from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
 from hbd.errors import ConfigError, CorosyncError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
 from hbd.notify import Notifier
@@ -65,6 +68,38 @@ MSG_QUORUM = "25d0a98266c146028d93470fb4a18977"
 MSG_MEMBERSHIP = "cad5ff67cb424cc79d4cb2e988baeaaf"
 
 
+@dataclass
+class _Clients:
+    cpg: Cpg
+    quorum: Quorum
+    nodeid: int
+    configured: list[cmap.ConfiguredNode]
+    votes: VoteInfo
+    token_ms: int | None
+
+    def close(self) -> None:
+        for client in (self.cpg, self.quorum):
+            client.close()
+
+
+def _open_clients() -> _Clients:
+    """Blocking: connect to corosync's libraries and join hbd's group.  Raises CorosyncError."""
+    opened: list[Cpg | Quorum] = []
+    try:
+        cpg = Cpg()
+        opened.append(cpg)
+        quorum = Quorum()
+        opened.append(quorum)
+        clients = _Clients(cpg, quorum, cpg.local_nodeid(), cmap.configured_nodes(),
+                           read_votes(), cmap.token_ms())
+        cpg.join(CPG_GROUP)
+    except CorosyncError:
+        for client in opened:
+            client.close()
+        raise
+    return clients
+
+
 class CorosyncDaemon:
     """The Controller (hbd.control) of an hbd whose cluster layer is Corosync."""
 
@@ -75,7 +110,6 @@ class CorosyncDaemon:
         self.runner: GroupRunner | None = None
         self.cpg: Cpg | None = None
         self.quorum: Quorum | None = None
-        self.votequorum: VoteQuorum | None = None
         self.votes: VoteInfo | None = None
         self.configured: list[cmap.ConfiguredNode] = []
         self.notifier = Notifier()
@@ -103,33 +137,26 @@ class CorosyncDaemon:
 
     # --- Corosync: connect, read, lose -----------------------------------------------------
 
-    def _connect(self) -> None:
+    async def _connect(self) -> None:
+        """Open the libraries and join the group (in a worker thread: those are requests
+        that wait for corosync), then put the fds on the loop."""
         self._reconnect_at = None
-        opened: list[Cpg | Quorum | VoteQuorum] = []
         try:
-            cpg = Cpg()
-            opened.append(cpg)
-            quorum = Quorum()
-            opened.append(quorum)
-            votequorum = VoteQuorum()
-            opened.append(votequorum)
-            self.configured = cmap.configured_nodes()
-            nodeid = cpg.local_nodeid()
+            clients = await asyncio.to_thread(_open_clients)
         except CorosyncError as err:
-            for handle in opened:
-                handle.close()
             self._retry_later(err)
             return
-        self.cpg, self.quorum, self.votequorum = cpg, quorum, votequorum
+        if self._stopping:
+            clients.close()
+            return
+        self.cpg, self.quorum = clients.cpg, clients.quorum
+        self.configured, self.votes = clients.configured, clients.votes
         now, _ = self._now()
-        self._dispatch(self.placement.connect(nodeid, os.getpid(), now,
+        self._dispatch(self.placement.connect(clients.nodeid, os.getpid(), now,
                                               {n.name: n.nodeid for n in self.configured}))
         assert self._loop is not None
         try:
-            cpg.join(CPG_GROUP)
-            self.votes = votequorum.info()
-            for handle, reader in ((cpg, self._on_cpg), (quorum, self._on_quorum),
-                                   (votequorum, self._on_votequorum)):
+            for handle, reader in ((clients.cpg, self._on_cpg), (clients.quorum, self._on_quorum)):
                 fd = handle.fd
                 self._loop.add_reader(fd, reader)
                 self._readers.append(fd)
@@ -138,8 +165,14 @@ class CorosyncDaemon:
             return
         self._delay, self._failures = RECONNECT_FIRST, 0
         log.info("joined CPG group %r (corosync node id %d; corosync nodes: %s; token %s ms)",
-                 CPG_GROUP, nodeid, " ".join(f"{n.name}={n.nodeid}" for n in self.configured)
-                 or "none", cmap.token_ms())
+                 CPG_GROUP, clients.nodeid, " ".join(f"{n.name}={n.nodeid}"
+                                                     for n in self.configured) or "none",
+                 clients.token_ms)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
 
     def _retry_later(self, err: HbdError) -> None:
         level = logging.WARNING if self._failures == 0 else logging.DEBUG
@@ -148,7 +181,8 @@ class CorosyncDaemon:
         self._failures += 1
         assert self._loop is not None
         if not self._stopping:
-            self._reconnect_at = self._loop.call_later(self._delay, self._connect)
+            self._reconnect_at = self._loop.call_later(
+                self._delay, lambda: self._spawn(self._connect()))
             self._delay = min(self._delay * 2, RECONNECT_MAX)
 
     def _lost(self, err: HbdError) -> None:
@@ -166,10 +200,10 @@ class CorosyncDaemon:
         for fd in self._readers:
             self._loop.remove_reader(fd)
         self._readers.clear()
-        for handle in (self.cpg, self.quorum, self.votequorum):
+        for handle in (self.cpg, self.quorum):
             if handle is not None:
                 handle.close()
-        self.cpg = self.quorum = self.votequorum = None
+        self.cpg = self.quorum = None
 
     def _read(self, work: Callable[[], list[Action]]) -> None:
         try:
@@ -193,6 +227,7 @@ class CorosyncDaemon:
                     actions += self.placement.confchg(event, now, wall)
                 else:
                     actions += self.placement.totem(event, now, wall)
+                    self._spawn(self._refresh_votes())
             return actions
 
         self._read(work)
@@ -204,20 +239,27 @@ class CorosyncDaemon:
             actions: list[Action] = []
             for notice in self.quorum.dispatch():
                 actions += self.placement.quorum_notice(notice, now, wall)
+                self._spawn(self._refresh_votes())
             return actions
 
         self._read(work)
 
-    def _on_votequorum(self) -> None:
-        def work() -> list[Action]:
-            assert self.votequorum is not None
-            if self.votequorum.dispatch():
-                self.votes = self.votequorum.info()
-                assert self._loop is not None
-                self._loop.call_soon(self._publish)
-            return []
+    async def _refresh_votes(self) -> None:
+        """votequorum's numbers, after each quorum notice or ring change.
 
-        self._read(work)
+        Read on a connection of its own in a worker thread: votequorum_getinfo
+        waits for corosync's answer.  (No votequorum fd on the loop: libqb may
+        wait up to 2 s inside a dispatch while corosync shuts down, and every
+        library on the loop adds that chance.)
+        """
+        try:
+            votes = await asyncio.to_thread(read_votes)
+        except CorosyncError as err:
+            log.debug("cannot read the votes: %s", err)
+            return
+        if self.placement.connected:
+            self.votes = votes
+            self._publish()
 
     def _send(self, payload: bytes) -> None:
         self._outbox.append(payload)
@@ -426,9 +468,7 @@ class CorosyncDaemon:
             with contextlib.suppress(ConfigError):  # already logged
                 await self.reload()
 
-        task = asyncio.get_running_loop().create_task(reload())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(reload())
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
@@ -450,7 +490,7 @@ class CorosyncDaemon:
             log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
                          error)
             self._dispatch(self.placement.adopt_blocked(key, loop.time()))
-        self._connect()
+        await self._connect()
         if self.options.dbus:
             from hbd.bus.service import BusService
 

@@ -20,9 +20,12 @@ the local half:
   is not taken while a node placed before us is in the ring but its hbd has
   not joined yet (it is probably starting): no shuffle when a cluster boots.
 * In doubt.  An owner whose hbd left the group while its node stays in the
-  ring (hbd crashed, or corosync is shutting down and unloads CPG before it
-  leaves the ring) may still have the group up: nobody claims it until that
-  node has left the ring or ha.cf's deadtime has passed.
+  ring (hbd crashed, or corosync is shutting down: it unloads CPG before it
+  leaves the ring) may still have the group up.  Nobody claims it until
+  ha.cf's deadtime has passed, or LEAVE_SETTLE after that node left the
+  ring: its corosync is exiting, and its hbd stops the group when the IPC
+  closes, a little after the leave (~0.1 s on Debian 12; libqb's client may
+  wait up to 2 s, QB_IPC_MAX_WAIT_MS, on a server going away).
 * Moves.  A running group whose agreed placement is elsewhere (failback, a
   takeover, a standby, a graceful stop) is stopped and announced stopped;
   the new node claims it then.
@@ -61,6 +64,8 @@ from hbd.core.cpgwire import Announced, NodeState, decode, encode
 from hbd.core.groupwork import BLOCKED_RETRY, GroupWork, Then
 from hbd.core.resources import SCOPES, Group, GroupState, GroupTable, scope_set
 from hbd.errors import Busy, InvalidScope, WireError
+
+LEAVE_SETTLE = 2.5  # seconds; see "In doubt" above
 
 _ANNOUNCED = {GroupState.STARTING: Announced.STARTING, GroupState.RUNNING: Announced.RUNNING,
               GroupState.STOPPING: Announced.STOPPING, GroupState.BLOCKED: Announced.BLOCKED}
@@ -217,9 +222,9 @@ class Placement(GroupWork):
         if not self.connected:
             return []
         self.ring, self.ring_pending, self.ring_nodes = change.ring, False, change.nodes
-        for key, (nodeid, _) in list(self.in_doubt.items()):
-            if nodeid not in change.nodes:  # its node left the ring: the group went with it
-                del self.in_doubt[key]
+        for key, (nodeid, until) in list(self.in_doubt.items()):
+            if nodeid not in change.nodes:  # its corosync left: its hbd hears it shortly
+                self.in_doubt[key] = (nodeid, min(until, now + LEAVE_SETTLE))
         return self._evaluate(now, wall)
 
     def quorum_notice(self, notice: QuorumNotice, now: float, wall: float) -> list[Action]:
@@ -399,9 +404,10 @@ class Placement(GroupWork):
         expired = [key for key, (_, until) in self.in_doubt.items() if now >= until]
         for key in expired:
             nodeid = self.in_doubt.pop(key)[0]
-            actions.append(Notice("warning", f"group {key}: its owner's hbd on node id "
-                                  f"{nodeid} is gone for {self.grace:.1f} s (deadtime) while "
-                                  "its node stays in the ring: taking it over"))
+            if nodeid in self.ring_nodes:
+                actions.append(Notice("warning", f"group {key}: its owner's hbd on node id "
+                                      f"{nodeid} is gone for {self.grace:.1f} s (deadtime) "
+                                      "while its node stays in the ring: taking it over"))
         if expired:
             actions += self._evaluate(now, wall)
         return actions + self._retry_blocked(now, wall)

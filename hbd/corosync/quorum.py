@@ -102,11 +102,16 @@ class Quorum(_Client):
 
 
 class VoteQuorum(_Client):
-    """libvotequorum: the numbers; `dispatch()` says whether they may have changed."""
+    """libvotequorum: `dispatch()` says whether the numbers may have changed.
+
+    `info()` is a request that waits for corosync's answer (seconds when
+    corosync is shutting down), so the daemon reads the numbers with
+    `read_votes()`, on a connection of its own, in a worker thread.
+    """
 
     _prefix = "votequorum"
 
-    def __init__(self) -> None:
+    def __init__(self, *, track: bool = True) -> None:
         super().__init__("libvotequorum.so.8")
         self._changed = False
         self._thunks = (_lib.VqQuorumFn(self._on_change), _lib.VqExpectedFn(self._on_expected))
@@ -116,7 +121,8 @@ class VoteQuorum(_Client):
         _lib.check("votequorum_initialize", self._lib.votequorum_initialize(
             byref(self._handle), byref(self._vq_callbacks)))
         self._open = True
-        self._call("trackstart", c_uint64(0), _lib.CS_TRACK_CHANGES)
+        if track:
+            self._call("trackstart", c_uint64(0), _lib.CS_TRACK_CHANGES)
 
     def info(self) -> VoteInfo:
         raw = _lib.VotequorumInfo()
@@ -137,3 +143,14 @@ class VoteQuorum(_Client):
     def _on_expected(self, _handle: int, _context: int, _expected: int) -> None:
         self._changed = True
 
+
+def read_votes() -> VoteInfo:
+    """This node's votequorum numbers, on a short connection of its own (blocking).
+
+    Raises CorosyncError.
+    """
+    client = VoteQuorum(track=False)
+    try:
+        return client.info()
+    finally:
+        client.close()

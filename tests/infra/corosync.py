@@ -28,9 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hbd.core.assemble import ConfigTexts, check
@@ -170,7 +168,7 @@ class CorosyncCluster:
     """corosync on every given lab node, from hbd's exported corosync.conf."""
 
     def __init__(self, lab: Lab, nodes: Sequence[str], *, hacf: str, haresources: str,
-                 token_ms: int | None = None) -> None:
+                 token_ms: int | None = None, token_coefficient_ms: int | None = None) -> None:
         self.lab = lab
         self.names = tuple(nodes)
         config, problems = check(ConfigTexts("ha.cf", hacf, "haresources", haresources,
@@ -181,8 +179,15 @@ class CorosyncCluster:
         conf = render_corosync(config).text
         if token_ms is not None:
             conf = re.sub(r"(?m)^(\s+token:) \d+$", rf"\1 {token_ms}", conf)
+        if token_coefficient_ms is not None:  # corosync adds it per node beyond two
+            conf = re.sub(r"(?m)^(\s+token: \d+)$", rf"\1\n    token_coefficient: "
+                          rf"{token_coefficient_ms}", conf)
         self.conf = conf
-        self.token_ms = int(re.search(r"(?m)^\s+token: (\d+)$", conf).group(1))  # type: ignore[union-attr]
+        token = re.search(r"(?m)^\s+token: (\d+)$", conf)
+        assert token is not None
+        coefficient = 650 if token_coefficient_ms is None else token_coefficient_ms
+        # what corosync runs with (runtime.config.totem.token)
+        self.token_ms = int(token.group(1)) + max(0, len(self.names) - 2) * coefficient
         keyfile = lab.workdir / "corosync-authkey"
         subprocess.run(["corosync-keygen", "-k", str(keyfile)], check=True,
                        capture_output=True, timeout=30)
@@ -203,7 +208,3 @@ class CorosyncCluster:
     def logs(self) -> str:
         return "\n".join(f"--- corosync {n} ---\n{c.log()[-3000:]}"
                          for n, c in self.nodes.items())
-
-
-def sleep_until(deadline: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))
