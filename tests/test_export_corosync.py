@@ -27,6 +27,7 @@ from hbd.core.config import ClusterConfig
 from hbd.export import HostView, Sources, export
 from hbd.export.corosync import render_corosync, token_ms
 from tests.export_scenarios import ALL, IPV6, SEED, TWO_HOMES, WEB, Scenario
+from tests.infra.corosync import need_corosync_tools, private_mounts_script
 
 
 def _conf(scenario: Scenario, host: HostView | None = None) -> str:
@@ -114,14 +115,6 @@ def test_corosync_stack_without_media() -> None:
 
 # --- the real corosync --------------------------------------------------------------
 
-def _need_root_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for mount and network namespaces")
-    for tool in ("corosync", "corosync-keygen", "unshare", "ip"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (Debian: corosync, util-linux, iproute2)")
-
-
 def _nodes(text: str) -> list[dict[str, str]]:
     blocks = re.findall(r"node \{\n(.*?)\n\s+\}", text, re.S)
     return [dict(re.findall(r"^\s+(\w+): (\S+)$", b, re.M)) for b in blocks]
@@ -146,12 +139,7 @@ def _address_plan(text: str) -> tuple[dict[str, str], list[list[str]]]:
     return hosts, per_node
 
 
-_PRIVATE_ETC = """\
-set -eu
-mount -t tmpfs tmpfs /etc/corosync
-mount -t tmpfs tmpfs /var/lib/corosync
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /dev/shm
+_PRIVATE_ETC = "set -eu\n" + private_mounts_script() + """\
 mkdir -p /var/log/corosync && mount -t tmpfs tmpfs /var/log/corosync
 mount --bind "$WORK/hosts" /etc/hosts
 cp "$WORK/corosync.conf" /etc/corosync/corosync.conf
@@ -175,7 +163,7 @@ def _run_private(tmp_path: Path, text: str, hosts: dict[str, str], body: str,
 @pytest.mark.netns
 @pytest.mark.parametrize("scenario", ALL, ids=[s.name for s in ALL])
 def test_corosync_t_accepts_every_conf(scenario: Scenario, tmp_path: Path) -> None:
-    _need_root_tools()
+    need_corosync_tools(libraries=False)
     text = export(scenario.config(), scenario.host).corosync
     hosts, per_node = _address_plan(text)
     local = "".join(f"ip addr add {a}/32 dev lo\n" for a in dict.fromkeys(per_node[0]))
@@ -227,7 +215,7 @@ cat "$WORK/a.status" "$WORK/b.status"
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", [SEED, TWO_HOMES], ids=["seed", "two-homes"])
 def test_two_corosyncs_form_a_quorate_cluster(scenario: Scenario, tmp_path: Path) -> None:
-    _need_root_tools()
+    need_corosync_tools(libraries=False)
     if shutil.which("corosync-quorumtool") is None:
         pytest.skip("corosync-quorumtool is not installed")
     text = export(scenario.config(), scenario.host).corosync

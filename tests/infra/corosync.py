@@ -55,25 +55,35 @@ exec sleep infinity
 
 
 @functools.cache
-def corosync_unavailable() -> str | None:
-    """Why real-corosync tests cannot run here, or None when they can."""
+def corosync_unavailable(libraries: bool = True) -> str | None:
+    """Why real-corosync tests cannot run here, or None when they can.
+
+    `libraries`: hbd's ctypes adapter must load the client libraries too.
+    """
     if os.geteuid() != 0:
         return "needs root for mount and network namespaces"
     for tool in TOOLS:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (Debian: corosync, util-linux, iproute2)"
+    if not libraries:
+        return None
     from hbd.corosync import available
 
     return available()
 
 
-def need_corosync_tools() -> None:
+def need_corosync_tools(libraries: bool = True) -> None:
     """pytest.skip with the reason when corosync cannot run here."""
     import pytest
 
-    reason = corosync_unavailable()
+    reason = corosync_unavailable(libraries)
     if reason:
         pytest.skip(reason)
+
+
+def private_mounts_script() -> str:
+    """Shell lines giving a fresh mount namespace its own corosync directories."""
+    return "".join(f"mount -t tmpfs tmpfs {d}\n" for d in PRIVATE_TMPFS)
 
 
 def hacf_text(nodes: Sequence[str], extra: str = "") -> str:
