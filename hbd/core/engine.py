@@ -121,6 +121,9 @@ class Engine:
         self.status_fields: list[Callable[[float], list[tuple[str, str]]]] = []
         self.status_observers: list[Callable[[Received, float], None]] = []
         self.stopped = False
+        # After we ourselves did not run (SIGSTOP, a paused VM), nobody is judged dead
+        # before this time: see handle_timer.
+        self.judge_after = -float("inf")
 
     def _set_timers(self, config: ClusterConfig) -> None:
         timers = config.hacf.timers
@@ -177,7 +180,8 @@ class Engine:
                 candidates.append(self._silence_deadline(peer))
             for state in peer.links.values():
                 if state.fsm.state is LinkStatus.UP and state.last_heard is not None:
-                    candidates.append(state.last_heard + peer.deadtime)
+                    candidates.append(max(state.last_heard + peer.deadtime,
+                                          self.judge_after))
             if peer.seq.next_rexmit_request is not None:
                 candidates.append(peer.seq.next_rexmit_request)
         if self.next_reqnodes is not None:
@@ -193,6 +197,13 @@ class Engine:
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
         actions: list[Action] = []
+        if now - self.next_timer() > self.keepalive and now >= self.judge_after + self.deadtime:
+            # This timer comes more than a keepalive late: we were not running.  What
+            # the peers sent meanwhile still waits unread in our sockets, and an event
+            # loop resumed by SIGCONT fires the late timer before reading them (epoll
+            # returns EINTR).  Judge nobody dead before that backlog is read, or the
+            # stalled node would declare its live peer dead.  Once per deadtime at most.
+            self.judge_after = now + self.keepalive
         if now >= self.next_status and not self.stopped:
             actions.append(self._status_message(now, wall))
             self.next_status = now + self.keepalive
@@ -407,7 +418,7 @@ class Engine:
     def _silence_deadline(self, peer: Peer) -> float:
         deadtime = peer.deadtime if self.comm_up else max(self.initdead, peer.deadtime)
         since = peer.last_status_at if peer.last_status_at is not None else self.started_at
-        return since + deadtime
+        return max(since + deadtime, self.judge_after)
 
     def _check_peer(self, peer: Peer, now: float, wall: float) -> list[Action]:
         actions: list[Action] = []
@@ -418,7 +429,7 @@ class Engine:
         for state in peer.links.values():
             if state.fsm.state is not LinkStatus.UP or state.last_heard is None:
                 continue
-            if now >= state.last_heard + peer.deadtime:
+            if now >= max(state.last_heard + peer.deadtime, self.judge_after):
                 state.fsm.move(LinkStatus.DEAD)
                 actions.append(LinkStatusChanged(peer.name, state.name, False))
         return actions
