@@ -390,3 +390,35 @@ def test_every_message_is_a_whole_state() -> None:
     assert last.node == "n2" and last.groups == ((key(2), Announced.RUNNING),)
     assert [decode(s.payload).seq for s in sends] == list(range(1, len(sends) + 1))
     assert not [a for n in sim.nodes.values() for a in n.actions if isinstance(a, SplitBrain)]
+
+
+def test_nothing_starts_until_quorum_speaks_for_the_current_ring() -> None:
+    from hbd.core.cpgview import QuorumNotice, TotemChange
+
+    placement = Placement(make_config("n1", N3, "n1 10.0.0.1\n"))
+    placement.connect(1, 101, 0.0, {"n1": 1, "n2": 2, "n3": 3})
+    me = CpgMember(1, 101)
+    sent = placement.confchg(Confchg((me,), joined=(me,)), 0.0, 0.0)
+    state = decode([a for a in sent if isinstance(a, CpgSend)][-1].payload)
+    placement.deliver(me.id, encode(state), 0.0, 0.0)
+    placement.totem(TotemChange((1, 8), (1, 2)), 0.0, 0.0)
+    placement.quorum_notice(QuorumNotice(True, (1, 4), (1, 2, 3)), 0.0, 0.0)  # an older ring
+    assert not placement.claims
+    placement.quorum_notice(QuorumNotice(True, (1, 8), (1, 2)), 0.0, 0.0)
+    assert placement.claims == {"10.0.0.1"}
+    # a node leaves: until the new ring and its quorum decision are both in, hold
+    placement.claims.clear()
+    placement.confchg(Confchg((me,), left=(CpgMember(2, 102, 3),)), 0.0, 0.0)
+    assert placement.ring_pending and not placement.claims
+
+
+def test_reload_adds_and_retires_groups() -> None:
+    sim = started(N3, 7)
+    resources = haresources(N3).replace("n3 10.0.0.3\n", "n3 10.0.0.9\n")
+    for node in sim.nodes.values():
+        assert node.placement is not None
+        new = make_config(node.name, N3, resources)
+        sim._apply(node, node.placement.reconfigure(new, 0.0, 0.0))
+    sim.settle()
+    assert sim.holders(key(3)) == [] and sim.holders("10.0.0.9") == ["n3"]
+    assert key(3) not in sim.nodes["n3"].placement.groups.groups  # type: ignore[union-attr]
