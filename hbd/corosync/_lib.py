@@ -184,10 +184,7 @@ _PROTOTYPES: dict[str, dict[str, tuple[Any, ...]]] = {
     "libvotequorum.so.8": {
         "votequorum_initialize": (PH, POINTER(VotequorumCallbacks)),
         "votequorum_finalize": (H,),
-        "votequorum_fd_get": (H, POINTER(c_int)),
-        "votequorum_dispatch": (H, c_int),
         "votequorum_getinfo": (H, c_uint, POINTER(VotequorumInfo)),
-        "votequorum_trackstart": (H, c_uint64, c_uint),
     },
     "libcmap.so.4": {
         "cmap_initialize": (PH,),

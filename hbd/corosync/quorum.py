@@ -3,7 +3,7 @@
 `Quorum` uses libquorum's V1 model because its notification names the totem
 ring it belongs to: hbd acts on a quorum decision only for the ring CPG last
 reported (see hbd.core.placement).  `VoteQuorum` reads the votes behind the
-decision (votequorum_getinfo) for admins, and reports when they change.
+decision (votequorum_getinfo) for admins.
 """
 
 from __future__ import annotations
@@ -102,27 +102,21 @@ class Quorum(_Client):
 
 
 class VoteQuorum(_Client):
-    """libvotequorum: `dispatch()` says whether the numbers may have changed.
+    """libvotequorum, for its numbers only (no notifications).
 
     `info()` is a request that waits for corosync's answer (seconds when
-    corosync is shutting down), so the daemon reads the numbers with
-    `read_votes()`, on a connection of its own, in a worker thread.
+    corosync is shutting down), so the daemon calls `read_votes()` in a
+    worker thread, on a connection of its own.
     """
 
     _prefix = "votequorum"
 
-    def __init__(self, *, track: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__("libvotequorum.so.8")
-        self._changed = False
-        self._thunks = (_lib.VqQuorumFn(self._on_change), _lib.VqExpectedFn(self._on_expected))
-        self._vq_callbacks = _lib.VotequorumCallbacks(
-            votequorum_quorum_notify_fn=self._thunks[0],
-            votequorum_expectedvotes_notify_fn=self._thunks[1])
+        self._callbacks = _lib.VotequorumCallbacks()  # all NULL: nothing is tracked
         _lib.check("votequorum_initialize", self._lib.votequorum_initialize(
-            byref(self._handle), byref(self._vq_callbacks)))
+            byref(self._handle), byref(self._callbacks)))
         self._open = True
-        if track:
-            self._call("trackstart", c_uint64(0), _lib.CS_TRACK_CHANGES)
 
     def info(self) -> VoteInfo:
         raw = _lib.VotequorumInfo()
@@ -131,25 +125,13 @@ class VoteQuorum(_Client):
                         total=raw.total_votes, quorum=raw.quorum,
                         quorate=bool(raw.flags & _lib.VOTEQUORUM_INFO_QUORATE))
 
-    def dispatch(self) -> bool:
-        self._dispatch()
-        changed, self._changed = self._changed, False
-        return changed
-
-    def _on_change(self, _handle: int, _context: int, _quorate: int, _count: int,
-                   _nodes: Any) -> None:
-        self._changed = True
-
-    def _on_expected(self, _handle: int, _context: int, _expected: int) -> None:
-        self._changed = True
-
 
 def read_votes() -> VoteInfo:
     """This node's votequorum numbers, on a short connection of its own (blocking).
 
     Raises CorosyncError.
     """
-    client = VoteQuorum(track=False)
+    client = VoteQuorum()
     try:
         return client.info()
     finally:
