@@ -127,6 +127,8 @@ def describe(config: ClusterConfig) -> str:
         lines.append(f"  {group.key}: home {group.node}: {resources}")
     if not config.groups:
         lines.append("  (none)")
+    for key, order in hacf.group_orders:
+        lines.append(f"group_order {key}: {' '.join(order)}")
     active = config.auth.active_key
     accepted = ", ".join(str(k) for k in config.auth.keys)
     lines.append(f"auth: signing with key {active}; accepting {accepted}")

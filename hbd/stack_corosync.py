@@ -290,11 +290,11 @@ class CorosyncDaemon:
                 self._send(action.payload)
             elif isinstance(action, StartGroup):
                 assert self.runner is not None
-                log.info("starting group %s (%s)", action.group, action.reason)
+                eventlog.log_event(action)
                 self.runner.start(action.group)
             elif isinstance(action, StopGroup):
                 assert self.runner is not None
-                log.info("stopping group %s (%s)", action.group, action.reason)
+                eventlog.log_event(action)
                 self.runner.stop(action.group)
             elif isinstance(action, AnnounceGroup):
                 assert self.runner is not None

@@ -436,3 +436,9 @@ def test_check_config_bad(tmp_path: Path) -> None:
 
 def test_severity_enum_roundtrip() -> None:
     assert Severity("warning") is Severity.WARNING
+
+
+def test_group_order_naming_no_group_is_a_warning() -> None:
+    got = messages(hacf=GOOD_HACF + "cluster_stack corosync\ngroup_order 10.9.9.9 n2 n1\n")
+    assert got == ["ha.cf: warning: group_order 10.9.9.9: no haresources group has that key "
+                   "(keys: 10.77.0.240/24/eth0); the line has no effect"]

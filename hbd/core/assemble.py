@@ -72,6 +72,13 @@ def check(
         )
         problems += auth_problems.items
 
+    keys = {g.key for g in groups}
+    for key, _ in hacf.group_orders:
+        if key not in keys:
+            problems.append(Problem(
+                texts.hacf_name, 0, f"group_order {key}: no haresources group has that key "
+                f"(keys: {', '.join(sorted(keys)) or 'none'}); the line has no effect",
+                Severity.WARNING))
     if any(p.severity is Severity.ERROR for p in problems) or auth is None:
         return None, problems
     warnings = tuple(p for p in problems if p.severity is Severity.WARNING)
