@@ -16,12 +16,12 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from hbd import __version__, configfiles, eventlog, logs
-from hbd.agents import AgentRunner
+from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot, build_snapshot
 from hbd.core.actions import (
     Action,
@@ -53,6 +53,7 @@ class Options:
     node: str
     dbus: bool
     debug: bool
+    agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,8 +76,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fork into the background (SysV init scripts; not under systemd)")
     parser.add_argument("--pidfile", default="/run/hbd.pid",
                         help="pid file written with --daemonize (%(default)s)")
+    # Heartbeat waited forever on a hung agent; hbd kills it and blocks the group.
+    for operation, default in DEFAULT_TIMEOUTS.items():
+        parser.add_argument(f"--{operation}-timeout", type=_seconds, default=default,
+                            metavar="SECONDS",
+                            help=f"kill a resource agent's {operation} after this long, "
+                                 "then treat it as failed (%(default)s)")
     parser.add_argument("--version", action="version", version=f"hbd {__version__}")
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text}")
+    return value
+
+
+def make_agent_runner(options: Options, config: ClusterConfig) -> AgentRunner:
+    return AgentRunner(ha_dir=options.config_dir,
+                       resource_dir=f"{options.config_dir}/resource.d",
+                       node_name=options.node, logfacility=config.hacf.logfacility,
+                       timeouts=options.agent_timeouts)
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -377,10 +401,7 @@ class Daemon:
                 self.pinger = Pinger(lambda address: pings.ping_reply(address, loop.time()))
             except (OSError, HbdError) as err:
                 log.error("cannot ping the ping nodes (%s): they will count as unreachable", err)
-        agents = AgentRunner(ha_dir=self.options.config_dir,
-                             resource_dir=f"{self.options.config_dir}/resource.d",
-                             node_name=self.options.node,
-                             logfacility=self.config.hacf.logfacility)
+        agents = make_agent_runner(self.options, self.config)
         self.runner = GroupRunner(self.config, agents, self._group_done)
         # Before joining: resolve the addresses, and stop whatever a previous hbd left up.
         await self.runner.prepare()
@@ -479,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         node=node,
         dbus=not args.no_dbus,
         debug=args.debug,
+        agent_timeouts={op: getattr(args, f"{op}_timeout") for op in DEFAULT_TIMEOUTS},
     )
     if config.hacf.cluster_stack is ClusterStack.COROSYNC:  # membership from Corosync
         from hbd.stack_corosync import CorosyncDaemon

@@ -28,10 +28,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hbd import __version__, configfiles, eventlog, logs
-from hbd.agents import AgentRunner
 from hbd.control import GroupInfo, NodeInfo, Snapshot
 from hbd.core.actions import (
     Action,
@@ -51,12 +50,10 @@ from hbd.core.resources import GroupState
 from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
 from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
+from hbd.daemon import Options, make_agent_runner
 from hbd.errors import ConfigError, CorosyncError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
 from hbd.notify import Notifier
-
-if TYPE_CHECKING:
-    from hbd.daemon import Options
 
 log = logging.getLogger(__name__)
 
@@ -480,10 +477,7 @@ class CorosyncDaemon:
                  self.options.node)
         for problem in order_problems(self.config):
             log.warning("%s", problem)
-        agents = AgentRunner(ha_dir=self.options.config_dir,
-                             resource_dir=f"{self.options.config_dir}/resource.d",
-                             node_name=self.options.node,
-                             logfacility=self.config.hacf.logfacility)
+        agents = make_agent_runner(self.options, self.config)
         self.runner = GroupRunner(self.config, agents, self._group_done)
         await self.runner.prepare()
         for key, error in (await self.runner.stop_stale()).items():

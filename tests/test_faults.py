@@ -155,11 +155,13 @@ def nodes(lab: Lab) -> Iterator[list[HbdNode]]:
 def start(lab: Lab, nodes: list[HbdNode], media: str = "bcast eth0\nbcast eth1",
           failback: str = "off", haresources: str = HARESOURCES,
           scripts: dict[str, dict[str, str]] | None = None,
-          hacf: dict[str, str] | None = None, **timers: str) -> tuple[HbdNode, HbdNode]:
+          hacf: dict[str, str] | None = None, args: dict[str, tuple[str, ...]] | None = None,
+          **timers: str) -> tuple[HbdNode, HbdNode]:
     for name in ("n1", "n2"):
         text = (hacf or {}).get(name) or ha_cf(media, extra=f"auto_failback {failback}\n",
                                                **timers)
-        node = HbdNode(lab, name, text, haresources)
+        node = HbdNode(lab, name, text, haresources,
+                       extra_args=("--no-dbus", *(args or {}).get(name, ())))
         for script, body in (scripts or {}).get(name, {}).items():
             directory = node.config_dir / "resource.d"
             directory.mkdir(exist_ok=True)
@@ -371,13 +373,15 @@ OK_SCRIPT = "#!/bin/sh\nexit 0\n"
 @pytest.mark.slow
 def test_hanging_resource_script_times_out(lab: Lab, nodes: list[HbdNode],
                                            tmp_path: Path) -> None:
-    """A start that never returns is killed at its 60 s timeout; the peer takes the group.
+    """A start that never returns is killed at its timeout; the peer takes the group.
 
-    Heartbeats go on while it hangs: nobody is declared dead.
+    Heartbeats go on while it hangs: nobody is declared dead.  The timeout is
+    --start-timeout (default 60 s), shortened here to keep the suite quick.
     """
     scripts = {"n1": {"svc": HANGING_START.format(pids=tmp_path)}, "n2": {"svc": OK_SCRIPT}}
     haresources = f"n1 {VIP}/24/eth0 svc\n"
-    n1, n2 = start(lab, nodes, haresources=haresources, scripts=scripts)
+    n1, n2 = start(lab, nodes, haresources=haresources, scripts=scripts,
+                   args={"n1": ("--start-timeout", "9")})
     marks = (n1.mark(), n2.mark())
     began = n1.wait_log(r"svc start: running")
     wait_for((tmp_path / "child").exists, 5, "the hanging script")
@@ -385,7 +389,7 @@ def test_hanging_resource_script_times_out(lab: Lab, nodes: list[HbdNode],
     child_pid = int((tmp_path / "child").read_text())
     time.sleep(5.0)
     assert_no_failover(n1, n2, marks)  # hbd is not stuck behind its agent
-    n1.wait_log(r"svc start: start timed out after 60s; its process group was killed", 70,
+    n1.wait_log(r"svc start: start timed out after 9s; its process group was killed", 15,
                 since=began.start())
     n1.wait_log(r"group \S+ start FAILED: svc: start failed: start timed out", 5)
     for pid in (script_pid, child_pid):  # the whole process group was killed

@@ -195,3 +195,36 @@ def test_daemon_survives_garbage_on_the_wire(lab2: Lab, nodes: list[HbdNode]) ->
     time.sleep(0.5)
     assert n2.running() and "Traceback" not in n2.log()
     assert "n1: is dead" not in n2.log()[mark:]
+
+
+def test_udp_socket_gets_a_large_receive_buffer() -> None:
+    """A burst must not crowd real heartbeats out of a default (~200 KiB) buffer.
+
+    Root may exceed net.core.rmem_max; the kernel reports twice what was set.
+    No packet is sent: the socket is opened on loopback and closed.
+    """
+    import asyncio
+    import os
+    import socket
+
+    from hbd.core.config import UcastLink
+    from hbd.links.udp import RECEIVE_BUFFER, UdpEndpoint
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: SO_BINDTODEVICE and SO_RCVBUFFORCE")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = UdpEndpoint("lo", port, {1: UcastLink("lo", "127.0.0.2", port)},
+                           lambda *args: None)
+    loop = asyncio.new_event_loop()
+    try:
+        endpoint.open(loop)
+        assert endpoint.sock is not None
+        granted = endpoint.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        assert granted >= 2 * RECEIVE_BUFFER > 2 * min(rmem_max, 212992)
+    finally:
+        if endpoint.sock is not None:
+            endpoint.sock.close()
+        loop.close()

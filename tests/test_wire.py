@@ -166,3 +166,19 @@ def test_tampered_capture_packet_fails() -> None:
     packet = wire.decode(tampered)
     with pytest.raises(AuthError):
         auth.verify(packet, LAB_KEYS)
+
+
+def test_trailer_precheck_agrees_with_full_verify() -> None:
+    """The cheap MAC check before parsing accepts exactly what verify accepts."""
+    for d in udp_datagrams():
+        signed = auth.precheck_netstring(d.payload, LAB_KEYS)
+        assert signed is not None and signed == wire.decode(d.payload).signed
+    payload = udp_datagrams()[5].payload
+    with pytest.raises(AuthError, match="bad MAC"):
+        auth.precheck_netstring(payload.replace(b"st=", b"sT=", 1), LAB_KEYS)
+    wrong = _keys((1, AuthMethod.SHA1, b"not-the-lab-secret"))
+    with pytest.raises(AuthError, match="bad MAC under key 1"):
+        auth.precheck_netstring(payload, wrong)
+    # layouts too broken to cut are left to the parser, which names the fault
+    for broken in (b"", b"junk", payload[:-3], payload.replace(b"%%%\n", b"%%%x")):
+        assert auth.precheck_netstring(broken, LAB_KEYS) is None

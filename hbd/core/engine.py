@@ -229,15 +229,20 @@ class Engine:
             return self._link_heard(known[0], link, now)
         link_name = self._link_name(link)
         try:
+            signed = auth.precheck_netstring(data, self.config.auth)
+        except AuthError as err:
+            return self.bad.record(str(err), _claimed_sender(data), link_name, now)
+        try:
             packet = wire.decode(data)
         except WireError as err:
             return self.bad.record(f"malformed: {err}", "?", link_name, now)
         message = packet.message
         src = message.get("src") or "?"
-        try:
-            auth.verify(packet, self.config.auth)
-        except AuthError as err:
-            return self.bad.record(str(err), src, link_name, now)
+        if signed is None or packet.signed != signed:
+            try:
+                auth.verify(packet, self.config.auth)
+            except AuthError as err:
+                return self.bad.record(str(err), src, link_name, now)
         if src == self.node:
             return self._own_echo(message, link, link_name, now)
         peer = self.peers.get(src)
@@ -523,3 +528,12 @@ def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
     cache[key] = value
     if len(cache) > RECENT:
         del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest
+
+
+def _claimed_sender(data: bytes) -> str:
+    """The `src` a datagram claims, for the log only (it failed authentication)."""
+    start = data.find(b")src=")
+    if start < 0:
+        return "?"
+    end = data.find(b",", start, start + 80)
+    return data[start + 5:end].decode("ascii", errors="replace") if end > 0 else "?"

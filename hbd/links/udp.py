@@ -33,6 +33,10 @@ SIOCGIFBRDADDR = 0x8919
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SKF_NET_OFF = -0x100000  # classic BPF: negative offsets address the IP header
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+# A burst (a flood, or a peer catching up on retransmissions) must not push
+# real heartbeats out of a default-sized buffer while the loop is busy.
+RECEIVE_BUFFER = 1024 * 1024
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 MAX_DATAGRAM = 65535
 
@@ -118,6 +122,7 @@ class UdpEndpoint:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            _grow_receive_buffer(sock)
             for index, link in self.links.items():
                 if isinstance(link, BcastLink):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -210,3 +215,11 @@ class UdpEndpoint:
                 if self.failed_sends in (1, 10, 100) or self.failed_sends % 1000 == 0:
                     log.warning("%s: send to %s failed (%d so far): %s", self.describe(),
                                 target[0], self.failed_sends, err.strerror)
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """Ask for RECEIVE_BUFFER; root may pass net.core.rmem_max, others get what it allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
