@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.core.actions import AnnounceGroup, GroupFailed, SplitBrain, Transmit
+from hbd.core.actions import AnnounceGroup, GroupFailed, SplitBrain, StartGroup, StopGroup, Transmit
 from hbd.core.failover import RSC_TRANSITIONS, RscState
 from hbd.core.fsm import StateMachine
 from hbd.core.resources import GROUP_TRANSITIONS, GroupState, Held, takeover_request_scope
@@ -148,6 +148,28 @@ def test_graceful_stop_hands_over_at_once() -> None:
     assert took_at - start < 0.05  # no deadtime wait
     assert shutdone_at < took_at
     assert net.nodes["n1"].failover.shutdown_done
+
+
+def test_shutdown_while_a_group_is_starting_stops_it_once_started() -> None:
+    # SIGTERM right after start-up: the group's start is still under way.  The stop
+    # must wait for it, then stop it and only then say `shutdone` (found by the
+    # start-up benchmark: the daemon used to hang holding the VIP).
+    kw = dict(haresources=HARESOURCES, extra="auto_failback on\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]
+    net.nodes["n1"].runner.delay = 0.3
+    while not any(isinstance(a, StartGroup) and a.group == G1
+                  for _, a in net.nodes["n1"].actions):
+        net.run_for(0.01)
+        assert net.now < 5
+    assert net.nodes["n1"].failover.groups.groups[G1].state is GroupState.STARTING
+    net.command("n1", "shutdown")
+    net.run_for(2.0)
+    assert net.nodes["n1"].failover.shutdown_done
+    assert net.holders(G1) == ["n2"] and net.holders(G2) == ["n2"]
+    n1 = net.nodes["n1"].actions
+    stopped_at = next(t for t, a in n1 if isinstance(a, StopGroup) and a.group == G1)
+    shutdone_at = next(t for t, a in n1 if isinstance(a, Transmit) and a.msgtype == "shutdone")
+    assert stopped_at < shutdone_at
 
 
 def test_start_failure_hands_the_group_to_the_peer() -> None:

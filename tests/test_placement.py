@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.core.actions import CpgSend, GroupFailed, Shutdown, SplitBrain
+from hbd.core.actions import CpgSend, GroupFailed, Shutdown, SplitBrain, StartGroup
 from hbd.core.assemble import ConfigTexts, check
 from hbd.core.config import Severity
 from hbd.core.cpgview import (
@@ -347,6 +347,23 @@ def test_graceful_stop_hands_over_then_shuts_down(seed: int) -> None:
 
     sim.kill_hbd("n1", Reason.LEAVE)
     sim.settle()
+    assert sim.placement()[key(1)] == ["n2"]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_graceful_stop_while_a_group_is_starting(seed: int) -> None:
+    sim = SimCorosync(N3, haresources(N3), seed=seed)
+    for name in N3:
+        sim.start_hbd(name)
+    n1 = sim.nodes["n1"]
+    while not any(isinstance(a, StartGroup) and a.group == key(1) for a in n1.actions):
+        assert sim.step(), "n1 never started its group"
+    assert n1.placement is not None
+    assert n1.placement.groups.groups[key(1)].state is GroupState.STARTING
+    sim._apply(n1, n1.placement.shutdown(0.0, 0.0))
+    sim.settle()
+    assert any(isinstance(a, Shutdown) for a in n1.actions)
+    assert n1.placement.groups.groups[key(1)].state is GroupState.STOPPED
     assert sim.placement()[key(1)] == ["n2"]
 
 

@@ -183,6 +183,8 @@ class Failover(StandbyExchange):
         if key in self.retiring and group is not None and group.state is GroupState.STOPPED:
             self.retiring.discard(key)
             del self.groups.groups[key]
+        if self.shutdown_requested:
+            actions += self._finish_shutdown(now, wall)
         return actions
 
     # --- hooks for group work -----------------------------------------------------
@@ -381,6 +383,11 @@ class Failover(StandbyExchange):
     def _finish_shutdown(self, now: float, wall: float) -> list[Action]:
         if self.shutdown_done or self.jobs:
             return []
+        # A group still starting when the stop was asked for has finished by now: stop
+        # it too, so shutdown always converges on nothing held.
+        running = [g for g in self.groups if g.state is GroupState.RUNNING]
+        if running:
+            return self._stop(running, "shutdown", self._finish_shutdown, now, wall)
         blocked = self.groups.blocked()
         if blocked:
             names = ", ".join(g.key for g in blocked)
