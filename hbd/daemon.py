@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", default="/var/lib/hbd",
                         help="persistent state: generation number, node uuid (%(default)s)")
     parser.add_argument("--runtime-dir", default="/run/hbd",
-                        help="runtime files (%(default)s)")
+                        help="reserved for runtime files; hbd keeps nothing there yet "
+                        "(%(default)s)")
     parser.add_argument("--node", default=None,
                         help="this node's name (default: uname -n, lower-cased)")
     parser.add_argument("--no-dbus", action="store_true", help="do not use the system bus")

@@ -227,7 +227,11 @@ def test_20_percent_loss_on_one_of_two_links(lab: Lab, nodes: list[HbdNode],
     print(f"loss: n1 status packets seen by the client: {counts}, eth0/eth1 = {ratio:.2f}")
     assert counts["eth1"] > LOSS_SECONDS / 0.1 * 0.5
     assert 0.7 < ratio < 0.9, "the bridge did not drop about 20 % on eth0"
-    assert set(answers) == {"n1"}, answers
+    # The client's probes and ARP cross the lossy eth0 too: a probe whose five tries are
+    # all lost is the network's doing (watch_service already checked every half second
+    # that n1 alone holds the VIP).  Nobody else may ever answer, and n1 nearly always.
+    assert set(answers) <= {"n1", "-"}, answers
+    assert answers.count("-") <= len(answers) // 20, answers
     assert_no_failover(n1, n2, marks)
 
 
