@@ -26,6 +26,12 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class PingInfo:
+    name: str  # the address of a `ping` node, or the name of a `ping_group`
+    status: str  # ping (answering) or dead (cl_status nodestatus)
+
+
+@dataclass(frozen=True)
 class LinkInfo:
     node: str
     link: str  # interface or tty, as Heartbeat names links
@@ -55,6 +61,7 @@ class Snapshot:
     expected_votes: int = 0
     quorum_votes: int = 0  # votes needed for quorum
     placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
+    ping_nodes: tuple[PingInfo, ...] = ()  # ha.cf ping and ping_group (heartbeat stack)
 
     @property
     def quorum(self) -> str:
@@ -78,10 +85,12 @@ class Controller(Protocol):
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]: ...
 
 
-def build_snapshot(failover: Failover, local_links: dict[str, bool]) -> Snapshot:
+def build_snapshot(failover: Failover, local_links: dict[str, bool],
+                   pings: list[tuple[str, bool]] | None = None) -> Snapshot:
     """What the engine and the resource layer know, in admin terms.
 
-    `local_links`: our own links (name -> open), which only the adapters know.
+    `local_links`: our own links (name -> open), which only the adapters know;
+    `pings`: each ping node or group and whether it answers (PingNodes.statuses).
     """
     engine = failover.engine
     nodes = [NodeInfo(engine.node, engine.status.state.value, local=True)]
@@ -106,4 +115,5 @@ def build_snapshot(failover: Failover, local_links: dict[str, bool]) -> Snapshot
             owner = ""
         groups.append(GroupInfo(group.key, group.home, owner, group.state.value))
     return Snapshot(engine.node, tuple(nodes), tuple(links), failover.rscstatus(),
-                    tuple(groups))
+                    tuple(groups), ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
+                                                    for name, up in pings or ()))

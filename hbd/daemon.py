@@ -286,7 +286,8 @@ class Daemon:
 
     def snapshot(self) -> Snapshot:
         assert self.failover is not None and self.links is not None
-        return build_snapshot(self.failover, self.links.status())
+        pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
+        return build_snapshot(self.failover, self.links.status(), pings)
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
         self._subscribers.append(callback)

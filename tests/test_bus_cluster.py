@@ -87,7 +87,8 @@ def cluster(module_make_lab: LabFactory, private_bus: PrivateBus,
     lab = module_make_lab(("n1", "n2", "client"))
     buses = {"n1": private_bus, "n2": second_bus}
     nodes: dict[str, HbdNode] = {}
-    hacf = ha_cf("bcast eth0", extra="auto_failback off\n")
+    # a ping node both reach (the client): shown by PingNodes and hbctl, moves nothing
+    hacf = ha_cf("bcast eth0", extra=f"auto_failback off\nping {lab.ip('client')}\n")
     try:
         for name, bus in buses.items():
             install_hbd_files(bus)
@@ -185,6 +186,11 @@ def test_hbctl_reads_the_real_daemon(cluster: Cluster) -> None:
     assert (res.returncode, res.stdout) == (0, "active\n")
     res = run("hbdtest", [sys.executable, "-m", "hbd.cli.hbctl", "rscstatus"], env=env)
     assert (res.returncode, res.stdout) == (0, "none\n")
+    client = cluster.lab.ip("client")
+    res = run("hbdtest", [sys.executable, "-m", "hbd.cli.hbctl", "listnodes", "-p"], env=env)
+    assert (res.returncode, res.stdout) == (0, f"{client}\n")
+    res = run("hbdtest", [sys.executable, "-m", "hbd.cli.hbctl", "nodestatus", client], env=env)
+    assert (res.returncode, res.stdout) == (0, "ping\n")
 
 
 def test_bus_restart_reregisters_vip_stays(cluster: Cluster) -> None:

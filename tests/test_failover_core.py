@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.core.actions import AnnounceGroup, GroupFailed, SplitBrain, StartGroup, StopGroup, Transmit
+from hbd.control import PingInfo, build_snapshot
+from hbd.core.actions import (
+    AnnounceGroup,
+    GroupFailed,
+    Notice,
+    SplitBrain,
+    StartGroup,
+    StopGroup,
+    Transmit,
+)
 from hbd.core.failover import RSC_TRANSITIONS, RscState
 from hbd.core.fsm import StateMachine
 from hbd.core.resources import GROUP_TRANSITIONS, GroupState, Held, takeover_request_scope
@@ -277,6 +286,34 @@ def test_fewer_ping_nodes_hands_groups_to_the_better_connected_peer() -> None:
     net.nodes["n1"].unreachable.clear()  # equal again: nothing moves back by itself
     net.run_for(3.0)
     assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])
+
+
+def test_ping_node_status_and_its_log_lines() -> None:
+    kw = dict(haresources=HARESOURCES,
+              extra="ping 10.9.0.1\nping_group gw 10.9.1.1 10.9.1.2\ndeadping 500ms\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]
+    pings = net.nodes["n1"].pings
+    assert pings.statuses(net.now) == [("10.9.0.1", False), ("gw", False)]  # nothing heard yet
+    net.run_for(1.0)
+    assert pings.statuses(net.now) == [("10.9.0.1", True), ("gw", True)]
+
+    def notices(since: float) -> list[str]:
+        return [a.text for t, a in net.nodes["n1"].actions
+                if isinstance(a, Notice) and t >= since and "node " in a.text]
+
+    assert notices(0.0) == ["Status update for node 10.9.0.1: status ping",
+                            "Status update for node gw: status ping"]
+    mark = net.now
+    net.nodes["n1"].unreachable |= {"10.9.0.1", "10.9.1.1"}  # gw keeps one member
+    net.run_for(1.0)
+    assert pings.statuses(net.now) == [("10.9.0.1", False), ("gw", True)]
+    assert notices(mark) == ["node 10.9.0.1: is dead (ping node: no reply for 0.5 s)"]
+    mark = net.now
+    net.nodes["n1"].unreachable.clear()
+    net.run_for(0.5)
+    assert notices(mark) == ["Status update for node 10.9.0.1: status ping"]
+    snap = build_snapshot(net.nodes["n1"].failover, {"eth0": True}, pings.statuses(net.now))
+    assert snap.ping_nodes == (PingInfo("10.9.0.1", "ping"), PingInfo("gw", "ping"))
 
 
 def test_auto_failback_on_does_not_undo_a_standby() -> None:

@@ -8,6 +8,7 @@ the client's ARP entry holds.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,12 +110,14 @@ def test_ping_node_loss_moves_service_to_better_connected_node(lab: Lab,
     client = lab.ip("client")
     n1, _ = start(lab, cluster, extra=f"ping {client}\ndeadping 500ms\n")
     wait_answer(lab, VIP, "n1")
+    n1.wait_log(rf"Status update for node {re.escape(client)}: status ping", 5)
     time.sleep(1.0)
     mark = n1.mark()
     # n1 can no longer reach the ping node (its heartbeat link to n2 still works)
     lab.run("n1", ["nft", "add table inet hbdt; add chain inet hbdt out "
                           "{ type filter hook output priority 0; }; "
                           f"add rule inet hbdt out ip daddr {client} icmp type echo-request drop"])
+    n1.wait_log(rf"node {re.escape(client)}: is dead \(ping node", 5, since=mark)
     n1.wait_log(r"ping nodes: we reach 0 of 1, n2 reaches 1", 10, since=mark)
     wait_answer(lab, VIP, "n2", timeout=5)
     assert owner_by_arp(lab, VIP) == "n2"

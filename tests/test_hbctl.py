@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from hbd.cli.hbctl import main
-from hbd.control import LinkInfo, NodeInfo
+from hbd.control import LinkInfo, NodeInfo, PingInfo
 from hbd.errors import Busy
 from tests.infra.privbus import PrivateBus
 from tests.test_bus import SNAP, VIP, FakeController, ServiceThread, install_hbd_files
@@ -134,6 +134,28 @@ def test_cl_status_compatible(served: ServiceThread, fake: FakeController,
     assert (rc, out) == (2, "") and "incorrect node name" in err
     assert run(capsys, "hblinkstatus", "n2", "eth7")[0] == 2
 
+
+
+def test_ping_nodes_as_cl_status_shows_them(served: ServiceThread, fake: FakeController,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    served.publish(replace(SNAP, ping_nodes=(PingInfo("10.9.0.1", "ping"),
+                                             PingInfo("gw", "dead"))))
+    assert run(capsys, "listnodes")[:2] == (0, "n1\nn2\n10.9.0.1\ngw\n")
+    assert run(capsys, "listnodes", "-p")[:2] == (0, "10.9.0.1\ngw\n")
+    assert run(capsys, "listnodes", "-n")[:2] == (0, "n1\nn2\n")
+    assert run(capsys, "listnodes", "-p", "-n")[0] == 2  # cl_status takes one or the other
+    verbose = run(capsys, "listnodes", "-v", "-p")[1]
+    assert verbose == "\n10.9.0.1\tping\t(nodetype: ping)\n\ngw\tdead\t(nodetype: ping)\n"
+    assert "(nodetype: normal)" in run(capsys, "listnodes", "-v")[1]
+    assert run(capsys, "nodestatus", "10.9.0.1")[:2] == (0, "ping\n")
+    assert run(capsys, "nodestatus", "gw")[:2] == (1, "dead\n")
+    assert json.loads(run(capsys, "listnodes", "--json", "-p")[1]) == ["10.9.0.1", "gw"]
+    rows = [line.split() for line in run(capsys, "nodes")[1].splitlines()]
+    assert ["10.9.0.1", "(ping", "node)", "ping"] in rows
+    assert ["gw", "(ping", "node)", "dead"] in rows
+    status = json.loads(run(capsys, "status", "--json")[1])
+    assert status["ping_nodes"] == [{"name": "10.9.0.1", "status": "ping"},
+                                    {"name": "gw", "status": "dead"}]
 
 # --- commands --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dbus_next.constants import BusType, MessageFlag, MessageType
 from dbus_next.message import Message
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, Snapshot
+from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
 
 T = TypeVar("T")
 
@@ -100,6 +100,7 @@ def _state_from(props: dict[str, Any]) -> State:
         votes=int(votes[0]), expected_votes=int(votes[1]), quorum_votes=int(votes[2]),
         placement=tuple((str(k), tuple(str(n) for n in nodes))
                         for k, nodes in value("Placement", [])),
+        ping_nodes=tuple(PingInfo(str(n), str(s)) for n, s in value("PingNodes", [])),
     )
     return State(snapshot, str(value("Version")))
 

@@ -47,6 +47,7 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "Quorum": lambda s: s.quorum,
     "Votes": lambda s: [s.votes, s.expected_votes, s.quorum_votes],
     "Placement": lambda s: [[key, list(nodes)] for key, nodes in s.placement],
+    "PingNodes": lambda s: [[p.name, p.status] for p in s.ping_nodes],
 }
 
 
@@ -149,6 +150,11 @@ class Manager(ServiceInterface):
     def Placement(self) -> list[list[Any]]:
         """(group key, nodes in the order that places it); empty on the heartbeat stack."""
         return list(self._read("Placement"))
+
+    @dbus_readonly("a(ss)")
+    def PingNodes(self) -> list[list[str]]:
+        """(ping node address or ping_group name, status); status: ping, dead."""
+        return list(self._read("PingNodes"))
 
     # --- signals --------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ def _nodes_table(snap: Snapshot) -> str:
     rows = [[n.name + (" (this node)" if n.local else ""), n.status,
              " ".join(f"{lk.link}:{lk.status}" for lk in snap.links if lk.node == n.name)]
             for n in snap.nodes]
+    rows += [[f"{p.name} (ping node)", p.status, ""] for p in snap.ping_nodes]
     return _table(["NODE", "STATUS", "LINKS"], rows)
 
 
@@ -105,7 +106,8 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "links": _links_json(snap), "groups": _groups_json(snap),
                     "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
                     "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
-                    "placement": {key: list(nodes) for key, nodes in snap.placement}})
+                    "placement": {key: list(nodes) for key, nodes in snap.placement},
+                    "ping_nodes": [asdict(p) for p in snap.ping_nodes]})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
     if snap.stack != "heartbeat":
@@ -130,34 +132,44 @@ def _listing(json_of: Callable[[Snapshot], Any],
     return show
 
 
-def _find_node(snap: Snapshot, name: str) -> bool:
-    if any(n.name == name for n in snap.nodes):
-        return True
-    print("Error. May be due to incorrect node name", file=sys.stderr)
-    return False
+def _node_statuses(snap: Snapshot) -> list[tuple[str, str, str]]:
+    """(name, status, nodetype) for cluster nodes, then ping nodes, as cl_status lists them."""
+    return ([(n.name, n.status, "normal") for n in snap.nodes]
+            + [(p.name, p.status, "ping") for p in snap.ping_nodes])
+
+
+def _find_node(snap: Snapshot, name: str) -> str | None:
+    """The node's status, or None (and cl_status's complaint) for an unknown name."""
+    status = next((st for n, st, _ in _node_statuses(snap) if n == name), None)
+    if status is None:
+        print("Error. May be due to incorrect node name", file=sys.stderr)
+    return status
 
 
 def _listnodes(args: argparse.Namespace, state: client.State) -> int:
     snap = state.snapshot
+    wanted = {"ping"} if args.p else {"normal"} if args.n else {"normal", "ping"}
+    nodes = [entry for entry in _node_statuses(snap) if entry[2] in wanted]
     if args.json:
-        _emit_json([n.name for n in snap.nodes])
+        _emit_json([name for name, _, _ in nodes])
         return EXIT_OK
     if args.m:
         print("The nodes are as follow:")
-    for node in snap.nodes:
+    for name, status, nodetype in nodes:
         if args.v:
-            print(f"\n{node.name}\t{node.status}\t(nodetype: normal)")
-            _print_links(snap, node.name, verbose=True, human=args.m)
+            print(f"\n{name}\t{status}\t(nodetype: {nodetype})")
+            if nodetype == "normal":
+                _print_links(snap, name, verbose=True, human=args.m)
         else:
-            print(node.name)
+            print(name)
     return EXIT_OK
 
 
 def _nodestatus(args: argparse.Namespace, state: client.State) -> int:
     snap = state.snapshot
-    if not _find_node(snap, args.node):
+    status = _find_node(snap, args.node)
+    if status is None:
         return EXIT_USAGE
-    status = next(n.status for n in snap.nodes if n.name == args.node)
     if args.json:
         _emit_json({"node": args.node, "status": status})
     elif args.m:
@@ -177,7 +189,7 @@ def _print_links(snap: Snapshot, node: str, *, verbose: bool, human: bool) -> No
 
 def _listhblinks(args: argparse.Namespace, state: client.State) -> int:
     snap = state.snapshot
-    if not _find_node(snap, args.node):
+    if _find_node(snap, args.node) is None:
         return EXIT_USAGE
     if args.json:
         _emit_json([asdict(lk) for lk in snap.links if lk.node == args.node])
@@ -232,7 +244,7 @@ def _hbstatus(args: argparse.Namespace) -> int:
         print(f"version:\t{state.version}" if not args.m else f"Heartbeat version {state.version}")
         print('managed by:\t"haresources"' if not args.m else
               'Resources controlled by "haresources"')
-        _listnodes(argparse.Namespace(json=False, m=False, v=True), state)
+        _listnodes(argparse.Namespace(json=False, m=False, v=True, p=False, n=False), state)
     else:
         print("Heartbeat is running on this machine.")
     return EXIT_OK
@@ -329,7 +341,11 @@ def _register_cluster_commands(sub: Any) -> None:
     # cl_status compatible
     _add(sub, common, "hbstatus", "cl_status hbstatus: is hbd running here?", _hbstatus,
          cl_status="mv")
-    _add(sub, common, "listnodes", "cl_status listnodes", _reading(_listnodes), cl_status="mv")
+    parser = _add(sub, common, "listnodes", "cl_status listnodes", _reading(_listnodes),
+                  cl_status="mv")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("-p", action="store_true", help="ping nodes only (cl_status -p)")
+    only.add_argument("-n", action="store_true", help="normal (cluster) nodes only (cl_status -n)")
     parser = _add(sub, common, "nodestatus", "cl_status nodestatus NODE",
                   _reading(_nodestatus), cl_status="m")
     parser.add_argument("node")

@@ -31,6 +31,7 @@ class PingNodes:
     next_ping: float | None = None
     imbalance_since: float | None = None
     peer_count: int | None = None
+    reported: dict[str, bool] = field(default_factory=dict)  # last logged up/down per name
 
     def __post_init__(self) -> None:
         self.engine.timer_sources.append(self)
@@ -47,19 +48,25 @@ class PingNodes:
             a for group in hacf.ping_groups for a in group.addresses]
         self.next_ping = 0.0 if self.addresses else None
         self.imbalance_since = None
+        names = {a for a in hacf.ping_nodes} | {g.name for g in hacf.ping_groups}
+        self.reported = {k: v for k, v in self.reported.items() if k in names}
 
     @property
     def configured(self) -> int:
         return len(self.hacf.ping_nodes) + len(self.hacf.ping_groups)
 
-    def reachable(self, now: float) -> int:
-        def up(address: str) -> bool:
-            at = self.last_reply.get(address)
-            return at is not None and now - at <= self.deadping
+    def _up(self, address: str, now: float) -> bool:
+        at = self.last_reply.get(address)
+        return at is not None and now - at <= self.deadping
 
-        count = sum(1 for a in self.hacf.ping_nodes if up(a))
-        count += sum(1 for g in self.hacf.ping_groups if any(up(a) for a in g.addresses))
-        return count
+    def statuses(self, now: float) -> list[tuple[str, bool]]:
+        """Each ping node (its address) and ping group (its name): (name, reachable)."""
+        nodes = [(a, self._up(a, now)) for a in self.hacf.ping_nodes]
+        return nodes + [(g.name, any(self._up(a, now) for a in g.addresses))
+                        for g in self.hacf.ping_groups]
+
+    def reachable(self, now: float) -> int:
+        return sum(1 for _, up in self.statuses(now) if up)
 
     def ping_reply(self, address: str, now: float) -> None:
         if address in self.addresses:
@@ -85,7 +92,21 @@ class PingNodes:
             return []
         self.next_ping = now + self.interval
         actions: list[Action] = [SendPing(a) for a in self.addresses]
-        return actions + self._judge(now, wall)
+        return actions + self._report(now) + self._judge(now, wall)
+
+    def _report(self, now: float) -> list[Action]:
+        """Heartbeat's lines when a ping node answers or stops answering."""
+        actions: list[Action] = []
+        for name, up in self.statuses(now):
+            if self.reported.get(name, False) == up:
+                continue
+            self.reported[name] = up
+            if up:
+                actions.append(Notice("info", f"Status update for node {name}: status ping"))
+            else:
+                actions.append(Notice("warning", f"node {name}: is dead (ping node: no reply "
+                                      f"for {self.deadping:g} s)"))
+        return actions
 
     def _judge(self, now: float, wall: float) -> list[Action]:
         peer = self.failover.peer
