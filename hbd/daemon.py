@@ -32,7 +32,7 @@ from hbd.core.actions import (
     StopGroup,
     Transmit,
 )
-from hbd.core.config import AuthMethod, ClusterConfig, ClusterStack, Severity
+from hbd.core.config import AuthMethod, ClusterConfig, ClusterStack, HaCf, Severity
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
@@ -466,6 +466,16 @@ def _loadavg() -> str:
         return "n/a"
 
 
+def detached_logging(hacf: HaCf) -> HaCf:
+    """--daemonize loses stderr: with no syslog facility and no log file, lines would go
+    nowhere, so they go to syslog's `daemon` facility.  A `logfacility none` next to a
+    logfile or debugfile is respected (the files get everything)."""
+    files = [f for f in (hacf.logfile, hacf.debugfile) if f and f != "/dev/null"]
+    if hacf.logfacility is None and not files:
+        return dataclasses.replace(hacf, logfacility="daemon")
+    return hacf
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_config:
@@ -490,10 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         except HbdError as err:
             log.error("%s", err)
             return 1
-        # stderr is gone: without a logfacility, lines go to syslog's daemon facility
-        if config.hacf.logfacility is None:
-            config = dataclasses.replace(
-                config, hacf=dataclasses.replace(config.hacf, logfacility="daemon"))
+        config = dataclasses.replace(config, hacf=detached_logging(config.hacf))
         logs.setup(debug=args.debug, to_journal=False)
     options = Options(
         config_dir=args.config_dir,

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from hbd.core.assemble import ConfigTexts, check
+from hbd.daemon import detached_logging
+
 HACF = "keepalive 100ms\ndeadtime 500ms\ninitdead 1\nbcast lo\nnode n1 n2\n"
 
 
@@ -111,3 +114,20 @@ def test_refuses_to_start_on_bad_config(tmp_path: Path) -> None:
         assert "Traceback" not in text
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(("lines", "facility"), [
+    ("", "daemon"),  # nothing configured: syslog's daemon facility rather than nowhere
+    ("logfacility none\n", "daemon"),
+    ("logfacility local0\n", "local0"),
+    ("logfacility none\nlogfile /var/log/ha-log\n", None),  # the file gets everything
+    ("logfile /var/log/ha-log\n", None),
+    ("logfacility none\nlogfile /dev/null\n", "daemon"),
+    ("debugfile /var/log/ha-debug\n", None),
+])
+def test_detached_logging_never_goes_nowhere(lines: str, facility: str | None) -> None:
+    texts = ConfigTexts("ha.cf", "keepalive 1\ndeadtime 3\nbcast eth0\nnode n1 n2\n" + lines,
+                        "haresources", "", "authkeys", "auth 1\n1 sha1 secret\n", 0o600)
+    config, problems = check(texts, node_name="n1")
+    assert config is not None, problems
+    assert detached_logging(config.hacf).logfacility == facility
