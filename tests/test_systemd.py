@@ -9,6 +9,7 @@ releasing the VIP, and the VIP moving to the other machine.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -41,6 +42,10 @@ node n1 n2
 """
 
 
+KEY = "sd-key-7f3a9c0b"  # unique, so finding it anywhere in the journal means it leaked
+AUTHKEYS = f"auth 1\n1 sha1 {KEY}\n"
+
+
 def poll(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,7 +63,7 @@ def install_hbd(c: Container) -> None:
                    "[Service]\nWatchdogSec=2s\nRestartSec=500ms\n")
     c.install_file("/etc/ha.d/ha.cf", HACF)
     c.install_file("/etc/ha.d/haresources", f"n1 {VIP}/24/eth0\n")
-    c.install_file("/etc/ha.d/authkeys", "auth 1\n1 sha1 systemd-test\n", mode=0o600)
+    c.install_file("/etc/ha.d/authkeys", AUTHKEYS, mode=0o600)
     c.install_file("/etc/dbus-1/system.d/org.linuxha.hbd1.conf",
                    (ROOT / "dbus" / "org.linuxha.hbd1.conf").read_text())
     c.install_file("/etc/rsyslog.d/50-hbd.conf", "local0.*  /var/log/messages\n")
@@ -150,6 +155,25 @@ def test_reload_good_and_bad(pair: tuple[Container, Container]) -> None:
     assert has_vip(n1), "a refused reload must not touch the running groups"
     n1.install_file("/etc/ha.d/ha.cf", HACF)
     n1.systemctl("reload", "hbd.service")
+
+
+
+def test_key_never_reaches_the_real_journal(pair: tuple[Container, Container]) -> None:
+    """journald itself (every field of every entry, all units), not a stand-in."""
+    n1, _ = pair
+    # refused reloads with the key where a parser might echo it
+    for bad in (f"auth 1\n1 {KEY}\n", f"auth 1\n1 sha1\n{KEY}\n", f"auth 1\n1 sha9 {KEY}\n"):
+        n1.install_file("/etc/ha.d/authkeys", bad, mode=0o600)
+        n1.systemctl("reload", "hbd.service")
+        poll(lambda: show(n1, "SubState") == "running", what="running after a refused reload")
+    n1.install_file("/etc/ha.d/authkeys", AUTHKEYS, mode=0o600)
+    n1.systemctl("reload", "hbd.service")
+    poll(lambda: sum("/etc/ha.d/authkeys:" in e.get("MESSAGE", "")
+                     for e in n1.journal("-u", "hbd.service")) >= 3,
+         what="the three refusals in the journal")
+    assert has_vip(n1)
+    everything = json.dumps(n1.journal())  # all units, every field
+    assert KEY not in everything
 
 
 def test_frozen_engine_killed_by_watchdog_and_restarted(pair: tuple[Container, Container]) -> None:
