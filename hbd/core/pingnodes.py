@@ -48,7 +48,7 @@ class PingNodes:
             a for group in hacf.ping_groups for a in group.addresses]
         self.next_ping = 0.0 if self.addresses else None
         self.imbalance_since = None
-        names = {a for a in hacf.ping_nodes} | {g.name for g in hacf.ping_groups}
+        names = set(hacf.ping_nodes) | {g.name for g in hacf.ping_groups}
         self.reported = {k: v for k, v in self.reported.items() if k in names}
 
     @property
