@@ -1,0 +1,75 @@
+"""The idle floor: what any asyncio Python process pays for hbd's wake-up pattern.
+
+Two processes each send two 400-byte datagrams every 100 ms (one per "link")
+and receive the other's two, with nothing else to do: no parsing, no MACs, no
+state.  Their CPU time (the kernel's exact schedstat runtime) per minute is
+the floor under hbd's idle cost on this machine (see docs/benchmarks.md),
+since hbd wakes up the same number of times for the same system calls.
+Loopback only, inside this host; no namespace is needed.
+
+    .venv/bin/python -m benchmarks.floor [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from benchmarks.common import save, table
+
+SIDE = r"""
+import asyncio, socket, sys
+
+def runtime_ns() -> int:
+    with open("/proc/self/schedstat") as f:
+        return int(f.read().split()[0])
+
+class Sink(asyncio.DatagramProtocol):
+    def datagram_received(self, data, addr):
+        pass
+
+async def side(port_in: int, port_out: int, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    for port in (port_in, port_in + 1):
+        await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", port))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.setblocking(False)
+    payload = b"x" * 400
+    await asyncio.sleep(1.0)  # both sides up; start-up is not measured
+    start = runtime_ns()
+    due = loop.time()
+    end = due + seconds
+    while loop.time() < end:
+        due += 0.1
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        for port in (port_out, port_out + 1):
+            out.sendto(payload, ("127.0.0.1", port))
+    print((runtime_ns() - start) / 1e9 * 60 / seconds)
+
+asyncio.run(side(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--port", type=int, default=47001, help="first of four loopback ports")
+    args = parser.parse_args()
+    a, b = args.port, args.port + 2
+    sides = [subprocess.Popen([sys.executable, "-c", SIDE, str(i), str(o), str(args.seconds)],
+                              stdout=subprocess.PIPE, text=True) for i, o in ((a, b), (b, a))]
+    outs = [p.communicate(timeout=args.seconds + 30)[0] for p in sides]
+    if any(p.returncode for p in sides):
+        print("a side failed", file=sys.stderr)
+        return 1
+    cpu = [round(float(out.strip()), 3) for out in outs]
+    print(table([["implementation", "CPU-s/min (side 1, side 2)"],
+                 ["bare asyncio, 2 x 2 datagrams per 100 ms", f"{cpu[0]}, {cpu[1]}"]]))
+    path = save("floor", {"cpu_s_per_min": cpu, "seconds": args.seconds})
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
