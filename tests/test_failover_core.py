@@ -181,6 +181,18 @@ def test_shutdown_while_a_group_is_starting_stops_it_once_started() -> None:
     assert stopped_at < shutdone_at
 
 
+def test_reload_stops_and_forgets_a_removed_group_and_starts_an_added_one() -> None:
+    net = cluster("off")
+    G3 = "10.0.0.3"
+    kw = dict(haresources=f"n2 {G2}\nn1 {G3}\n", extra="auto_failback off\n")
+    net.command("n1", "reconfigure", make_config("n1", **kw))  # type: ignore[arg-type]
+    n1 = net.nodes["n1"].failover
+    assert G1 in n1.retiring  # still running: stopped first
+    net.run_for(0.5)
+    assert G1 not in n1.groups.groups and G1 not in n1.retiring
+    assert net.holders(G1) == [] and net.holders(G3) == ["n1"] and net.holders(G2) == ["n2"]
+
+
 def test_start_failure_hands_the_group_to_the_peer() -> None:
     kw = dict(haresources=HARESOURCES, extra="auto_failback off\n")
     net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]

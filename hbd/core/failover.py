@@ -74,7 +74,6 @@ class Failover(StandbyExchange):
         self.contest_settles_at: float | None = None  # then both views above are forgotten
         self.shutdown_requested = False
         self.shutdown_done = False
-        self.retiring: set[str] = set()  # removed from haresources, stopping
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False
@@ -163,26 +162,9 @@ class Failover(StandbyExchange):
                 actions += self._start(ours, "added to haresources", self._announce, now, wall)
         return actions
 
-    def adopt_blocked(self, key: str, now: float) -> list[Action]:
-        """Start-up found the group active and could not stop it: claim it as BLOCKED.
-
-        Raises KeyError for an unknown group.
-        """
-        group = self.groups.groups[key]
-        group.detail = "found active at start-up and would not stop"
-        actions = self._move(group, GroupState.STARTING) + self._move(group, GroupState.STOPPING)
-        actions += self._move(group, GroupState.BLOCKED)
-        if self.next_blocked_retry is None:
-            self.next_blocked_retry = now + BLOCKED_RETRY
-        return actions + self._held_changed()
-
     def group_done(self, key: str, operation: str, ok: bool, detail: str,
                    now: float, wall: float) -> list[Action]:
         actions = super().group_done(key, operation, ok, detail, now, wall)
-        group = self.groups.groups.get(key)
-        if key in self.retiring and group is not None and group.state is GroupState.STOPPED:
-            self.retiring.discard(key)
-            del self.groups.groups[key]
         if self.shutdown_requested:
             actions += self._finish_shutdown(now, wall)
         return actions

@@ -51,6 +51,7 @@ class GroupWork:
         self.local_claim = False  # Heartbeat says `local` once it asked for its groups
         self.next_blocked_retry: float | None = None
         self._last_held = Held.NONE
+        self.retiring: set[str] = set()  # removed from haresources by a reload, stopping
 
     # hooks for the protocol layer
     def _after_failed_start(self, group: Group) -> Then:
@@ -156,6 +157,23 @@ class GroupWork:
                     if job.then is not None:
                         actions += job.then(now, wall)
                 break
+        current = self.groups.groups.get(key)  # a callback above may have changed the table
+        if key in self.retiring and current is not None and current.state is GroupState.STOPPED:
+            self.retiring.discard(key)  # a retired group is forgotten once it is down
+            del self.groups.groups[key]
+        return actions + self._held_changed()
+
+    def adopt_blocked(self, key: str, now: float) -> list[Action]:
+        """Start-up found the group active and could not stop it: claim it as BLOCKED.
+
+        Raises KeyError for an unknown group.
+        """
+        group = self.groups.groups[key]
+        group.detail = "found active at start-up and would not stop"
+        actions = self._move(group, GroupState.STARTING) + self._move(group, GroupState.STOPPING)
+        actions += self._move(group, GroupState.BLOCKED)
+        if self.next_blocked_retry is None:
+            self.next_blocked_retry = now + BLOCKED_RETRY
         return actions + self._held_changed()
 
     def cleanup(self, key: str, now: float, wall: float) -> list[Action]:

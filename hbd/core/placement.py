@@ -110,7 +110,6 @@ class Placement(GroupWork):
         self.declined: set[str] = set()
         self.preferred: set[str] = set()
         self.failed: set[str] = set()
-        self.retiring: set[str] = set()  # removed from haresources, still stopping
         self.leaving = False
         self.shutdown_done = False
         self._blocked_noted = False
@@ -362,21 +361,7 @@ class Placement(GroupWork):
         if operation == "start" and not ok:
             self.failed.add(key)  # not a candidate here until `hbctl cleanup`
         actions = super().group_done(key, operation, ok, detail, now, wall)
-        group = self.groups.groups.get(key)
-        if key in self.retiring and group is not None and group.state is GroupState.STOPPED:
-            self.retiring.discard(key)
-            del self.groups.groups[key]
         return actions + self._evaluate(now, wall)
-
-    def adopt_blocked(self, key: str, now: float) -> list[Action]:
-        """Start-up found the group active and could not stop it.  Raises KeyError."""
-        group = self.groups.groups[key]
-        group.detail = "found active at start-up and would not stop"
-        actions = self._move(group, GroupState.STARTING) + self._move(group, GroupState.STOPPING)
-        actions += self._move(group, GroupState.BLOCKED)
-        if self.next_blocked_retry is None:
-            self.next_blocked_retry = now + BLOCKED_RETRY
-        return actions + self._held_changed()
 
     def _announce(self, now: float, wall: float) -> list[Action]:
         return self._evaluate(now, wall)
