@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +35,11 @@ from hbd.core.config import AuthMethod, ClusterConfig, ClusterStack, HaCf, Sever
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
-from hbd.errors import ConfigError, HbdError, NoSuchGroup
+from hbd.errors import ConfigError, HbdError
 from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
 from hbd.notify import Notifier
+from hbd.service import ServiceBase
 from hbd.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,12 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-class Daemon:
+class Daemon(ServiceBase):
     """Owns the loop, the single timer, the engine and the adapters."""
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
-        self.options = options
-        self.config = config
+        super().__init__(options, config)
         self.state = StateDir(options.state_dir)
-        self._stop = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._load_read_at = 0.0
@@ -137,28 +133,11 @@ class Daemon:
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
         self.runner: GroupRunner | None = None
         self.links: LinkSet | None = None
-        self._stopping = False
-        self._finished = asyncio.Event()
-        self._subscribers: list[Callable[[Snapshot], None]] = []
-        self._last_snapshot: Snapshot | None = None
-        self.bus: Any = None  # hbd.bus.service.BusService when D-Bus is on
-        self.notifier = Notifier()
         self._watchdog_at: float | None = None
-        self._reload_lock = asyncio.Lock()
 
-    # --- signals -------------------------------------------------------------------
-
-    def request_reload(self) -> None:
-        self._spawn(self._reload_from_signal())
-
-    async def _reload_from_signal(self) -> None:
-        with contextlib.suppress(ConfigError):  # already logged; the old config stays
-            await self.reload()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
+    def _group_work(self) -> Failover:
+        assert self.failover is not None
+        return self.failover
 
     async def reload(self) -> None:
         """Re-read /etc/ha.d and apply it; raises ConfigError (old config kept)."""
@@ -204,26 +183,7 @@ class Daemon:
         await runner.prepare()
         log.info("configuration reloaded from %s", self.options.config_dir)
 
-    def _configure_logging(self, config: ClusterConfig) -> None:
-        hacf = config.hacf
-        logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
-                       logfile=hacf.logfile, debugfile=hacf.debugfile)
-
-    def request_stop(self, signame: str) -> None:
-        self.notifier.stopping()
-        if self._stopping:
-            log.critical("%s received again: exiting now, without waiting for resources",
-                         signame)
-            self._finished.set()
-            return
-        log.info("%s received: stopping", signame)
-        self._stop.set()
-
     # --- the engine and its single timer ------------------------------------------------
-
-    def _now(self) -> tuple[float, float]:
-        assert self._loop is not None
-        return self._loop.time(), time.time()
 
     def _on_packet(self, data: bytes, link: int) -> None:
         assert self.engine is not None
@@ -289,34 +249,6 @@ class Daemon:
         pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
         return build_snapshot(self.failover, self.links.status(), pings)
 
-    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
-
-    def _command(self, method: str, *args: str) -> None:
-        """Run one Failover command now; its errors (InvalidScope, Busy...) propagate."""
-        assert self.failover is not None
-        now, wall = self._now()
-        actions: list[Action] = getattr(self.failover, method)(*args, now, wall)
-        self._dispatch(actions)
-        self._arm()
-        self._publish()
-
-    async def takeover(self, scope: str) -> None:
-        log.info("takeover [%s] requested", scope)
-        self._command("takeover", scope)
-
-    async def release(self, scope: str) -> None:
-        log.info("standby [%s] requested", scope)
-        self._command("release", scope)
-
-    async def cleanup(self, group: str) -> None:
-        assert self.failover is not None
-        if group not in self.failover.groups.groups:
-            raise NoSuchGroup(f"no group {group!r} in haresources")
-        log.info("cleanup of group %s requested", group)
-        self._command("cleanup", group)
-
     def _publish_status(self) -> None:
         if self.failover is None or self.links is None:
             return
@@ -325,20 +257,6 @@ class Daemon:
         local = next(n.status for n in snapshot.nodes if n.local)
         self.notifier.status(f"{local}; peers: {peers or 'none'}; "
                              f"holding: {snapshot.resources_held}")
-
-    def _publish(self) -> None:
-        self._publish_status()
-        if not self._subscribers or self.failover is None:
-            return
-        snapshot = self.snapshot()
-        if snapshot == self._last_snapshot:
-            return
-        self._last_snapshot = snapshot
-        for callback in list(self._subscribers):
-            try:
-                callback(snapshot)
-            except Exception:  # a front end's bug must never stop the cluster
-                log.exception("state subscriber failed")
 
     def _dispatch(self, actions: list[Action]) -> None:
         assert self.links is not None

@@ -26,11 +26,10 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from hbd import __version__, configfiles, eventlog, logs
+from hbd import __version__, configfiles, eventlog
 from hbd.control import GroupInfo, NodeInfo, Snapshot
 from hbd.core.actions import (
     Action,
@@ -51,9 +50,9 @@ from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
 from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
 from hbd.daemon import Options, make_agent_runner
-from hbd.errors import ConfigError, CorosyncError, HbdError, NoSuchGroup
+from hbd.errors import ConfigError, CorosyncError, HbdError
 from hbd.grouprunner import GroupRunner
-from hbd.notify import Notifier
+from hbd.service import ServiceBase
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +96,17 @@ def _open_clients() -> _Clients:
     return clients
 
 
-class CorosyncDaemon:
+class CorosyncDaemon(ServiceBase):
     """The Controller (hbd.control) of an hbd whose cluster layer is Corosync."""
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
-        self.options = options
-        self.config = config
+        super().__init__(options, config)
         self.placement = Placement(config)
         self.runner: GroupRunner | None = None
         self.cpg: Cpg | None = None
         self.quorum: Quorum | None = None
         self.votes: VoteInfo | None = None
         self.configured: list[cmap.ConfiguredNode] = []
-        self.notifier = Notifier()
-        self.bus: Any = None  # hbd.bus.service.BusService when D-Bus is on
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._readers: list[int] = []  # fds on the loop
         self._outbox: deque[bytes] = deque()
         self._send_later: asyncio.TimerHandle | None = None
@@ -120,17 +115,9 @@ class CorosyncDaemon:
         self._failures = 0
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog_at: float | None = None
-        self._stop = asyncio.Event()
-        self._finished = asyncio.Event()
-        self._stopping = False
-        self._subscribers: list[Callable[[Snapshot], None]] = []
-        self._last_snapshot: Snapshot | None = None
-        self._reload_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def _now(self) -> tuple[float, float]:
-        assert self._loop is not None
-        return self._loop.time(), time.time()
+    def _group_work(self) -> Placement:
+        return self.placement
 
     # --- Corosync: connect, read, lose -----------------------------------------------------
 
@@ -165,11 +152,6 @@ class CorosyncDaemon:
                  CPG_GROUP, clients.nodeid, " ".join(f"{n.name}={n.nodeid}"
                                                      for n in self.configured) or "none",
                  clients.token_ms)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
 
     def _retry_later(self, err: HbdError) -> None:
         level = logging.WARNING if self._failures == 0 else logging.DEBUG
@@ -376,30 +358,6 @@ class CorosyncDaemon:
                         quorum_votes=votes.quorum if votes else 0,
                         placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
 
-    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
-
-    def _command(self, method: str, *args: str) -> None:
-        now, wall = self._now()
-        self._dispatch(getattr(self.placement, method)(*args, now, wall))
-        self._arm()
-        self._publish()
-
-    async def takeover(self, scope: str) -> None:
-        log.info("takeover [%s] requested", scope)
-        self._command("takeover", scope)
-
-    async def release(self, scope: str) -> None:
-        log.info("standby [%s] requested", scope)
-        self._command("release", scope)
-
-    async def cleanup(self, group: str) -> None:
-        if group not in self.placement.groups.groups:
-            raise NoSuchGroup(f"no group {group!r} in haresources")
-        log.info("cleanup of group %s requested", group)
-        self._command("cleanup", group)
-
     async def reload(self) -> None:
         """Re-read /etc/ha.d; raises ConfigError (the running configuration stays)."""
         async with self._reload_lock:
@@ -429,49 +387,19 @@ class CorosyncDaemon:
                 self.notifier.ready()
                 self._publish()
 
-    def _publish(self) -> None:
+    def _publish_status(self) -> None:
         snap = self.snapshot()
         members = [n.name for n in snap.nodes if n.status == "active"]
         self.notifier.status(f"corosync {snap.quorum}; hbd members: {' '.join(members)}; "
                              f"holding: {snap.resources_held}")
-        if snap == self._last_snapshot:
-            return
-        self._last_snapshot = snap
-        for callback in list(self._subscribers):
-            try:
-                callback(snap)
-            except Exception:  # a front end's bug must never stop the cluster
-                log.exception("state subscriber failed")
 
     # --- the whole life ---------------------------------------------------------------------
-
-    def _configure_logging(self, config: ClusterConfig) -> None:
-        hacf = config.hacf
-        logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
-                       logfile=hacf.logfile, debugfile=hacf.debugfile)
-
-    def request_stop(self, signame: str) -> None:
-        self.notifier.stopping()
-        if self._stopping:
-            log.critical("%s received again: exiting now, without waiting for resources",
-                         signame)
-            self._finished.set()
-            return
-        log.info("%s received: stopping", signame)
-        self._stop.set()
-
-    def _request_reload(self) -> None:
-        async def reload() -> None:
-            with contextlib.suppress(ConfigError):  # already logged
-                await self.reload()
-
-        self._spawn(reload())
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._configure_logging(self.config)
         log.info("hbd %s starting as node %s on the corosync stack", __version__,
                  self.options.node)
