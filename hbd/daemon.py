@@ -12,15 +12,12 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from hbd import __version__, configfiles, eventlog, logs
-from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
+from hbd.agents import DEFAULT_TIMEOUTS
 from hbd.control import Snapshot, build_snapshot
 from hbd.core.actions import (
     Action,
@@ -36,24 +33,12 @@ from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
 from hbd.errors import ConfigError, HbdError
-from hbd.grouprunner import GroupRunner
 from hbd.links import LinkSet
 from hbd.notify import Notifier
-from hbd.service import ServiceBase
+from hbd.service import Options, ServiceBase
 from hbd.state import StateDir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Options:
-    config_dir: str
-    state_dir: str
-    runtime_dir: str
-    node: str
-    dbus: bool
-    debug: bool
-    agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,13 +82,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def make_agent_runner(options: Options, config: ClusterConfig) -> AgentRunner:
-    return AgentRunner(ha_dir=options.config_dir,
-                       resource_dir=f"{options.config_dir}/resource.d",
-                       node_name=options.node, logfacility=config.hacf.logfacility,
-                       timeouts=options.agent_timeouts)
-
-
 def check_config(args: argparse.Namespace) -> int:
     """`hbd --check-config`: every problem, then the effective cluster (like keepalived -t)."""
     config, problems = configfiles.load(args.config_dir, node_name=args.node)
@@ -131,9 +109,7 @@ class Daemon(ServiceBase):
         self.failover: Failover | None = None
         self.pingnodes: PingNodes | None = None
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
-        self.runner: GroupRunner | None = None
         self.links: LinkSet | None = None
-        self._watchdog_at: float | None = None
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -200,31 +176,8 @@ class Daemon(ServiceBase):
             self._load_read_at = now
             self.engine.outbox.load = _loadavg()
         self._dispatch(self.engine.handle_timer(now, wall))
-        if self._watchdog_at is not None and now >= self._watchdog_at:
-            # Fed from the engine's own timer path: if the loop or the engine wedges,
-            # the feeding stops and systemd's WatchdogSec restarts us.
-            self.notifier.watchdog()
-            assert self.notifier.watchdog_interval is not None
-            self._watchdog_at = now + self.notifier.watchdog_interval
+        self._feed_watchdog(now)
         self._arm()
-
-    def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
-        assert self.failover is not None
-        now, wall = self._now()
-        level = logging.INFO if ok else logging.ERROR
-        log.log(level, "group %s %s %s%s", key, operation, "done" if ok else "FAILED",
-                f": {detail}" if detail else "")
-        try:
-            self._dispatch(self.failover.group_done(key, operation, ok, detail, now, wall))
-        except HbdError as err:
-            log.error("group %s: %s", key, err)
-        self._arm()
-        self._check_finished()
-
-    def _check_finished(self) -> None:
-        # The failover layer declares shutdown done only when no group job is left.
-        if self._stopping and self.failover is not None and self.failover.shutdown_done:
-            self._finished.set()
 
     def _arm(self) -> None:
         """Point the one timer at the earliest thing anybody is waiting for."""
@@ -291,9 +244,7 @@ class Daemon(ServiceBase):
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._handle_signals(loop)
         self._configure_logging(self.config)
         try:
             self.state.ensure()
@@ -321,44 +272,22 @@ class Daemon(ServiceBase):
                 self.pinger = Pinger(lambda address: pings.ping_reply(address, loop.time()))
             except (OSError, HbdError) as err:
                 log.error("cannot ping the ping nodes (%s): they will count as unreachable", err)
-        agents = make_agent_runner(self.options, self.config)
-        self.runner = GroupRunner(self.config, agents, self._group_done)
-        # Before joining: resolve the addresses, and stop whatever a previous hbd left up.
-        await self.runner.prepare()
-        for key, error in (await self.runner.stop_stale()).items():
-            log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
-                         error)
-            self._dispatch(self.failover.adopt_blocked(key, loop.time()))
+        await self._start_runner()
         self.links = LinkSet(self.config.hacf, self._on_packet)
         self.links.open_all(loop)
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
         self._arm()
-        if self.options.dbus:
-            from hbd.bus.service import BusService
-
-            self.bus = BusService(self)
-            await self.bus.start()  # owns org.linuxha.hbd1, or keeps retrying without it
+        await self._start_bus()
         # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).
         self._publish_status()
         links = self.links.status()
-        log.info("ready: %d of %d link(s) open%s", sum(links.values()), len(links),
-                 "" if self.bus is None else
-                 f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}",
-                 extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
-        self.notifier.ready()
-        if self.notifier.watchdog_interval is not None:
-            self._watchdog_at = loop.time()
-            self._arm()
-        await self._stop.wait()
-        self._stopping = True
-        now, wall = self._now()
-        self._dispatch(self.failover.shutdown(now, wall))
-        self._arm()
-        self._check_finished()
-        await self._finished.wait()
+        self._ready(f"{sum(links.values())} of {len(links)} link(s) open" + (
+            "" if self.bus is None else
+            f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}"))
+        await self._serve_until_stopped()
         self.engine.stop_heartbeats()
         if self._timer is not None:
             self._timer.cancel()

@@ -5,7 +5,8 @@
 what drives their timer; everything a front end (D-Bus, hbctl) and systemd
 see of them is the same and lives here once.  A subclass provides
 `snapshot()`, `reload()`, `_group_work()` (its Failover or Placement),
-`_dispatch()`, `_arm()` and `_publish_status()` (the STATUS= line).
+`_dispatch()`, `_arm()` and `_publish_status()` (the STATUS= line); its
+`run()` strings together the shared steps below with its own.
 """
 
 from __future__ import annotations
@@ -13,22 +14,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from hbd import logs
+from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import Action
 from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
-from hbd.errors import ConfigError, NoSuchGroup
+from hbd.errors import ConfigError, HbdError, NoSuchGroup
+from hbd.grouprunner import GroupRunner
 from hbd.notify import Notifier
 
-if TYPE_CHECKING:  # hbd.daemon imports this module
-    from hbd.daemon import Options
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    config_dir: str
+    state_dir: str
+    runtime_dir: str
+    node: str
+    dbus: bool
+    debug: bool
+    agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+
+
+def make_agent_runner(options: Options, config: ClusterConfig) -> AgentRunner:
+    return AgentRunner(ha_dir=options.config_dir,
+                       resource_dir=f"{options.config_dir}/resource.d",
+                       node_name=options.node, logfacility=config.hacf.logfacility,
+                       timeouts=options.agent_timeouts)
 
 
 class ServiceBase:
@@ -45,6 +65,8 @@ class ServiceBase:
         self._last_snapshot: Snapshot | None = None
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.runner: GroupRunner | None = None
+        self._watchdog_at: float | None = None  # next WATCHDOG=1, when systemd asks for it
 
     # --- what a subclass provides -------------------------------------------------------
 
@@ -81,6 +103,76 @@ class ServiceBase:
         hacf = config.hacf
         logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
                        logfile=hacf.logfile, debugfile=hacf.debugfile)
+
+    # --- the life both stacks share ------------------------------------------------------
+
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    async def _start_runner(self) -> None:
+        """Before joining: resolve the addresses, and stop whatever a previous hbd left up."""
+        assert self._loop is not None
+        self.runner = GroupRunner(self.config, make_agent_runner(self.options, self.config),
+                                  self._group_done)
+        await self.runner.prepare()
+        for key, error in (await self.runner.stop_stale()).items():
+            log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
+                         error)
+            self._dispatch(self._group_work().adopt_blocked(key, self._loop.time()))
+
+    async def _start_bus(self) -> None:
+        """Own org.linuxha.hbd1 when D-Bus is on (or keep retrying: the cluster never waits)."""
+        if self.options.dbus:
+            from hbd.bus.service import BusService
+
+            self.bus = BusService(self)
+            await self.bus.start()
+
+    def _ready(self, what: str) -> None:
+        """READY=1, and the watchdog's first beat from the timer path."""
+        log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
+        self.notifier.ready()
+        if self.notifier.watchdog_interval is not None:
+            assert self._loop is not None
+            self._watchdog_at = self._loop.time()
+            self._arm()
+
+    def _feed_watchdog(self, now: float) -> None:
+        # Fed from the engine's own timer path: if the loop or the engine wedges, the
+        # feeding stops and systemd's WatchdogSec restarts us.
+        if self._watchdog_at is not None and now >= self._watchdog_at:
+            self.notifier.watchdog()
+            assert self.notifier.watchdog_interval is not None
+            self._watchdog_at = now + self.notifier.watchdog_interval
+
+    async def _serve_until_stopped(self) -> None:
+        """Wait for SIGTERM, release every group, return once they are all down."""
+        await self._stop.wait()
+        self._stopping = True
+        now, wall = self._now()
+        self._dispatch(self._group_work().shutdown(now, wall))
+        self._arm()
+        self._check_finished()
+        await self._finished.wait()
+
+    def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
+        """The group runner finished a start or stop."""
+        now, wall = self._now()
+        log.log(logging.INFO if ok else logging.ERROR, "group %s %s %s%s", key, operation,
+                "done" if ok else "FAILED", f": {detail}" if detail else "")
+        try:
+            self._dispatch(self._group_work().group_done(key, operation, ok, detail, now, wall))
+        except HbdError as err:
+            log.error("group %s: %s", key, err)
+        self._arm()
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        # The group layer declares shutdown done only when no group job is left.
+        if self._stopping and self._group_work().shutdown_done:
+            self._finished.set()
 
     def request_reload(self) -> None:
         """SIGHUP: a refused configuration is already logged; the running one stays."""

@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,10 +47,8 @@ from hbd.core.resources import GroupState
 from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
 from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
-from hbd.daemon import Options, make_agent_runner
 from hbd.errors import ConfigError, CorosyncError, HbdError
-from hbd.grouprunner import GroupRunner
-from hbd.service import ServiceBase
+from hbd.service import Options, ServiceBase
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +98,6 @@ class CorosyncDaemon(ServiceBase):
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         super().__init__(options, config)
         self.placement = Placement(config)
-        self.runner: GroupRunner | None = None
         self.cpg: Cpg | None = None
         self.quorum: Quorum | None = None
         self.votes: VoteInfo | None = None
@@ -114,7 +109,6 @@ class CorosyncDaemon(ServiceBase):
         self._delay = RECONNECT_FIRST
         self._failures = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._watchdog_at: float | None = None
 
     def _group_work(self) -> Placement:
         return self.placement
@@ -294,16 +288,7 @@ class CorosyncDaemon(ServiceBase):
             elif not eventlog.log_event(action):
                 log.debug("unhandled action %r", action)
 
-    def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
-        now, wall = self._now()
-        log.log(logging.INFO if ok else logging.ERROR, "group %s %s %s%s", key, operation,
-                "done" if ok else "FAILED", f": {detail}" if detail else "")
-        try:
-            self._dispatch(self.placement.group_done(key, operation, ok, detail, now, wall))
-        except HbdError as err:
-            log.error("group %s: %s", key, err)
-        self._arm()
-        self._check_finished()
+    # --- the single timer --------------------------------------------------------------------
 
     def _arm(self) -> None:
         assert self._loop is not None
@@ -318,15 +303,8 @@ class CorosyncDaemon(ServiceBase):
         self._timer = None
         now, wall = self._now()
         self._dispatch(self.placement.handle_timer(now, wall))
-        if self._watchdog_at is not None and now >= self._watchdog_at:
-            self.notifier.watchdog()  # fed from the timer path: a wedged loop stops it
-            assert self.notifier.watchdog_interval is not None
-            self._watchdog_at = now + self.notifier.watchdog_interval
+        self._feed_watchdog(now)
         self._arm()
-
-    def _check_finished(self) -> None:
-        if self._stopping and self.placement.shutdown_done:
-            self._finished.set()
 
     # --- the Controller protocol -------------------------------------------------------------
 
@@ -397,41 +375,19 @@ class CorosyncDaemon(ServiceBase):
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._handle_signals(loop)
         self._configure_logging(self.config)
         log.info("hbd %s starting as node %s on the corosync stack", __version__,
                  self.options.node)
         for problem in order_problems(self.config):
             log.warning("%s", problem)
-        agents = make_agent_runner(self.options, self.config)
-        self.runner = GroupRunner(self.config, agents, self._group_done)
-        await self.runner.prepare()
-        for key, error in (await self.runner.stop_stale()).items():
-            log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
-                         error)
-            self._dispatch(self.placement.adopt_blocked(key, loop.time()))
+        await self._start_runner()
         await self._connect()
-        if self.options.dbus:
-            from hbd.bus.service import BusService
-
-            self.bus = BusService(self)
-            await self.bus.start()
+        await self._start_bus()
         self._publish()
-        log.info("ready: corosync %s", "connected" if self.placement.connected else
-                 "not reachable yet", extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
-        self.notifier.ready()
-        if self.notifier.watchdog_interval is not None:
-            self._watchdog_at = loop.time()
+        self._ready(f"corosync {'connected' if self.placement.connected else 'not reachable yet'}")
         self._arm()
-        await self._stop.wait()
-        self._stopping = True
-        now, wall = self._now()
-        self._dispatch(self.placement.shutdown(now, wall))
-        self._arm()
-        self._check_finished()
-        await self._finished.wait()
+        await self._serve_until_stopped()
         await self._shut_down()
         return 0
 

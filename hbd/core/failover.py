@@ -73,7 +73,6 @@ class Failover(StandbyExchange):
         self.kept_in_contest: set[str] = set()  # groups we kept in the current contest
         self.contest_settles_at: float | None = None  # then both views above are forgotten
         self.shutdown_requested = False
-        self.shutdown_done = False
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False

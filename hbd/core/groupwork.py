@@ -52,6 +52,11 @@ class GroupWork:
         self.next_blocked_retry: float | None = None
         self._last_held = Held.NONE
         self.retiring: set[str] = set()  # removed from haresources by a reload, stopping
+        self.shutdown_done = False  # every group is down after shutdown(): the daemon may exit
+
+    def shutdown(self, now: float, wall: float) -> list[Action]:
+        """Graceful stop: release every group; sets shutdown_done once all are down."""
+        raise NotImplementedError
 
     # hooks for the protocol layer
     def _after_failed_start(self, group: Group) -> Then:

@@ -111,7 +111,6 @@ class Placement(GroupWork):
         self.preferred: set[str] = set()
         self.failed: set[str] = set()
         self.leaving = False
-        self.shutdown_done = False
         self._blocked_noted = False
         self._seq = 0
         self._sent: NodeState | None = None
