@@ -45,12 +45,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, TypeVar
 
+from hbd.demo.lab import NETNS_DIR, list_netns, netns_pids  # the demo's cleanup uses them too
+
 log = logging.getLogger(__name__)
 
 FAMILY = "hbdt"
 """Prefix family of every name this module creates (netns, temp dirs)."""
 DEFAULT_NETWORKS: tuple[str, ...] = ("10.77.0.0/24", "10.78.0.0/24")
-NETNS_DIR = Path("/run/netns")
 SWITCH = "switch"
 PDEATHSIG = ("setpriv", "--pdeathsig", "KILL", "--")
 _T = TypeVar("_T")
@@ -166,29 +167,6 @@ def _cmd(argv: Sequence[str], *, check: bool = True, timeout: float = 15.0,
     if check and res.returncode != 0:
         raise LabError(f"{shlex.join(argv)} -> rc={res.returncode}: {res.stderr.strip()}")
     return res
-
-
-def list_netns() -> list[str]:
-    """Names of all named network namespaces (``ip netns list``)."""
-    try:
-        return sorted(p.name for p in NETNS_DIR.iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def netns_pids(name: str) -> list[int]:
-    """Pids whose network namespace is the named netns (by nsfs inode)."""
-    try:
-        ref = os.stat(NETNS_DIR / name)
-    except OSError:
-        return []
-    pids = []
-    for pid in proc_pids():
-        with contextlib.suppress(OSError):
-            st = os.stat(f"/proc/{pid}/ns/net")
-            if (st.st_ino, st.st_dev) == (ref.st_ino, ref.st_dev):
-                pids.append(pid)
-    return pids
 
 
 def kill_netns(name: str) -> None:
