@@ -34,7 +34,7 @@ from hbd.bus.names import BUS_NAME, GROUP_IFACE, MANAGER_IFACE, OBJECT_PATH, gro
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, wait_for
-from tests.infra.privbus import PrivateBus, missing_prerequisites
+from tests.infra.privbus import PrivateBus
 from tests.test_bus import SignalWatcher, dbus_send, install_hbd_files, properties_changed
 
 pytestmark = [pytest.mark.netns]
@@ -70,15 +70,6 @@ class Cluster:
         out = self.busctl(node, "get-property", BUS_NAME, group_path(GROUP), GROUP_IFACE,
                           "Owner")
         return out.split()[1].strip('"')
-
-
-@pytest.fixture(scope="module")
-def second_bus() -> Iterator[PrivateBus]:
-    reasons = missing_prerequisites()
-    if reasons:
-        pytest.skip("private bus unavailable: " + "; ".join(reasons))
-    with PrivateBus() as bus:
-        yield bus
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hbdproc import ha_cf
 from tests.infra.fixtures import LabFactory
 from tests.infra.fixtures_sysd import ContainerFactory
 from tests.infra.netns import Lab, pid_running, wait_for
@@ -43,16 +44,7 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 VIP = "10.77.0.240"
 PYTHON_DEPS = ("python3-dbus-next", "python3-systemd", "python3-serial", "python3-pyroute2",
                "python3-nacl")
-HACF = """\
-keepalive 100ms
-deadtime 500ms
-warntime 300ms
-initdead 1
-udpport 694
-bcast eth0
-auto_failback off
-node n1 n2
-"""
+HACF = ha_cf("bcast eth0", extra="auto_failback off\n")
 HARESOURCES = f"n1 {VIP}/24/eth0\n"
 AUTHKEYS = "auth 1\n1 sha1 packaging-test\n"
 

@@ -18,7 +18,7 @@ import pytest
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab
-from tests.infra.privbus import PrivateBus, missing_prerequisites
+from tests.infra.privbus import PrivateBus
 from tests.test_bus import install_hbd_files
 from tests.vipclient import start_responders, wait_answer
 
@@ -67,15 +67,6 @@ def lab(module_make_lab: LabFactory) -> Lab:
     lab = module_make_lab(("n1", "n2", "client"))
     start_responders(lab)
     return lab
-
-
-@pytest.fixture(scope="module")
-def second_bus() -> Iterator[PrivateBus]:
-    reasons = missing_prerequisites()
-    if reasons:
-        pytest.skip("private bus unavailable: " + "; ".join(reasons))
-    with PrivateBus() as bus:
-        yield bus
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hbdproc import ha_cf
 from tests.infra.fixtures_sysd import ContainerFactory
 from tests.infra.sysd import Container
 
@@ -29,17 +30,7 @@ VIP = "10.77.0.240"
 MESSAGE_ID_NODE_UP = "99db8876527046bb8aa68054baa752e0"
 SYSTEMD_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started unit" message
 
-HACF = """\
-logfacility local0
-keepalive 100ms
-deadtime 500ms
-warntime 300ms
-initdead 1
-udpport 694
-bcast eth0
-auto_failback off
-node n1 n2
-"""
+HACF = ha_cf("bcast eth0", extra="logfacility local0\nauto_failback off\n")
 
 
 KEY = "sd-key-7f3a9c0b"  # unique, so finding it anywhere in the journal means it leaked

@@ -16,7 +16,7 @@ from tests.infra.privbus import PrivateBus, missing_prerequisites, reap_stale
 
 log = logging.getLogger(__name__)
 
-__all__ = ["private_bus"]
+__all__ = ["private_bus", "second_bus"]
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,13 @@ def private_bus() -> Iterator[PrivateBus]:
         yield bus
     finally:
         bus.stop()
+
+
+@pytest.fixture(scope="module")
+def second_bus() -> Iterator[PrivateBus]:
+    """Another private bus, for a second node that must not share the first one's."""
+    reasons = missing_prerequisites()
+    if reasons:
+        pytest.skip("private bus unavailable: " + "; ".join(reasons))
+    with PrivateBus() as bus:
+        yield bus
