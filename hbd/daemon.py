@@ -115,36 +115,13 @@ class Daemon(ServiceBase):
         assert self.failover is not None
         return self.failover
 
-    async def reload(self) -> None:
-        """Re-read /etc/ha.d and apply it; raises ConfigError (old config kept)."""
-        async with self._reload_lock:
-            self.notifier.reloading()
-            try:
-                await self._reload()
-            finally:
-                self.notifier.ready()
-                self._publish_status()
-
-    async def _reload(self) -> None:
-        try:
-            # Reading files and asking netlink for our addresses blocks: keep it off the loop.
-            new = await asyncio.to_thread(
-                configfiles.load_or_raise, self.options.config_dir, node_name=self.options.node
-            )
-        except ConfigError as err:
-            log.error("reload refused, keeping the running configuration:")
-            for problem in err.problems:
-                log.error("  %s", problem)
-            raise
+    async def _apply(self, new: ClusterConfig) -> None:
         engine, failover, links, runner, pings = (self.engine, self.failover, self.links,
                                                   self.runner, self.pingnodes)
-        if engine is None or failover is None or links is None or runner is None \
-                or pings is None or self._loop is None:
-            self.config = new
-            return
+        assert engine is not None and failover is not None and links is not None
+        assert runner is not None and pings is not None and self._loop is not None
         for warning in new.warnings:
             log.warning("%s", warning)
-        self._configure_logging(new)
         now, wall = self._now()
         engine.reconfigure(new, now)
         if new.hacf.links != self.config.hacf.links:
@@ -154,10 +131,8 @@ class Daemon(ServiceBase):
         pings.update(new.hacf)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
-        self.config = new
-        self._arm()
+        self._arm()  # before the netlink work below: timers may have changed
         await runner.prepare()
-        log.info("configuration reloaded from %s", self.options.config_dir)
 
     # --- the engine and its single timer ------------------------------------------------
 

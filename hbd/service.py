@@ -4,7 +4,7 @@
 `hbd.stack_corosync.CorosyncDaemon` differ in how they learn membership and
 what drives their timer; everything a front end (D-Bus, hbctl) and systemd
 see of them is the same and lives here once.  A subclass provides
-`snapshot()`, `reload()`, `_group_work()` (its Failover or Placement),
+`snapshot()`, `_apply()` (a reload), `_group_work()` (its Failover or Placement),
 `_dispatch()`, `_arm()` and `_publish_status()` (the STATUS= line); its
 `run()` strings together the shared steps below with its own.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hbd import logs
+from hbd import configfiles, logs
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import Action
@@ -67,13 +67,15 @@ class ServiceBase:
         self._tasks: set[asyncio.Task[None]] = set()
         self.runner: GroupRunner | None = None
         self._watchdog_at: float | None = None  # next WATCHDOG=1, when systemd asks for it
+        self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
 
     # --- what a subclass provides -------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         raise NotImplementedError
 
-    async def reload(self) -> None:
+    async def _apply(self, new: ClusterConfig) -> None:
+        """Put a checked new configuration into effect (the reload's own part)."""
         raise NotImplementedError
 
     def _group_work(self) -> GroupWork:
@@ -134,6 +136,7 @@ class ServiceBase:
         """READY=1, and the watchdog's first beat from the timer path."""
         log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
         self.notifier.ready()
+        self._started.set()
         if self.notifier.watchdog_interval is not None:
             assert self._loop is not None
             self._watchdog_at = self._loop.time()
@@ -173,6 +176,35 @@ class ServiceBase:
         # The group layer declares shutdown done only when no group job is left.
         if self._stopping and self._group_work().shutdown_done:
             self._finished.set()
+
+    async def reload(self) -> None:
+        """Re-read /etc/ha.d and apply it; raises ConfigError (the running one stays).
+
+        A SIGHUP during start-up waits until READY: half-built adapters would apply
+        only part of the new configuration.
+        """
+        await self._started.wait()
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                try:
+                    # reading files and asking netlink for our addresses block: off the loop
+                    new = await asyncio.to_thread(configfiles.load_or_raise,
+                                                  self.options.config_dir,
+                                                  node_name=self.options.node)
+                except ConfigError as err:
+                    log.error("reload refused, keeping the running configuration:")
+                    for problem in err.problems:
+                        log.error("  %s", problem)
+                    raise
+                self._configure_logging(new)
+                await self._apply(new)
+                self.config = new
+                self._arm()
+                log.info("configuration reloaded from %s", self.options.config_dir)
+            finally:
+                self.notifier.ready()
+                self._publish()
 
     def request_reload(self) -> None:
         """SIGHUP: a refused configuration is already logged; the running one stays."""

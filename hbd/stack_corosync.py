@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hbd import __version__, configfiles, eventlog
+from hbd import __version__, eventlog
 from hbd.control import GroupInfo, NodeInfo, Snapshot
 from hbd.core.actions import (
     Action,
@@ -47,7 +47,7 @@ from hbd.core.resources import GroupState
 from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
 from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
-from hbd.errors import ConfigError, CorosyncError, HbdError
+from hbd.errors import CorosyncError, HbdError
 from hbd.service import Options, ServiceBase
 
 log = logging.getLogger(__name__)
@@ -336,34 +336,14 @@ class CorosyncDaemon(ServiceBase):
                         quorum_votes=votes.quorum if votes else 0,
                         placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
 
-    async def reload(self) -> None:
-        """Re-read /etc/ha.d; raises ConfigError (the running configuration stays)."""
-        async with self._reload_lock:
-            self.notifier.reloading()
-            try:
-                try:
-                    new = await asyncio.to_thread(configfiles.load_or_raise,
-                                                  self.options.config_dir,
-                                                  node_name=self.options.node)
-                except ConfigError as err:
-                    log.error("reload refused, keeping the running configuration:")
-                    for problem in err.problems:
-                        log.error("  %s", problem)
-                    raise
-                self._configure_logging(new)
-                for warning in [*new.warnings, *order_problems(new)]:
-                    log.warning("%s", warning)
-                now, wall = self._now()
-                self._dispatch(self.placement.reconfigure(new, now, wall))
-                if self.runner is not None:
-                    self.runner.update(new)
-                    await self.runner.prepare()
-                self.config = new
-                self._arm()
-                log.info("configuration reloaded from %s", self.options.config_dir)
-            finally:
-                self.notifier.ready()
-                self._publish()
+    async def _apply(self, new: ClusterConfig) -> None:
+        for warning in [*new.warnings, *order_problems(new)]:
+            log.warning("%s", warning)
+        now, wall = self._now()
+        self._dispatch(self.placement.reconfigure(new, now, wall))
+        assert self.runner is not None
+        self.runner.update(new)
+        await self.runner.prepare()
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
