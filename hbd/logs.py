@@ -10,23 +10,39 @@ HBD_* fields in `extra=`).
   (ForwardToSyslog, or rsyslog's imjournal), so writing to /dev/log as well
   would put every line in the journal twice.
 * Without systemd (SysV init), lines go to /dev/log with that facility,
-  formatted as Heartbeat's are (`hbd: [pid]: info: ...`), and to stderr
-  when it is a terminal.
+  formatted as Heartbeat's are (`hbd: [pid]: info: ...`), and to stderr.
 * `logfile` and `debugfile` get Heartbeat's file format; debugfile also gets
   debug lines.  Files are reopened after logrotate moves them.
+
+Nothing here runs on the event loop but a `put_nowait`: a frozen journald or
+rsyslog, a full disk or a stuck terminal would otherwise stall heartbeats.
+The root logger has one handler that puts each record on a bounded queue;
+one daemon thread (the drainer) owns the sinks above and writes to them.
+When the queue is full the record is dropped and counted, and once the
+drainer has room again it says so in a line of its own ("N log lines
+dropped (log sink stalled)"); `dropped_lines()` keeps the total.  A sink
+that fails (ENOSPC, a vanished socket) is reported once to the other sinks,
+and again with its count of lost lines when it works again.  `configure()`
+hands the new sinks to the drainer, so queued lines go to them, never lost;
+at exit the queue is drained for at most `EXIT_FLUSH_SECONDS`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
 import os
+import queue
 import socket
 import sys
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 STDERR_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
-_installed: list[logging.Handler] = []  # handlers we added, so a reconfigure replaces them
+QUEUE_LIMIT = 10_000  # records; ~30 s of a busy --debug daemon, a few MB at most
+EXIT_FLUSH_SECONDS = 2.0  # the last lines ("hbd stopped") are worth that much, not more
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
@@ -55,18 +71,56 @@ class _HeartbeatFormat(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = f"[{record.process}]: {level_word(record.levelno)}: {record.getMessage()}"
-        if record.exc_info and record.levelno >= logging.ERROR:
-            text += " (" + str(record.exc_info[1]) + ")"
+        short = getattr(record, "exc_short", None)  # set by _QueueHandler.emit
+        if short and record.levelno >= logging.ERROR:
+            text += f" ({short})"
         if self.with_time:
             return f"{self.formatTime(record, self.datefmt)} {self.host} hbd: {text}"
         return text
 
 
-class JournalSink(logging.Handler):
+class _Sink(logging.Handler):
+    """A destination the drainer writes to; only the drainer thread touches it.
+
+    A failed write is counted here instead of printing a traceback to stderr
+    (itself possibly the stalled journal stream): the drainer reports the
+    failure once through the other sinks.  `logging.shutdown()` at exit runs
+    in the main thread and would wait on the lock of a sink the drainer is
+    stuck in, so outside the drainer locking, flushing and closing do nothing
+    (the drainer flushes after every line and closes the sinks it retires).
+    """
+
+    what = "a log sink"  # for the report: "the journal", "syslog", the file's path
+    failing: str | None = None  # why the last write failed, while it keeps failing
+    lost = 0  # lines this sink could not take since it started failing
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failing = str(sys.exc_info()[1]) or "write failed"
+        self.lost += 1
+
+    def acquire(self) -> None:
+        if _owned():
+            super().acquire()
+
+    def release(self) -> None:
+        if _owned():
+            super().release()
+
+    def flush(self) -> None:
+        if _owned():
+            super().flush()
+
+    def close(self) -> None:
+        if _owned():
+            super().close()
+
+
+class JournalSink(_Sink):
     """Structured journal entries with only the fields that mean something."""
 
     def __init__(self, facility: int | None) -> None:
         super().__init__()
+        self.what = "the journal"
         from systemd import journal
 
         self._send = journal.send
@@ -108,65 +162,242 @@ def under_systemd() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM")) or bool(os.environ.get("INVOCATION_ID"))
 
 
-def _syslog_sink(facility: int) -> logging.Handler | None:
-    try:
-        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=facility)
+class _StderrSink(_Sink, logging.StreamHandler):  # type: ignore[type-arg]
+    what = "stderr"
+
+
+class _SyslogSink(_Sink, logging.handlers.SysLogHandler):
+    what = "syslog (/dev/log)"
+
+
+class _FileSink(_Sink, logging.handlers.WatchedFileHandler):
+    pass
+
+
+def _syslog_sink(facility: int) -> _Sink | None:
+    try:  # connecting a datagram socket does not wait for the syslog daemon
+        handler = _SyslogSink(address="/dev/log", facility=facility)
     except OSError as err:
-        print(f"hbd: cannot reach the syslog socket /dev/log: {err}", file=sys.stderr)
+        logging.getLogger(__name__).warning("cannot reach the syslog socket /dev/log: %s", err)
         return None
     handler.ident = "hbd: "
     handler.setFormatter(_HeartbeatFormat(with_time=False))
     return handler
 
 
-def _file_sink(path: str, level: int) -> logging.Handler | None:
-    try:
-        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    except OSError as err:
-        logging.getLogger(__name__).error("cannot open log file %s: %s", path, err)
-        return None
+def _file_sink(path: str, level: int) -> _Sink:
+    # delay: the file is opened by the drainer at its first line, never on the loop; an
+    # open that fails is reported like any failing sink
+    handler = _FileSink(path, encoding="utf-8", delay=True)
+    handler.what = path
     handler.setLevel(level)
     handler.setFormatter(_HeartbeatFormat(with_time=True))
     return handler
 
 
+# --- the queue and its drainer ----------------------------------------------------------
+
+
+@dataclass
+class _Flush:
+    """A marker: the drainer sets `done` once every line queued before it is written."""
+
+    done: threading.Event
+
+
+class _Pipeline:
+    """The bounded queue, the drainer thread and the sinks it owns."""
+
+    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+        self.limit = limit
+        self.queue: queue.Queue[logging.LogRecord | _Flush] = queue.Queue(limit)
+        self.sinks: list[_Sink] = []
+        self._new_sinks: list[_Sink] | None = None  # handed over by configure()
+        self._lock = threading.Lock()  # guards the hand-over and the counters, never I/O
+        self.thread: threading.Thread | None = None
+        self.dropped = 0  # every line the full queue refused, since the start
+        self._unreported = 0  # of those, not yet reported by a line of their own
+
+    # --- any thread (the event loop above all): never waits on I/O
+
+    def put(self, record: logging.LogRecord) -> None:
+        if self.thread is None:
+            self.start()
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.count_dropped()
+
+    def count_dropped(self) -> None:
+        with self._lock:
+            self.dropped += 1
+            self._unreported += 1
+
+    def use(self, sinks: list[_Sink]) -> None:
+        """Make `sinks` the destinations; the drainer retires the old ones itself."""
+        with self._lock:
+            self._new_sinks = sinks
+        if self.thread is None:
+            self.start()
+        else:  # wake it even when nothing else is logged
+            self.flush(timeout=0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait at most `timeout` s until every line queued so far is written."""
+        marker = _Flush(threading.Event())
+        try:
+            self.queue.put(marker, block=timeout > 0, timeout=timeout if timeout > 0 else None)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._drain, name="hbd-log", daemon=True)
+        self.thread.start()
+
+    def after_fork(self) -> None:
+        """In a forked child (--daemonize): the drainer did not come along; its queue's
+        lock may be held by it forever.  Keep the queued lines in a fresh queue."""
+        pending = list(self.queue.queue)
+        self.queue = queue.Queue(self.limit)
+        for item in pending:
+            if isinstance(item, logging.LogRecord):
+                self.queue.put_nowait(item)
+        self._lock = threading.Lock()
+        self.thread = None
+
+    # --- the drainer thread: the only one that touches a sink
+
+    def _drain(self) -> None:
+        while True:
+            item = self.queue.get()
+            self._take_new_sinks()
+            if isinstance(item, _Flush):
+                item.done.set()
+                continue
+            self._deliver(item)
+            if self._unreported and self.queue.qsize() < self.limit // 2:
+                with self._lock:
+                    count, self._unreported = self._unreported, 0
+                self._deliver(_record(logging.WARNING, "%d log lines dropped (log sink "
+                                      "stalled)", count))
+
+    def _take_new_sinks(self) -> None:
+        with self._lock:
+            new, self._new_sinks = self._new_sinks, None
+        if new is None:
+            return
+        old, self.sinks = self.sinks, new
+        for sink in old:
+            sink.close()
+
+    def _deliver(self, record: logging.LogRecord) -> None:
+        for sink in self.sinks:
+            if record.levelno < sink.level:
+                continue
+            was_failing = sink.failing
+            lost = sink.lost
+            sink.emit(record)  # not handle(): no lock to share, no filters on sinks
+            if sink.lost > lost and was_failing is None:
+                self._tell_others(sink, _record(
+                    logging.ERROR, "log sink %s failing (%s): its lines are lost until "
+                    "it works again", sink.what, sink.failing))
+            elif sink.lost == lost and was_failing is not None:
+                self._tell_others(sink, _record(
+                    logging.WARNING, "log sink %s works again; %d line(s) were lost",
+                    sink.what, sink.lost))
+                sink.failing, sink.lost = None, 0
+
+    def _tell_others(self, failed: _Sink, record: logging.LogRecord) -> None:
+        for sink in self.sinks:
+            if sink is not failed and record.levelno >= sink.level:
+                sink.emit(record)
+
+
+def _record(level: int, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(__name__, level, __file__, 0, msg, args, None)
+
+
+_pipeline = _Pipeline()
+
+
+def _owned() -> bool:
+    return threading.current_thread() is _pipeline.thread
+
+
+class _QueueHandler(logging.Handler):
+    """The root logger's only handler: hands records to the drainer, never waits."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _owned():
+            # a sink (or a library under it) logging from inside the drainer: feeding it
+            # back would loop for as long as the sink keeps failing
+            _pipeline.count_dropped()
+            return
+        try:
+            # Render now: the arguments may change before the drainer gets to them.
+            record.msg = record.getMessage()
+            record.args = None
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.__dict__["exc_short"] = str(record.exc_info[1])
+                record.exc_info = None
+        except Exception:  # a bad format string: logging's own report, once
+            self.handleError(record)
+            return
+        _pipeline.put(record)
+
+
+_handler = _QueueHandler()
+os.register_at_fork(after_in_child=_pipeline.after_fork)
+
+
+def dropped_lines() -> int:
+    """Lines dropped because the queue was full (a stalled sink), since the start."""
+    return _pipeline.dropped
+
+
+def flush(timeout: float = EXIT_FLUSH_SECONDS) -> bool:
+    """Wait at most `timeout` s for the queued lines to be written; True if they were."""
+    if _pipeline.thread is None:
+        return True
+    return _pipeline.flush(timeout)
+
+
+atexit.register(flush)  # registered after logging's own shutdown hook, so runs before it
+
+
 def configure(*, debug: bool = False, logfacility: str | None = None,
               logfile: str | None = None, debugfile: str | None = None,
               to_journal: bool | None = None) -> None:
-    """Install hbd's handlers on the root logger, replacing any from a previous call."""
-    root = logging.getLogger()
-    while _installed:
-        old = _installed.pop()
-        root.removeHandler(old)
-        old.close()
+    """Choose hbd's sinks, replacing those of a previous call (queued lines go to the new)."""
     if to_journal is None:
         to_journal = under_systemd()
     facility = FACILITIES.get(logfacility) if logfacility else None
-    handlers: list[logging.Handler | None] = []
+    level = logging.DEBUG if debug else logging.INFO
+    sinks: list[_Sink] = []
     if to_journal:
-        sink = JournalSink(facility)
-        sink.setLevel(logging.DEBUG if debug else logging.INFO)
-        handlers.append(sink)
+        sinks.append(JournalSink(facility))
     else:
-        stderr = logging.StreamHandler(sys.stderr)
+        stderr = _StderrSink(sys.stderr)
         stderr.setFormatter(logging.Formatter(STDERR_FORMAT))
-        stderr.setLevel(logging.DEBUG if debug else logging.INFO)
-        handlers.append(stderr)
+        sinks.append(stderr)
         if facility is not None:
             syslog = _syslog_sink(facility)
             if syslog is not None:
-                syslog.setLevel(logging.DEBUG if debug else logging.INFO)
-            handlers.append(syslog)
+                sinks.append(syslog)
+    for sink in sinks:
+        sink.setLevel(level)
     if logfile and logfile != "/dev/null":
-        handlers.append(_file_sink(logfile, logging.INFO))
+        sinks.append(_file_sink(logfile, logging.INFO))
     if debugfile and debugfile != "/dev/null":
-        handlers.append(_file_sink(debugfile, logging.DEBUG))
-    for handler in handlers:
-        if handler is not None:
-            _installed.append(handler)
-            root.addHandler(handler)
+        sinks.append(_file_sink(debugfile, logging.DEBUG))
+    root = logging.getLogger()
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
     wants_debug = debug or bool(debugfile and debugfile != "/dev/null")
     root.setLevel(logging.DEBUG if wants_debug else logging.INFO)
+    _pipeline.use(sinks)
 
 
 def setup(*, debug: bool = False, to_journal: bool | None = None) -> None:
