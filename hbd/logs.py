@@ -37,6 +37,7 @@ import queue
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,9 +215,10 @@ class _Pipeline:
         self.sinks: list[_Sink] = []
         self._new_sinks: list[_Sink] | None = None  # handed over by configure()
         self._lock = threading.Lock()  # guards the hand-over and the counters, never I/O
-        self.thread: threading.Thread | None = None
+        self.thread: _Drainer | None = None
         self.dropped = 0  # every line the full queue refused, since the start
         self._unreported = 0  # of those, not yet reported by a line of their own
+        self.unheard = 0  # lines logged by the sinks themselves, inside the drainer
 
     # --- any thread (the event loop above all): never waits on I/O
 
@@ -252,7 +254,7 @@ class _Pipeline:
         return marker.done.wait(timeout)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._drain, name="hbd-log", daemon=True)
+        self.thread = _Drainer(self._drain)
         self.thread.start()
 
     def after_fork(self) -> None:
@@ -314,25 +316,33 @@ class _Pipeline:
                 sink.emit(record)
 
 
-def _record(level: int, msg: str, *args: object) -> logging.LogRecord:
-    return logging.LogRecord(__name__, level, __file__, 0, msg, args, None)
-
-
-_pipeline = _Pipeline()
+class _Drainer(threading.Thread):
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(target=target, name="hbd-log", daemon=True)
 
 
 def _owned() -> bool:
-    return threading.current_thread() is _pipeline.thread
+    """True in a drainer thread, the only one that may touch a sink."""
+    return isinstance(threading.current_thread(), _Drainer)
+
+
+def _record(level: int, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(__name__, level, __file__, 0, msg, args, None)
 
 
 class _QueueHandler(logging.Handler):
     """The root logger's only handler: hands records to the drainer, never waits."""
 
+    def __init__(self, pipeline: _Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
     def emit(self, record: logging.LogRecord) -> None:
         if _owned():
             # a sink (or a library under it) logging from inside the drainer: feeding it
-            # back would loop for as long as the sink keeps failing
-            _pipeline.count_dropped()
+            # back would loop for as long as the sink keeps failing (its failures are
+            # reported by the drainer itself)
+            self.pipeline.unheard += 1  # only the drainer thread writes it
             return
         try:
             # Render now: the arguments may change before the drainer gets to them.
@@ -345,10 +355,11 @@ class _QueueHandler(logging.Handler):
         except Exception:  # a bad format string: logging's own report, once
             self.handleError(record)
             return
-        _pipeline.put(record)
+        self.pipeline.put(record)
 
 
-_handler = _QueueHandler()
+_pipeline = _Pipeline()
+_handler = _QueueHandler(_pipeline)
 os.register_at_fork(after_in_child=_pipeline.after_fork)
 
 
