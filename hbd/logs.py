@@ -30,6 +30,7 @@ at exit the queue is drained for at most `EXIT_FLUSH_SECONDS`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -273,16 +274,24 @@ class _Pipeline:
     def _drain(self) -> None:
         while True:
             item = self.queue.get()
-            self._take_new_sinks()
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
-            self._deliver(item)
-            if self._unreported and self.queue.qsize() < self.limit // 2:
-                with self._lock:
-                    count, self._unreported = self._unreported, 0
-                self._deliver(_record(logging.WARNING, "%d log lines dropped (log sink "
-                                      "stalled)", count))
+            try:
+                self._step(item)
+            except Exception:  # a bug here must not silence the daemon for good
+                self.unheard += 1
+                if isinstance(item, _Flush):
+                    item.done.set()
+
+    def _step(self, item: logging.LogRecord | _Flush) -> None:
+        self._take_new_sinks()
+        if isinstance(item, _Flush):
+            item.done.set()
+            return
+        self._deliver(item)
+        if self._unreported and self.queue.qsize() < self.limit // 2:
+            with self._lock:
+                count, self._unreported = self._unreported, 0
+            self._deliver(_record(logging.WARNING, "%d log lines dropped (log sink stalled)",
+                                  count))
 
     def _take_new_sinks(self) -> None:
         with self._lock:
@@ -291,7 +300,10 @@ class _Pipeline:
             return
         old, self.sinks = self.sinks, new
         for sink in old:
-            sink.close()
+            # e.g. ENOSPC flushing a file's buffer: every later line goes through this
+            # thread, it must not die of a retired sink
+            with contextlib.suppress(Exception):
+                sink.close()
 
     def _deliver(self, record: logging.LogRecord) -> None:
         for sink in self.sinks:
@@ -299,7 +311,10 @@ class _Pipeline:
                 continue
             was_failing = sink.failing
             lost = sink.lost
-            sink.emit(record)  # not handle(): no lock to share, no filters on sinks
+            try:
+                sink.emit(record)  # not handle(): no lock to share, no filters on sinks
+            except Exception:  # emit() catches its own; this thread must live regardless
+                sink.handleError(record)
             if sink.lost > lost and was_failing is None:
                 self._tell_others(sink, _record(
                     logging.ERROR, "log sink %s failing (%s): its lines are lost until "

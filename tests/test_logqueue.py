@@ -168,6 +168,31 @@ def test_a_sink_that_logs_does_not_feed_itself(pipe: tuple[logs._Pipeline,
     assert pipeline.dropped == 0  # nothing was stalled
 
 
+def test_the_drainer_survives_sinks_that_raise(pipe: tuple[logs._Pipeline,
+                                                          logging.Logger]) -> None:
+    """A full disk made a retired file sink's close() raise ENOSPC: that killed the drainer."""
+    pipeline, log = pipe
+
+    class Broken(Held):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("not caught by the sink itself")
+
+        def close(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    broken, good = Broken("broken"), Held("good")
+    pipeline.use([broken, good])
+    log.info("one")
+    assert pipeline.flush(WAIT)
+    pipeline.use([good])  # the drainer closes `broken`, which raises
+    log.info("two")
+    assert pipeline.flush(WAIT)
+    assert pipeline.thread is not None and pipeline.thread.is_alive()
+    assert [line for line in good.lines if not line.startswith("log sink")] == ["one", "two"]
+    assert any("log sink broken failing (not caught by the sink itself)" in line
+               for line in good.lines)
+
+
 def test_arguments_are_rendered_when_logged() -> None:
     """A mutable argument changed after the call must not change the line."""
     pipeline = logs._Pipeline(limit=5)
