@@ -38,9 +38,9 @@ import queue
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 STDERR_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 QUEUE_LIMIT = 10_000  # records; ~30 s of a busy --debug daemon, a few MB at most
@@ -176,25 +176,53 @@ class _FileSink(_Sink, logging.handlers.WatchedFileHandler):
     pass
 
 
-def _syslog_sink(facility: int) -> _Sink | None:
-    try:  # connecting a datagram socket does not wait for the syslog daemon
-        handler = _SyslogSink(address="/dev/log", facility=facility)
-    except OSError as err:
-        logging.getLogger(__name__).warning("cannot reach the syslog socket /dev/log: %s", err)
-        return None
-    handler.ident = "hbd: "
-    handler.setFormatter(_HeartbeatFormat(with_time=False))
-    return handler
+@dataclass(frozen=True)
+class Want:
+    """One sink configure() asks for.  The drainer opens it, off the loop, or keeps the
+    one it has with the same `key` (a reload must not lose a failing sink's count)."""
+
+    kind: str  # "journal", "stderr", "syslog" or "file"
+    level: int
+    target: str = ""  # the file's path
+    facility: int | None = None  # syslog facility, also tagged on journal entries
+
+    @property
+    def key(self) -> Hashable:
+        return (self.kind, self.target, self.facility)
+
+    def make(self) -> _Sink:
+        """Raises OSError (no /dev/log) or ImportError (no systemd-python)."""
+        sink: _Sink
+        if self.kind == "journal":
+            sink = JournalSink(self.facility)
+        elif self.kind == "stderr":
+            sink = _StderrSink(sys.stderr)
+            sink.setFormatter(logging.Formatter(STDERR_FORMAT))
+        elif self.kind == "syslog":
+            assert self.facility is not None
+            syslog = _SyslogSink(address="/dev/log", facility=self.facility)
+            syslog.ident = "hbd: "
+            syslog.setFormatter(_HeartbeatFormat(with_time=False))
+            sink = syslog
+        else:
+            # delay: opened at its first line; an open that fails is reported like
+            # any failing sink
+            sink = _FileSink(self.target, encoding="utf-8", delay=True)
+            sink.what = self.target
+            sink.setFormatter(_HeartbeatFormat(with_time=True))
+        return sink
 
 
-def _file_sink(path: str, level: int) -> _Sink:
-    # delay: the file is opened by the drainer at its first line, never on the loop; an
-    # open that fails is reported like any failing sink
-    handler = _FileSink(path, encoding="utf-8", delay=True)
-    handler.what = path
-    handler.setLevel(level)
-    handler.setFormatter(_HeartbeatFormat(with_time=True))
-    return handler
+class SinkSpec(Protocol):
+    """What the drainer needs of a Want (tests hand it their own sinks this way)."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    @property
+    def level(self) -> int: ...
+
+    def make(self) -> _Sink: ...
 
 
 # --- the queue and its drainer ----------------------------------------------------------
@@ -213,8 +241,8 @@ class _Pipeline:
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
         self.limit = limit
         self.queue: queue.Queue[logging.LogRecord | _Flush] = queue.Queue(limit)
-        self.sinks: list[_Sink] = []
-        self._new_sinks: list[_Sink] | None = None  # handed over by configure()
+        self.sinks: dict[Hashable, _Sink] = {}  # by their Want's key, in order
+        self._wanted: list[SinkSpec] | None = None  # handed over by configure()
         self._lock = threading.Lock()  # guards the hand-over and the counters, never I/O
         self.thread: _Drainer | None = None
         self.dropped = 0  # every line the full queue refused, since the start
@@ -236,10 +264,10 @@ class _Pipeline:
             self.dropped += 1
             self._unreported += 1
 
-    def use(self, sinks: list[_Sink]) -> None:
-        """Make `sinks` the destinations; the drainer retires the old ones itself."""
+    def use(self, wanted: list[SinkSpec]) -> None:
+        """Make these the destinations; the drainer opens and retires sinks itself."""
         with self._lock:
-            self._new_sinks = sinks
+            self._wanted = wanted
         if self.thread is None:
             self.start()
         else:  # wake it even when nothing else is logged
@@ -295,18 +323,32 @@ class _Pipeline:
 
     def _take_new_sinks(self) -> None:
         with self._lock:
-            new, self._new_sinks = self._new_sinks, None
-        if new is None:
+            wanted, self._wanted = self._wanted, None
+        if wanted is None:
             return
-        old, self.sinks = self.sinks, new
-        for sink in old:
+        old, self.sinks = self.sinks, {}
+        problems = []
+        for want in wanted:
+            sink = old.pop(want.key, None)
+            if sink is None:
+                try:
+                    sink = want.make()
+                except (OSError, ImportError) as err:
+                    problems.append(_record(logging.WARNING, "cannot log to %s: %s",
+                                            getattr(want, "kind", want.key), err))
+                    continue
+            sink.setLevel(want.level)
+            self.sinks[want.key] = sink
+        for sink in old.values():
             # e.g. ENOSPC flushing a file's buffer: every later line goes through this
             # thread, it must not die of a retired sink
             with contextlib.suppress(Exception):
                 sink.close()
+        for problem in problems:
+            self._deliver(problem)
 
     def _deliver(self, record: logging.LogRecord) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks.values():
             if record.levelno < sink.level:
                 continue
             was_failing = sink.failing
@@ -326,7 +368,7 @@ class _Pipeline:
                 sink.failing, sink.lost = None, 0
 
     def _tell_others(self, failed: _Sink, record: logging.LogRecord) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks.values():
             if sink is not failed and record.levelno >= sink.level:
                 sink.emit(record)
 
@@ -396,34 +438,31 @@ atexit.register(flush)  # registered after logging's own shutdown hook, so runs 
 def configure(*, debug: bool = False, logfacility: str | None = None,
               logfile: str | None = None, debugfile: str | None = None,
               to_journal: bool | None = None) -> None:
-    """Choose hbd's sinks, replacing those of a previous call (queued lines go to the new)."""
+    """Choose hbd's sinks, replacing those of a previous call (queued lines go to the new).
+
+    Nothing is opened here (this runs on the loop at a reload): the drainer does it.
+    """
     if to_journal is None:
         to_journal = under_systemd()
     facility = FACILITIES.get(logfacility) if logfacility else None
     level = logging.DEBUG if debug else logging.INFO
-    sinks: list[_Sink] = []
+    wanted: list[SinkSpec] = []
     if to_journal:
-        sinks.append(JournalSink(facility))
+        wanted.append(Want("journal", level, facility=facility))
     else:
-        stderr = _StderrSink(sys.stderr)
-        stderr.setFormatter(logging.Formatter(STDERR_FORMAT))
-        sinks.append(stderr)
+        wanted.append(Want("stderr", level))
         if facility is not None:
-            syslog = _syslog_sink(facility)
-            if syslog is not None:
-                sinks.append(syslog)
-    for sink in sinks:
-        sink.setLevel(level)
+            wanted.append(Want("syslog", level, facility=facility))
     if logfile and logfile != "/dev/null":
-        sinks.append(_file_sink(logfile, logging.INFO))
+        wanted.append(Want("file", logging.INFO, target=logfile))
     if debugfile and debugfile != "/dev/null":
-        sinks.append(_file_sink(debugfile, logging.DEBUG))
+        wanted.append(Want("file", logging.DEBUG, target=debugfile))
     root = logging.getLogger()
     if _handler not in root.handlers:
         root.addHandler(_handler)
     wants_debug = debug or bool(debugfile and debugfile != "/dev/null")
     root.setLevel(logging.DEBUG if wants_debug else logging.INFO)
-    _pipeline.use(sinks)
+    _pipeline.use(wanted)
 
 
 def setup(*, debug: bool = False, to_journal: bool | None = None) -> None:

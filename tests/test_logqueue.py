@@ -51,6 +51,25 @@ class Held(logs._Sink):
         self.closed = True  # the drainer retires sinks; here we only note it
 
 
+class Given:
+    """A SinkSpec that hands the drainer an existing test sink."""
+
+    def __init__(self, sink: logs._Sink) -> None:
+        self.sink = sink
+        self.level = logging.DEBUG
+
+    @property
+    def key(self) -> object:
+        return id(self.sink)
+
+    def make(self) -> logs._Sink:
+        return self.sink
+
+
+def use(pipeline: logs._Pipeline, *sinks: logs._Sink) -> None:
+    pipeline.use([Given(sink) for sink in sinks])
+
+
 @pytest.fixture
 def pipe() -> Iterator[tuple[logs._Pipeline, logging.Logger]]:
     """A private pipeline (queue of 5) behind a private logger."""
@@ -62,7 +81,7 @@ def pipe() -> Iterator[tuple[logs._Pipeline, logging.Logger]]:
     logger.addHandler(handler)
     yield pipeline, logger
     logger.removeHandler(handler)
-    for sink in pipeline.sinks:
+    for sink in pipeline.sinks.values():
         if isinstance(sink, Held):
             sink.gate.set()
 
@@ -72,7 +91,7 @@ def test_a_sink_blocked_forever_does_not_block_logging(pipe: tuple[logs._Pipelin
     pipeline, log = pipe
     sink = Held()
     sink.gate.clear()
-    pipeline.use([sink])
+    use(pipeline, sink)
     log.info("first")
     assert sink.entered.wait(WAIT)  # the drainer is now stuck inside the sink
     started = time.monotonic()
@@ -90,7 +109,7 @@ def test_dropped_lines_are_reported_once_the_sink_frees(pipe: tuple[logs._Pipeli
     pipeline, log = pipe
     sink = Held()
     sink.gate.clear()
-    pipeline.use([sink])
+    use(pipeline, sink)
     log.info("first")
     assert sink.entered.wait(WAIT)
     for i in range(20):
@@ -112,12 +131,12 @@ def test_reconfigure_keeps_the_queued_lines(pipe: tuple[logs._Pipeline,
     pipeline, log = pipe
     old, new = Held("old"), Held("new")
     old.gate.clear()
-    pipeline.use([old])
+    use(pipeline, old)
     log.info("being written")
     assert old.entered.wait(WAIT)
     for i in range(3):
         log.info("queued %d", i)
-    pipeline.use([new])  # like configure() on a reload, while the old sink is stuck
+    use(pipeline, new)  # like configure() on a reload, while the old sink is stuck
     old.gate.set()
     assert pipeline.flush(WAIT)
     assert old.lines == ["being written"]
@@ -130,7 +149,7 @@ def test_a_failing_sink_is_reported_to_the_others_once(pipe: tuple[logs._Pipelin
                                                                    logging.Logger]) -> None:
     pipeline, log = pipe
     disk, other = Held("/var/log/ha-log"), Held("stderr")
-    pipeline.use([disk, other])
+    use(pipeline, disk, other)
     log.info("fine")
     assert pipeline.flush(WAIT)
     disk.fail = "No space left on device"
@@ -158,7 +177,7 @@ def test_a_sink_that_logs_does_not_feed_itself(pipe: tuple[logs._Pipeline,
             log.warning("sink complains about %s", record.getMessage())
 
     sink = Chatty()
-    pipeline.use([sink])
+    use(pipeline, sink)
     log.info("one")
     assert pipeline.flush(WAIT)
     log.info("two")
@@ -181,10 +200,10 @@ def test_the_drainer_survives_sinks_that_raise(pipe: tuple[logs._Pipeline,
             raise OSError(28, "No space left on device")
 
     broken, good = Broken("broken"), Held("good")
-    pipeline.use([broken, good])
+    use(pipeline, broken, good)
     log.info("one")
     assert pipeline.flush(WAIT)
-    pipeline.use([good])  # the drainer closes `broken`, which raises
+    use(pipeline, good)  # the drainer closes `broken`, which raises
     log.info("two")
     assert pipeline.flush(WAIT)
     assert pipeline.thread is not None and pipeline.thread.is_alive()
@@ -199,7 +218,7 @@ def test_arguments_are_rendered_when_logged() -> None:
     handler = logs._QueueHandler(pipeline)
     sink = Held()
     sink.gate.clear()
-    pipeline.use([sink])
+    use(pipeline, sink)
     state = {"node": "up"}
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "state %s", (state,), None)
     handler.emit(record)
@@ -220,6 +239,13 @@ def test_real_configure_file_sink_gets_lines_and_flush_waits(tmp_path: Path) -> 
                                           extra={"MESSAGE_ID": "abc", "HBD_NODE": "n2"})
         assert logs.flush(WAIT)
         assert f"hbd: [{os.getpid()}]: info: to the file 42" in path.read_text()
+        # a reload asking for the same file keeps the open sink (and a failing one's count)
+        sink = logs._pipeline.sinks[("file", str(path), None)]
+        logs.configure(logfile=str(path), logfacility=None)
+        logging.getLogger("hbd.test").info("after the reload")
+        assert logs.flush(WAIT)
+        assert logs._pipeline.sinks[("file", str(path), None)] is sink
+        assert "info: after the reload" in path.read_text()
     finally:
         logs.configure()  # back to stderr only
         logs.flush(WAIT)
