@@ -4,7 +4,7 @@ Two hbd nodes in network namespaces, keepalive 100 ms, deadtime 300 ms; n1
 holds the VIP.  n1 runs outside systemd (SysV mode, `logfacility local0`)
 in a private mount namespace where /dev/log is the socket of an rsyslogd
 this module starts (its own configuration, writing to a file here) and where
-`logfile` lies on a 256 KiB tmpfs.  The mount namespace is n1's alone: /dev
+`logfile` lies on a 4 MiB tmpfs.  The mount namespace is n1's alone: /dev
 there is an overlay of the host's /dev with one extra symlink, so the host's
 /dev is never touched.  (The journald case needs a systemd: test_stall_systemd.py.)
 
@@ -62,7 +62,7 @@ PRIVATE_MOUNTS = """\
 set -e
 mount -t overlay hbd-test-dev -o lowerdir=/dev,upperdir={up},workdir={work} /dev
 ln -s {sock} /dev/log
-mount -t tmpfs -o size=256k,mode=0755 hbd-test-log {logdir}
+mount -t tmpfs -o size=4m,mode=0755 hbd-test-log {logdir}
 exec nice -n -10 "$@"
 """
 
