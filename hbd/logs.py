@@ -42,6 +42,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hbd.journalsend import JournalSocket
+
 STDERR_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 QUEUE_LIMIT = 10_000  # records; ~30 s of a busy --debug daemon, a few MB at most
 EXIT_FLUSH_SECONDS = 2.0  # the last lines ("hbd stopped") are worth that much, not more
@@ -123,9 +125,8 @@ class JournalSink(_Sink):
     def __init__(self, facility: int | None) -> None:
         super().__init__()
         self.what = "the journal"
-        from systemd import journal
-
-        self._send = journal.send
+        # not systemd-python's journal.send: it holds the GIL while journald makes it wait
+        self._journal = JournalSocket()
         self.facility = facility
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -141,10 +142,15 @@ class JournalSink(_Sink):
             for key, value in record.__dict__.items():
                 if key == "MESSAGE_ID" or key.startswith("HBD_"):
                     fields[key] = str(value)
-            message = f"{level_word(record.levelno)}: {record.getMessage()}"
-            self._send(message, **fields)
+            fields["MESSAGE"] = f"{level_word(record.levelno)}: {record.getMessage()}"
+            self._journal.send(fields)
         except Exception:  # the journal going away must never break the daemon
             self.handleError(record)
+
+    def close(self) -> None:
+        if _owned():
+            self._journal.close()
+        super().close()
 
 
 def _priority(levelno: int) -> int:
@@ -191,7 +197,7 @@ class Want:
         return (self.kind, self.target, self.facility)
 
     def make(self) -> _Sink:
-        """Raises OSError (no /dev/log) or ImportError (no systemd-python)."""
+        """Raises OSError (no /dev/log)."""
         sink: _Sink
         if self.kind == "journal":
             sink = JournalSink(self.facility)
@@ -333,7 +339,7 @@ class _Pipeline:
             if sink is None:
                 try:
                     sink = want.make()
-                except (OSError, ImportError) as err:
+                except OSError as err:
                     problems.append(_record(logging.WARNING, "cannot log to %s: %s",
                                             getattr(want, "kind", want.key), err))
                     continue
