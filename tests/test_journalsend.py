@@ -27,7 +27,7 @@ def decode(data: bytes) -> dict[str, bytes]:
     """journald's parser, for what hbd sends."""
     fields = {}
     while data:
-        line, sep, rest = data.partition(b"\n")
+        line, _, rest = data.partition(b"\n")
         if b"=" in line:
             name, _, value = line.partition(b"=")
             data = rest
