@@ -415,9 +415,10 @@ class _QueueHandler(logging.Handler):
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
                 record.__dict__["exc_short"] = str(record.exc_info[1])
                 record.exc_info = None
-        except Exception:  # a bad format string: logging's own report, once
-            self.handleError(record)
-            return
+        except Exception as err:
+            # a bad format string: logging's handleError would print to stderr, here and now
+            record.msg = f"unformattable log line {record.msg!r} {record.args!r}: {err}"
+            record.args, record.exc_info = None, None
         self.pipeline.put(record)
 
 
@@ -466,6 +467,7 @@ def configure(*, debug: bool = False, logfacility: str | None = None,
     root = logging.getLogger()
     if _handler not in root.handlers:
         root.addHandler(_handler)
+        logging.captureWarnings(True)  # not printed to stderr: that may be a journal stream
     wants_debug = debug or bool(debugfile and debugfile != "/dev/null")
     root.setLevel(logging.DEBUG if wants_debug else logging.INFO)
     _pipeline.use(wanted)

@@ -252,6 +252,19 @@ def test_real_configure_file_sink_gets_lines_and_flush_waits(tmp_path: Path) -> 
         root.setLevel(level)
 
 
+def test_a_bad_format_string_is_logged_not_printed(pipe: tuple[logs._Pipeline,
+                                                            logging.Logger],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline, log = pipe
+    sink = Held()
+    use(pipeline, sink)
+    log.info("two args %s %s", "only one")
+    assert pipeline.flush(WAIT)
+    assert sink.lines == ["unformattable log line 'two args %s %s' ('only one',): not enough "
+                          "arguments for format string"]
+    assert capsys.readouterr().err == ""
+
+
 class SlowState(StateDir):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
