@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -263,6 +265,39 @@ def test_a_bad_format_string_is_logged_not_printed(pipe: tuple[logs._Pipeline,
     assert sink.lines == ["unformattable log line 'two args %s %s' ('only one',): not enough "
                           "arguments for format string"]
     assert capsys.readouterr().err == ""
+
+
+EXITING = """
+import logging, sys
+from hbd import logs
+logs.configure(logfile=sys.argv[1], logfacility=None)
+for i in range(2000):
+    logging.getLogger("hbd").info("line %d", i)
+logging.getLogger("hbd").info("hbd stopped")
+"""
+
+
+def test_exit_waits_for_the_queue(tmp_path: Path) -> None:
+    """The last lines ("hbd stopped") are written even when the process exits at once."""
+    path = tmp_path / "ha-log"
+    res = subprocess.run([sys.executable, "-c", EXITING, str(path)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2001 and lines[-1].endswith("info: hbd stopped")
+
+
+def test_exit_waits_no_longer_than_the_bound(tmp_path: Path) -> None:
+    """A sink stuck for good (a FIFO nobody reads: its open never returns) costs
+    EXIT_FLUSH_SECONDS at exit, not a hang."""
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", EXITING, str(fifo)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert logs.EXIT_FLUSH_SECONDS <= elapsed < logs.EXIT_FLUSH_SECONDS + 20
 
 
 class SlowState(StateDir):
