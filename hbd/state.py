@@ -153,6 +153,8 @@ class _PeerWriter:
             except OSError as err:
                 log.warning("cannot record the generation of %s: %s", ", ".join(sorted(batch)),
                             err)
+            except Exception:  # a bug here must not end the saving of later generations
+                log.exception("recording the generation of %s failed", ", ".join(sorted(batch)))
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
