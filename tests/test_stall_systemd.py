@@ -16,6 +16,7 @@ may itself be waiting to log); the VIP is checked with `ip`.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -34,7 +35,7 @@ pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 HBD = str(Path(sys.prefix) / "bin" / "hbd")
 VIP = "10.77.0.240"
-FREEZE_SECONDS = 30.0
+FREEZE_SECONDS = float(os.environ.get("HBD_STALL_SECONDS", "30"))
 HUP_EVERY = 0.5
 CHATTY = 30
 HACF = ha_cf("bcast eth0", keepalive="100ms", deadtime="300ms", warntime="250ms",
