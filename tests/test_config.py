@@ -279,6 +279,11 @@ BAD_CASES = [
         ["ha.cf:2: deadtime (200 ms) must be more than twice keepalive (100 ms)"],
         id="deadtime-too-short"),
     pytest.param(
+        dict(hacf=GOOD_HACF.replace("deadtime 500ms", "deadtime 3601").replace("initdead 1",
+                                                                            "initdead 4000")),
+        ["ha.cf:2: deadtime (3601000 ms) is above the most hbd accepts (3600 s)"],
+        id="deadtime-above-dt-range"),
+    pytest.param(
         dict(hacf=GOOD_HACF.replace("initdead 1", "initdead 300ms")),
         ["ha.cf:3: initdead (300 ms) must be at least deadtime (500 ms)"],
         id="initdead-below-deadtime"),

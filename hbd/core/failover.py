@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+from hbd.core import fields
 from hbd.core.actions import (
     Action,
     AnnounceGroup,
@@ -295,7 +296,8 @@ class Failover(StandbyExchange):
         held = Held.parse(message.get("rsc_hold"))
         actions: list[Action] = []
         if held is None:
-            actions.append(Notice("warning", f"bad resource type {message.get('rsc_hold')!r} "
+            shown = fields.shown(message.get("rsc_hold") or "")
+            actions.append(Notice("warning", f"bad resource type '{shown}' "
                                   f"from {rx.peer.name}: read as none"))
             held = Held.NONE
         if message.get("rtype") == "full" or held is Held.NONE:

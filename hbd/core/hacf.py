@@ -32,6 +32,7 @@ from hbd.core.config import (
     Timers,
     UcastLink,
 )
+from hbd.core.fields import DT_MAX_MS
 from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
@@ -564,6 +565,12 @@ def _timers(st: _State) -> Timers:
         st.problems.error(
             line("deadtime") or line("keepalive") or 0,
             f"deadtime ({deadtime} ms) must be more than twice keepalive ({keepalive} ms)",
+        )
+    if deadtime > DT_MAX_MS:
+        # Announced in every status message (dt): a peer refuses a larger one.
+        st.problems.error(
+            line("deadtime") or 0,
+            f"deadtime ({deadtime} ms) is above the most hbd accepts ({DT_MAX_MS // 1000} s)",
         )
     if initdead < deadtime:
         st.problems.error(

@@ -16,6 +16,7 @@ See docs/heartbeat-protocol.md §3.7.
 
 from __future__ import annotations
 
+from hbd.core import fields
 from hbd.core.actions import Action, Notice
 from hbd.core.engine import Received
 from hbd.core.fsm import StateMachine
@@ -142,8 +143,8 @@ class StandbyExchange(GroupWork):
             return [Notice("info", f"Other node completed standby takeover of "
                            f"{self.standby_set.wire} resources."),
                     self._resource_msg(wall, stable=True)]
-        return [Notice("warning", f"Ignored standby message '{info}' from {peer} "
-                       f"in state {standby.value}")]
+        return [Notice("warning", f"Ignored standby message '{fields.shown(info or '')}' "
+                       f"from {peer} in state {standby.value}")]
 
     def _go_standby_me(self, peer: str, now: float, wall: float) -> list[Action]:
         """We asked to go standby and the peer agreed: release, then say done."""
