@@ -126,6 +126,19 @@ class Failover(StandbyExchange):
             fields.append((DECLARED_DEAD_FIELD, "1"))
         return self._send("resource", fields, wall)
 
+    def _tell_peer(self, *, stable: bool | None = None, info: str | None = None) -> Then:
+        """The continuation that tells the peer what we hold once a step's groups are up.
+
+        It runs seconds later: if a shutdown began meanwhile, its own `resource
+        ... info=shutdown` and `shutdone` speak for us, and a claim to be stable
+        holding the groups would contradict them.
+        """
+        def then(now: float, wall: float) -> list[Action]:
+            if self.shutdown_requested:
+                return []
+            return [self._resource_msg(wall, stable=stable, info=info)]
+        return then
+
     # --- reload -----------------------------------------------------------------------
 
     def reconfigure(self, config: ClusterConfig, now: float, wall: float) -> list[Action]:
@@ -259,17 +272,13 @@ class Failover(StandbyExchange):
         self.state.move(RscState.STABLE)
         self.local_claim = True
         ours = [] if self.other_holds & Held.FOREIGN else self.groups.in_set(Held.LOCAL)
-
-        def then(now: float, wall: float) -> list[Action]:
-            return [self._resource_msg(wall, info="req_our_resources()")]
-
         actions: list[Action] = [self._resource_msg(wall, stable=True)]
-        return actions + self._start(ours, "our own groups at start-up", then, now, wall)
+        return actions + self._start(ours, "our own groups at start-up",
+                                     self._tell_peer(info="req_our_resources()"), now, wall)
 
     def _take_everything(self, reason: str, now: float, wall: float) -> list[Action]:
         self.local_claim = True
-        return self._start(list(self.groups), reason,
-                           lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+        return self._start(list(self.groups), reason, self._tell_peer(stable=True), now, wall)
 
     # --- the starting/resource exchange ------------------------------------------------
 
@@ -423,11 +432,8 @@ class Failover(StandbyExchange):
             self.state.move(RscState.STABLE)
         self.needs_failback = True
         missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-
-        def then(now: float, wall: float) -> list[Action]:
-            return [self._resource_msg(wall, stable=True, info="mach_down")]
-
-        return actions + self._start(missing, f"{peer.name} is dead", then, now, wall)
+        return actions + self._start(missing, f"{peer.name} is dead",
+                                     self._tell_peer(stable=True, info="mach_down"), now, wall)
 
     def _partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""
@@ -487,7 +493,7 @@ class Failover(StandbyExchange):
                 actions.append(SplitBrain(group.key, peer, rule))
                 stopping.append(group)
         return actions + self._stop(stopping, "split brain: the peer keeps it",
-                                    lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+                                    self._tell_peer(stable=True), now, wall)
 
     # --- legacy mode: ip-request / ip-request-resp ----------------------------------
 

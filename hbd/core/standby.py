@@ -156,6 +156,10 @@ class StandbyExchange(GroupWork):
         giving = [g for g in self.groups.in_set(release) if g.active]
 
         def then(now: float, wall: float) -> list[Action]:
+            # The stops took seconds: if the exchange was cancelled meanwhile (the peer
+            # died or shut down, or we are stopping), nobody will acquire what we released.
+            if self.standby.state is not Standby.DONE:
+                return self._standby_release_cancelled(release, now, wall)
             return [Notice("info", f"Local standby process completed [{release.wire}]."),
                     self._send("ask_resources", [("rsc_hold", release.wire),
                                                  ("info", "done")], wall)]
@@ -169,6 +173,26 @@ class StandbyExchange(GroupWork):
             ("info", "standby")], wall))
         return actions + self._stop(giving, f"standby [{release.wire}]", then, now, wall)
 
+    def _standby_release_cancelled(self, release: Held, now: float,
+                                   wall: float) -> list[Action]:
+        """Our standby release finished after the exchange was cancelled.
+
+        Whoever cancelled it (the peer's death, its `shutdone`) started the groups
+        that were stopped at that moment, not the ones still stopping for us; with
+        the peer gone they are ours again.  A shutdown of ours keeps them stopped.
+        """
+        notice = Notice("info", f"Local standby process of [{release.wire}] finished after "
+                        "the exchange was cancelled.")
+        if self.shutdown_requested:
+            return [notice]
+        if self._peer_alive() and not self.other_stable:
+            return [notice, self._resource_msg(wall)]  # the peer is busy: let it decide
+        missing = [g for g in self.groups if g.state is GroupState.STOPPED
+                   and g.key not in self.retiring]
+        self.local_claim = True
+        return [notice, *self._start(missing, "standby cancelled: no peer to take them",
+                                     self._announce, now, wall)]
+
     def _go_standby_other(self, peer: str, now: float, wall: float) -> list[Action]:
         """The peer released its groups: acquire the mirror set, then say done."""
         acquire = self.standby_set.mirror()
@@ -178,6 +202,16 @@ class StandbyExchange(GroupWork):
             self.local_claim = True
 
         def then(now: float, wall: float) -> list[Action]:
+            # The starts took seconds: the peer's death or a shutdown may have cancelled
+            # the exchange meanwhile (standby is back to `not`; it used to move not -> not
+            # and raise).  Only a live exchange is finished with `done`.
+            if self.standby.state is not Standby.DONE:
+                done: list[Action] = [Notice("info", f"Standby resource acquisition of "
+                                             f"[{acquire.wire}] finished after the exchange "
+                                             "was cancelled.")]
+                if self.shutdown_requested:
+                    return done  # the shutdown's own messages speak for us
+                return [*done, self._resource_msg(wall)]
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
             self.other_stable = True
