@@ -210,3 +210,34 @@ def test_a_failing_continuation_is_contained(monkeypatch: pytest.MonkeyPatch) ->
     errors = [a for a in done if isinstance(a, Notice) and a.level == "error"]
     assert errors and "injected failure" in errors[0].text
     assert isinstance(n1, GroupWork)
+
+
+# --- a group stopped for the peer, which died before it could take it ---------------------
+
+def test_peer_dies_while_we_stop_the_group_it_asked_for_legacy() -> None:
+    net = cluster("legacy")
+    net.nodes["n2"].alive = False
+    net.run_for(1.5)
+    assert live_holders(net, G2) == ["n1"]  # taken over
+    net.nodes["n1"].runner.stop_delay[G2] = SLOW
+    kw = dict(haresources=HARESOURCES, extra="auto_failback legacy\n")
+    net.add_node("n2", make_config("n2", **kw), generation=200)  # type: ignore[arg-type]
+    run_until(net, "n1", StopGroup, G2)  # n2 asked for it back (ip-request)
+    net.nodes["n2"].alive = False  # and died again before it got it
+    net.run_for(SLOW + 1.0)
+    assert live_holders(net, G1) == ["n1"] and live_holders(net, G2) == ["n1"]
+    settled_state(net, "n1")
+
+
+def test_peer_dies_while_we_stop_a_group_it_kept_in_a_split_brain() -> None:
+    net = cluster("off")
+    net.cut("n1")
+    net.run_for(1.5)
+    assert net.holders(G2) == ["n1", "n2"]
+    net.nodes["n1"].runner.stop_delay[G2] = SLOW
+    net.cut("n1", cut=False)
+    run_until(net, "n1", StopGroup, G2)  # the contest: G2 stays on its home, n2
+    net.nodes["n2"].alive = False
+    net.run_for(SLOW + 1.0)
+    assert live_holders(net, G1) == ["n1"] and live_holders(net, G2) == ["n1"]
+    settled_state(net, "n1")

@@ -139,6 +139,23 @@ class Failover(StandbyExchange):
             return [self._resource_msg(wall, stable=stable, info=info)]
         return then
 
+    def _retake_if_alone(self, now: float, wall: float) -> list[Action]:
+        """After stopping groups for the peer: if it died meanwhile, they are ours again.
+
+        Its death started what was stopped at that moment, not what was still
+        stopping for it; without this, nobody would run those groups.
+        """
+        if self.shutdown_requested or self._peer_alive() or self.state.state is not RscState.STABLE:
+            return []
+        missing = [g for g in self.groups if g.state is GroupState.STOPPED
+                   and g.key not in self.retiring]
+        if not missing:
+            return []
+        actions: list[Action] = [Notice("warning", "the peer died before taking the groups "
+                                        "we stopped for it: taking them back")]
+        return actions + self._start(missing, "the peer died before taking it",
+                                     self._tell_peer(stable=True), now, wall)
+
     # --- reload -----------------------------------------------------------------------
 
     def reconfigure(self, config: ClusterConfig, now: float, wall: float) -> list[Action]:
@@ -492,8 +509,10 @@ class Failover(StandbyExchange):
             else:
                 actions.append(SplitBrain(group.key, peer, rule))
                 stopping.append(group)
-        return actions + self._stop(stopping, "split brain: the peer keeps it",
-                                    self._tell_peer(stable=True), now, wall)
+        def then(now: float, wall: float) -> list[Action]:
+            return self._retake_if_alone(now, wall) or self._tell_peer(stable=True)(now, wall)
+
+        return actions + self._stop(stopping, "split brain: the peer keeps it", then, now, wall)
 
     # --- legacy mode: ip-request / ip-request-resp ----------------------------------
 
@@ -509,6 +528,9 @@ class Failover(StandbyExchange):
 
         def reply(weown: str) -> Then:
             def then(now: float, wall: float) -> list[Action]:
+                retaken = self._retake_if_alone(now, wall)
+                if retaken:
+                    return retaken  # the peer that asked is dead: no reply to give
                 return [self._send("ip-request-resp", [("ipaddr", key), ("weown", weown),
                                                        ("ok", "OK")], wall, dest=peer)]
             return then
