@@ -241,3 +241,37 @@ def test_peer_dies_while_we_stop_a_group_it_kept_in_a_split_brain() -> None:
     net.run_for(SLOW + 1.0)
     assert live_holders(net, G1) == ["n1"] and live_holders(net, G2) == ["n1"]
     settled_state(net, "n1")
+
+
+def test_sigterm_while_a_start_is_failing_asks_for_no_standby() -> None:
+    kw = dict(haresources=HARESOURCES, extra="auto_failback off\n")
+    net = SimNet({n: make_config(n, **kw) for n in ("n1", "n2")})  # type: ignore[arg-type]
+    net.nodes["n1"].runner.start_delay[G1] = SLOW
+    net.nodes["n1"].runner.fail_start.add(G1)
+    run_until(net, "n1", StartGroup, G1)
+    mark = net.now
+    net.command("n1", "shutdown")
+    net.run_for(SLOW + 2.0)
+    assert net.nodes["n1"].failover.shutdown_done
+    # the failed start's hand-over (a standby request) must not start during a shutdown
+    assert [a for a in sent(net, "n1", "ask_resources", mark)] == []
+    assert (live_holders(net, G1), live_holders(net, G2)) == (["n2"], ["n2"])
+    settled_state(net, "n2")
+
+
+def test_a_hanging_stop_during_standby_blocks_the_group_and_the_peer_never_starts_it() -> None:
+    net = cluster()
+    runner = net.nodes["n1"].runner
+    runner.hang_stop.add(G1)
+    runner.timeout = 3.0
+    mark = net.now
+    net.command("n1", "release", "all")
+    run_until(net, "n1", StopGroup, G1)
+    net.run_for(5.0)
+    group = net.nodes["n1"].failover.groups.groups[G1]
+    assert group.state is GroupState.BLOCKED  # may still be running: claimed, never moved
+    assert group.detail == "stop timed out after 3 s"
+    assert net.holders(G1) == ["n1"]
+    assert [(t, a) for t, a in net.nodes["n2"].actions
+            if t >= mark and isinstance(a, StartGroup) and a.group == G1] == []
+    assert net.nodes["n2"].failover.groups.groups[G1].state is GroupState.STOPPED

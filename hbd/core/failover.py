@@ -209,6 +209,8 @@ class Failover(StandbyExchange):
 
     def _after_failed_start(self, group: Group) -> Then:
         def then(now: float, wall: float) -> list[Action]:
+            if self.shutdown_requested:  # stopping: the shutdown hands everything over
+                return [Notice("warning", f"group {group.key} failed to start here")]
             if group.state is not GroupState.STOPPED or not self._peer_alive():
                 return [Notice("error", f"group {group.key} failed to start here and no peer "
                                "can take it")]

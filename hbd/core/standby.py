@@ -38,6 +38,7 @@ class StandbyExchange(GroupWork):
     standby_set: Held
     standby_deadline: float | None
     other_stable: bool
+    other_holds: Held
     legacy: bool
     shutdown_requested: bool
     needs_failback: bool
@@ -160,9 +161,17 @@ class StandbyExchange(GroupWork):
             # died or shut down, or we are stopping), nobody will acquire what we released.
             if self.standby.state is not Standby.DONE:
                 return self._standby_release_cancelled(release, now, wall)
-            return [Notice("info", f"Local standby process completed [{release.wire}]."),
-                    self._send("ask_resources", [("rsc_hold", release.wire),
-                                                 ("info", "done")], wall)]
+            done: list[Action] = [
+                Notice("info", f"Local standby process completed [{release.wire}].")]
+            stuck = [g.key for g in giving if g.state is GroupState.BLOCKED]
+            if stuck:
+                # A group whose stop failed may still run here: say what we still hold
+                # before `done`, so the peer acquires around it (it used to start it).
+                done += [Notice("error", f"standby: group(s) {', '.join(stuck)} could not "
+                                "be stopped and stay claimed here; the peer must not take "
+                                "them"), self._resource_msg(wall)]
+            return [*done, self._send("ask_resources", [("rsc_hold", release.wire),
+                                                        ("info", "done")], wall)]
 
         actions: list[Action] = [
             Notice("info", f"standby: {peer} can take our {release.wire} resources")]
@@ -222,6 +231,9 @@ class StandbyExchange(GroupWork):
 
         actions: list[Action] = [
             Notice("info", f"standby: acquire [{acquire.wire}] resources from {peer}")]
-        return actions + self._start(self.groups.in_set(acquire), f"standby of {peer}", then,
-                                     now, wall)
+        # What the peer still claims (a group it could not stop) is not ours to start:
+        # its resource message says so before its `done`.
+        still_theirs = self.other_holds.mirror()
+        return actions + self._start(self.groups.in_set(acquire & ~still_theirs),
+                                     f"standby of {peer}", then, now, wall)
 
