@@ -13,7 +13,14 @@ import logging
 import pytest
 
 from hbd.core import auth, wire
-from hbd.core.actions import Action, BadPackets, Notice, PersistPeerGeneration, Transmit
+from hbd.core.actions import (
+    Action,
+    BadPackets,
+    NodeStatusChanged,
+    Notice,
+    PersistPeerGeneration,
+    Transmit,
+)
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.fields import DT_MAX_MS, shown
@@ -128,7 +135,9 @@ def test_a_dt_in_range_is_still_the_peers_deadtime() -> None:
 def broken_failover(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
     """Failover's `resource` handler and peer-status hook, failing on demand (a bug)."""
     broken = {"on": False}
-    for name in ("_on_resource", "_peer_status"):
+    # the peer-status hook's name differs once Failover is a declared EngineComponent
+    hook = "peer_status" if hasattr(Failover, "peer_status") else "_peer_status"
+    for name in ("_on_resource", hook):
         original = getattr(Failover, name)
 
         def failing(self: Failover, *args: object, _original: object = original) -> object:
@@ -167,6 +176,27 @@ def test_a_failing_handler_is_contained_and_the_ack_already_built_is_kept(
         "internal error handling 'resource'"}
 
 
+def test_a_failing_hook_in_the_timer_path_is_contained(
+        broken_failover: dict[str, bool], caplog: pytest.LogCaptureFixture) -> None:
+    net = settled()
+    broken_failover["on"] = True
+    net.nodes["n1"].alive = False
+    mark = net.now
+    with caplog.at_level(logging.ERROR, logger="hbd.core.engine"):
+        net.run_for(2.0)  # n2's timer declares n1 dead; the hook raised out of handle_timer
+    actions = [a for t, a in net.nodes["n2"].actions if t >= mark]
+    deaths = [a for a in actions if isinstance(a, NodeStatusChanged) and a.new == "dead"]
+    assert [d.node for d in deaths] == ["n1"]  # the event of the move that happened is kept
+    assert net.status_of("n2", "n1") == "dead"
+    errors = [a.text for a in actions if isinstance(a, Notice) and a.level == "error"]
+    assert len(errors) == 1 and "injected failure" in errors[0]
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    # heartbeats went on: the timer was not lost with the exception
+    sent = [t for t, a in net.nodes["n2"].actions if isinstance(a, Transmit)
+            and a.msgtype == "status" and t >= mark]
+    assert len(sent) >= 2.0 / KEEPALIVE - 2
+
+
 def test_a_failing_hook_keeps_the_restart_and_the_generation_to_persist(
         broken_failover: dict[str, bool]) -> None:
     net = settled()
@@ -180,8 +210,13 @@ def test_a_failing_hook_keeps_the_restart_and_the_generation_to_persist(
     first = next(a for _, a in n1.actions if isinstance(a, Transmit) and a.msgtype == "status")
     actions = n2.receive(first.netstring, 0, net.now, net.wall)
     assert [a.generation for a in actions if isinstance(a, PersistPeerGeneration)] == [300]
-    assert bad_reasons(actions) == ["internal error handling 'status'"]
     assert n2.peers["n1"].seq.generation == 300  # what the persisted action says
+    # the hook failed, not the packet: the status move and its event are kept
+    assert [(a.old, a.new) for a in actions if isinstance(a, NodeStatusChanged)] == [
+        ("dead", "up")]
+    assert net.status_of("n2", "n1") == "up"
+    assert bad_reasons(actions) == []
+    assert [a.level for a in actions if isinstance(a, Notice)] == ["error"]
 
 
 # --- text from peers is bounded and printable before it reaches a log line -----------

@@ -13,6 +13,7 @@ this module routes between them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from hbd.core.actions import (
     LinkStatusChanged,
     LostPackets,
     NodeStatusChanged,
+    Notice,
     PartitionHealed,
     PeerRestarted,
     PersistPeerGeneration,
@@ -106,6 +108,7 @@ class Engine:
         # against exact bytes we sent or already verified, so nothing unverified passes.
         self._accepted_recent: dict[bytes, tuple[Peer, float]] = {}
         self.bad = BadPacketLog()
+        self.internal_errors: dict[str, int] = {}  # bugs contained outside the packet path
         self.started_at = now
         self.comm_up = False  # every node heard from or declared dead
         self.reqnodes_pending = False
@@ -196,7 +199,19 @@ class Engine:
         return min(candidates)
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
+        """The single timer fired: heartbeats, deadtime, retransmissions, components.
+
+        Never raises: a failure (a bug) is contained and the actions built before it
+        are kept, because the daemon re-arms the timer only when this returns.
+        """
         actions: list[Action] = []
+        try:
+            self._timer_work(now, wall, actions)
+        except Exception as err:  # the backstop of the timer path
+            actions += self._internal_error("the timer", err)
+        return actions
+
+    def _timer_work(self, now: float, wall: float, actions: list[Action]) -> None:
         if now - self.next_timer() > self.keepalive and now >= self.judge_after + self.deadtime:
             # This timer comes more than a keepalive late: we were not running.  What
             # the peers sent meanwhile still waits unread in our sockets, and an event
@@ -217,7 +232,6 @@ class Engine:
             due = source.next_timer()
             if due is not None and now >= due:
                 actions += source.handle_timer(now, wall)
-        return actions
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
         """One datagram or serial frame arrived on link `link`."""
@@ -422,8 +436,27 @@ class Engine:
                     state.fsm.move(LinkStatus.DEAD)
                     actions.append(LinkStatusChanged(peer.name, state.name, False))
         for callback in self.on_peer_status:
-            actions += callback(peer, old, new, now, wall)
+            # A hook's failure must not lose the events of the move that did happen.
+            actions += self._contained("a peer-status hook",
+                                       functools.partial(callback, peer, old, new, now, wall))
         return actions
+
+    def _contained(self, what: str, call: Callable[[], list[Action]]) -> list[Action]:
+        try:
+            return call()
+        except Exception as err:  # a bug in a component: see _internal_error
+            return self._internal_error(what, err)
+
+    def _internal_error(self, what: str, err: Exception) -> list[Action]:
+        """A bug outside the packet path: logged with its traceback once per place,
+        reported as one error notice; the caller keeps what it built."""
+        count = self.internal_errors.get(what, 0)
+        self.internal_errors[what] = count + 1
+        if count:
+            return []
+        log.error("internal error in %s: %s", what, err, exc_info=err)
+        return [Notice("error", f"internal error in {what} ({type(err).__name__}: "
+                       f"{fields.shown(str(err))}); hbd goes on, see the log")]
 
     def _on_rexmit(self, received: Received, now: float, wall: float) -> list[Action]:
         """A peer asks for our messages firstseq..lastseq again (decimal, as Heartbeat)."""
