@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 
-from hbd.core import fields
 from hbd.core.actions import (
     Action,
     AnnounceGroup,
@@ -34,6 +33,7 @@ from hbd.core.actions import (
 )
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, Received
+from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
 from hbd.core.membership import NodeStatus, Peer
@@ -324,8 +324,8 @@ class Failover(StandbyExchange):
         held = Held.parse(message.get("rsc_hold"))
         actions: list[Action] = []
         if held is None:
-            shown = fields.shown(message.get("rsc_hold") or "")
-            actions.append(Notice("warning", f"bad resource type '{shown}' "
+            text = shown(message.get("rsc_hold") or "")
+            actions.append(Notice("warning", f"bad resource type '{text}' "
                                   f"from {rx.peer.name}: read as none"))
             held = Held.NONE
         if message.get("rtype") == "full" or held is Held.NONE:
@@ -511,6 +511,7 @@ class Failover(StandbyExchange):
             else:
                 actions.append(SplitBrain(group.key, peer, rule))
                 stopping.append(group)
+
         def then(now: float, wall: float) -> list[Action]:
             return self._retake_if_alone(now, wall) or self._tell_peer(stable=True)(now, wall)
 

@@ -16,9 +16,9 @@ See docs/heartbeat-protocol.md §3.7.
 
 from __future__ import annotations
 
-from hbd.core import fields
 from hbd.core.actions import Action, Notice
 from hbd.core.engine import Received
+from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import GroupWork
 from hbd.core.resources import SCOPES, GroupState, Held, scope_set, takeover_request_scope
@@ -144,7 +144,7 @@ class StandbyExchange(GroupWork):
             return [Notice("info", f"Other node completed standby takeover of "
                            f"{self.standby_set.wire} resources."),
                     self._resource_msg(wall, stable=True)]
-        return [Notice("warning", f"Ignored standby message '{fields.shown(info or '')}' "
+        return [Notice("warning", f"Ignored standby message '{shown(info or '')}' "
                        f"from {peer} in state {standby.value}")]
 
     def _go_standby_me(self, peer: str, now: float, wall: float) -> list[Action]:
