@@ -238,7 +238,8 @@ class Daemon(ServiceBase):
         self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
                              peer_generations=peers)
         self.failover = Failover(self.engine, self.config)
-        self.pingnodes = PingNodes(self.engine, self.failover, self.config.hacf)
+        self.pingnodes = PingNodes(self.config.hacf, self.failover)
+        self.engine.attach(self.failover, self.pingnodes)  # the order the engine asks them
         if self.pingnodes.addresses:
             from hbd.net.icmp import Pinger
 
