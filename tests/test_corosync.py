@@ -14,8 +14,8 @@ partition where only the majority holds groups and the minority released
 them, then a heal with no double owner; corosync restarted (SIGTERM) and
 killed (SIGKILL) under the active node, whose hbd stops its groups, waits
 and rejoins; the stack, quorum, votes and placement over D-Bus and hbctl;
-and an idle hbd that uses (almost) no CPU.  Token: 1000 ms with token_coefficient 0, so losing a node takes
-about token + consensus (2.2 s).
+and an idle hbd that uses (almost) no CPU.  Token: 1000 ms with
+token_coefficient 0, so losing a node takes about token + consensus (2.2 s).
 """
 
 from __future__ import annotations
