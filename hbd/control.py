@@ -1,10 +1,10 @@
 """The daemon's control surface, as the D-Bus service and tests see it.
 
-`Snapshot` is the cluster as an admin sees it (cl_status's answers); the
-`Controller` protocol is what a front end may ask of the daemon.  The
-daemon implements it; hbd/bus/ exports it on the system bus.  Commands
-raise hbd errors (InvalidScope, Busy, ConfigError, NotAuthorized...) that
-carry their D-Bus names.
+`Snapshot` is the cluster as an admin sees it (cl_status's answers;
+hbd/snapshot.py builds it for either stack); the `Controller` protocol is
+what a front end may ask of the daemon.  The daemon implements it; hbd/bus/
+exports it on the system bus.  Commands raise hbd errors (InvalidScope,
+Busy, ConfigError, NotAuthorized...) that carry their D-Bus names.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-from hbd.core.failover import Failover
-from hbd.core.membership import LinkStatus
-from hbd.core.resources import GroupState, Held
 
 
 @dataclass(frozen=True)
@@ -83,37 +79,3 @@ class Controller(Protocol):
     async def cleanup(self, group: str) -> None: ...
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]: ...
-
-
-def build_snapshot(failover: Failover, local_links: dict[str, bool],
-                   pings: list[tuple[str, bool]] | None = None) -> Snapshot:
-    """What the engine and the resource layer know, in admin terms.
-
-    `local_links`: our own links (name -> open), which only the adapters know;
-    `pings`: each ping node or group and whether it answers (PingNodes.statuses).
-    """
-    engine = failover.engine
-    nodes = [NodeInfo(engine.node, engine.status.state.value, local=True)]
-    links = [LinkInfo(engine.node, name, "up" if up else "dead")
-             for name, up in local_links.items()]
-    for other in engine.peers.values():
-        nodes.append(NodeInfo(other.name, other.status.state.value))
-        for state in other.links.values():
-            status = state.fsm.state
-            links.append(LinkInfo(other.name, state.name,
-                                  "dead" if status is LinkStatus.INIT else status.value))
-    peer = failover.peer
-    peer_sets = failover.other_holds.mirror() if peer is not None and peer.alive else Held.NONE
-    peer_groups = {g.key for g in failover.groups.in_set(peer_sets)}
-    groups = []
-    for group in failover.groups:
-        if group.state is not GroupState.STOPPED:
-            owner = engine.node
-        elif group.key in peer_groups and peer is not None:
-            owner = peer.name
-        else:
-            owner = ""
-        groups.append(GroupInfo(group.key, group.home, owner, group.state.value))
-    return Snapshot(engine.node, tuple(nodes), tuple(links), failover.rscstatus(),
-                    tuple(groups), ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
-                                                    for name, up in pings or ()))

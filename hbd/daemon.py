@@ -1,9 +1,11 @@
-"""hbd's entry point: the only module that knows every other one.
+"""hbd's entry point: arguments, --check-config, daemonizing, choosing the stack.
 
-It reads the configuration, builds the engine, opens the adapters and runs
-one asyncio loop with a single timer.  Signals: SIGTERM/SIGINT stop cleanly,
-SIGHUP re-reads the configuration (a bad new configuration is logged and the
-old one kept).
+`main` reads and checks the configuration, then runs the daemon of the
+configured cluster stack — `hbd.stack_heartbeat.HeartbeatDaemon` (hbd's own
+Heartbeat-compatible links) or `hbd.stack_corosync.CorosyncDaemon` — on one
+asyncio loop until it stops.  Both stand on `hbd.service.ServiceBase`.
+Signals: SIGTERM/SIGINT stop cleanly, SIGHUP re-reads the configuration (a
+bad new configuration is logged and the old one kept).
 """
 
 from __future__ import annotations
@@ -13,30 +15,13 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import time
-from typing import Any
 
-from hbd import __version__, configfiles, eventlog, logs
+from hbd import __version__, configfiles, logs
 from hbd.agents import DEFAULT_TIMEOUTS
-from hbd.control import Snapshot, build_snapshot
-from hbd.core.actions import (
-    Action,
-    AnnounceGroup,
-    PersistPeerGeneration,
-    SendPing,
-    StartGroup,
-    StopGroup,
-    Transmit,
-)
-from hbd.core.config import AuthMethod, ClusterConfig, ClusterStack, HaCf, Severity
-from hbd.core.engine import Engine
-from hbd.core.failover import Failover
-from hbd.core.pingnodes import PingNodes
+from hbd.core.config import ClusterStack, HaCf, Severity
 from hbd.errors import ConfigError, HbdError
-from hbd.links import LinkSet
 from hbd.notify import Notifier
-from hbd.service import Options, ServiceBase
-from hbd.state import StateDir
+from hbd.service import Options
 
 log = logging.getLogger(__name__)
 
@@ -96,198 +81,6 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-class Daemon(ServiceBase):
-    """Owns the loop, the single timer, the engine and the adapters."""
-
-    def __init__(self, options: Options, config: ClusterConfig) -> None:
-        super().__init__(options, config)
-        self.state = StateDir(options.state_dir)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._load_read_at = 0.0
-        self.engine: Engine | None = None
-        self.failover: Failover | None = None
-        self.pingnodes: PingNodes | None = None
-        self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
-        self.links: LinkSet | None = None
-
-    def _group_work(self) -> Failover:
-        assert self.failover is not None
-        return self.failover
-
-    async def _apply(self, new: ClusterConfig) -> None:
-        engine, failover, links, runner, pings = (self.engine, self.failover, self.links,
-                                                  self.runner, self.pingnodes)
-        assert engine is not None and failover is not None and links is not None
-        assert runner is not None and pings is not None and self._loop is not None
-        for warning in new.warnings:
-            log.warning("%s", warning)
-        now, wall = self._now()
-        engine.reconfigure(new, now)
-        if new.hacf.links != self.config.hacf.links:
-            links.close_all()
-            self.links = LinkSet(new.hacf, self._on_packet)
-            self.links.open_all(self._loop)
-        pings.update(new.hacf)
-        runner.update(new)
-        self._dispatch(failover.reconfigure(new, now, wall))
-        self._arm()  # before the netlink work below: timers may have changed
-        await runner.prepare()
-
-    # --- the engine and its single timer ------------------------------------------------
-
-    def _on_packet(self, data: bytes, link: int) -> None:
-        assert self.engine is not None
-        now, wall = self._now()
-        self._dispatch(self.engine.receive(data, link, now, wall))
-        self._arm()
-
-    def _on_timer(self) -> None:
-        assert self.engine is not None and self.links is not None
-        self._timer = self._timer_at = None
-        now, wall = self._now()
-        self.links.retry(now)
-        if now - self._load_read_at >= 5.0:
-            self._load_read_at = now
-            self.engine.outbox.load = _loadavg()
-        self._dispatch(self.engine.handle_timer(now, wall))
-        self._feed_watchdog(now)
-        self._arm()
-
-    def _arm(self) -> None:
-        """Point the one timer at the earliest thing anybody is waiting for."""
-        assert self._loop is not None and self.engine is not None and self.links is not None
-        deadline = self.engine.next_timer()
-        retry = self.links.next_retry()
-        if retry is not None:
-            deadline = min(deadline, retry)
-        if self._watchdog_at is not None:
-            deadline = min(deadline, self._watchdog_at)
-        if self._timer is not None:
-            if self._timer_at is not None and self._timer_at <= deadline:
-                return  # it fires no later than needed; re-armed then
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
-
-    def snapshot(self) -> Snapshot:
-        assert self.failover is not None and self.links is not None
-        pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
-        return build_snapshot(self.failover, self.links.status(), pings)
-
-    def _publish_status(self) -> None:
-        if self.failover is None or self.links is None:
-            return
-        snapshot = self.snapshot()
-        peers = ", ".join(f"{n.name} {n.status}" for n in snapshot.nodes if not n.local)
-        local = next(n.status for n in snapshot.nodes if n.local)
-        self.notifier.status(f"{local}; peers: {peers or 'none'}; "
-                             f"holding: {snapshot.resources_held}")
-
-    def _dispatch(self, actions: list[Action]) -> None:
-        assert self.links is not None
-        # Anything but routine traffic may change what admins see (a standby ending
-        # changes ResourcesHeld without a group event); _publish skips repeats.
-        if any(not isinstance(a, _ROUTINE) for a in actions):
-            asyncio.get_running_loop().call_soon(self._publish)
-        for action in actions:
-            if isinstance(action, Transmit):
-                self.links.send(action)
-            elif isinstance(action, StartGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.start(action.group)
-            elif isinstance(action, StopGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.stop(action.group)
-            elif isinstance(action, SendPing):
-                if self.pinger is not None:
-                    self.pinger.send(action.address)
-            elif isinstance(action, AnnounceGroup):
-                assert self.runner is not None
-                self.runner.announce(action.group)
-            elif isinstance(action, PersistPeerGeneration):
-                try:
-                    self.state.record_peer_generation(action.node, action.generation)
-                except OSError as err:
-                    log.warning("cannot record the generation of %s: %s", action.node, err)
-            elif not eventlog.log_event(action):
-                log.debug("unhandled action %r", action)
-
-    async def run(self) -> int:
-        self._loop = loop = asyncio.get_running_loop()
-        self._handle_signals(loop)
-        self._configure_logging(self.config)
-        try:
-            self.state.ensure()
-            uuid = self.state.uuid()
-            generation = self.state.next_generation(time.time())
-            peers = self.state.peer_generations()
-        except OSError as err:
-            log.error("cannot use state directory %s: %s", self.options.state_dir, err)
-            self.notifier.errno(err.errno or 5)
-            return 1
-        log.info("hbd %s starting as node %s (generation %d)", __version__, self.options.node,
-                 generation)
-        if self.config.auth.active_key.method is AuthMethod.CRC:
-            log.warning("authkeys signs with crc: that authenticates nothing; anyone on the "
-                        "heartbeat network can forge messages. Use sha1 or blake2b.")
-        self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
-                             peer_generations=peers)
-        self.failover = Failover(self.engine, self.config)
-        self.pingnodes = PingNodes(self.engine, self.failover, self.config.hacf)
-        if self.pingnodes.addresses:
-            from hbd.net.icmp import Pinger
-
-            pings = self.pingnodes
-            try:
-                self.pinger = Pinger(lambda address: pings.ping_reply(address, loop.time()))
-            except (OSError, HbdError) as err:
-                log.error("cannot ping the ping nodes (%s): they will count as unreachable", err)
-        await self._start_runner()
-        self.links = LinkSet(self.config.hacf, self._on_packet)
-        self.links.open_all(loop)
-        now, wall = self._now()
-        self._dispatch(self.engine.start(now, wall))
-        self._arm()
-        await self._start_bus()
-        # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
-        # owned when D-Bus is on (BusService.start returns once owned, or after a logged
-        # failure: the cluster does not wait for the bus).
-        self._publish_status()
-        links = self.links.status()
-        self._ready(f"{sum(links.values())} of {len(links)} link(s) open" + (
-            "" if self.bus is None else
-            f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}"))
-        await self._serve_until_stopped()
-        self.engine.stop_heartbeats()
-        if self._timer is not None:
-            self._timer.cancel()
-        await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
-        self.links.close_all()
-        if self.pinger is not None:
-            self.pinger.close()
-        if self.bus is not None:
-            await self.bus.stop()
-        log.info("hbd stopped")
-        return 0
-
-
-_ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
-
-
-def _loadavg() -> str:
-    """Heartbeat's `ld` field: the first line of /proc/loadavg."""
-    try:
-        with open("/proc/loadavg") as f:
-            return f.readline().strip() or "n/a"
-    except OSError:
-        return "n/a"
-
-
 def detached_logging(hacf: HaCf) -> HaCf:
     """--daemonize loses stderr: with no syslog facility and no log file, lines would go
     nowhere, so they go to syslog's `daemon` facility.  A `logfacility none` next to a
@@ -337,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         from hbd.stack_corosync import CorosyncDaemon
 
         return asyncio.run(CorosyncDaemon(options, config).run())
-    return asyncio.run(Daemon(options, config).run())
+    from hbd.stack_heartbeat import HeartbeatDaemon
+
+    return asyncio.run(HeartbeatDaemon(options, config).run())
 
 
 if __name__ == "__main__":

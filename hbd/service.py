@@ -1,12 +1,18 @@
-"""What the daemons of both cluster stacks share: signals, tasks, subscribers, admin commands.
+"""What the daemons of both cluster stacks share: one life, one dispatch, one timer.
 
-`hbd.daemon.Daemon` (Heartbeat's own links) and
+`hbd.stack_heartbeat.HeartbeatDaemon` (Heartbeat's own links) and
 `hbd.stack_corosync.CorosyncDaemon` differ in how they learn membership and
 what drives their timer; everything a front end (D-Bus, hbctl) and systemd
-see of them is the same and lives here once.  A subclass provides
-`snapshot()`, `_apply()` (a reload), `_group_work()` (its Failover or Placement),
-`_dispatch()`, `_arm()` and `_publish_status()` (the STATUS= line); its
-`run()` strings together the shared steps below with its own.
+see of them is the same and lives here once, and so does the way actions are
+carried out (`_dispatch`: group work, events, publishing) and the single timer
+(`_arm`, `_on_timer`: the stack's deadlines and the watchdog).
+
+A stack provides `snapshot()`, `_apply()` (a reload), `_group_work()` (its
+Failover or Placement), `_carry_out()` (the actions only it knows),
+`_ROUTINE` (its pure traffic, which changes nothing an admin sees),
+`_deadlines()` and `_timer_work()` (what its timer serves) and
+`_publish_status()` (the STATUS= line); its `run()` strings together the
+shared steps below with its own.
 """
 
 from __future__ import annotations
@@ -16,14 +22,14 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from hbd import configfiles, logs
+from hbd import configfiles, eventlog, logs
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
-from hbd.core.actions import Action
+from hbd.core.actions import Action, AnnounceGroup, StartGroup, StopGroup
 from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
 from hbd.errors import ConfigError, HbdError, NoSuchGroup
@@ -67,9 +73,15 @@ class ServiceBase:
         self._tasks: set[asyncio.Task[None]] = set()
         self.runner: GroupRunner | None = None
         self._watchdog_at: float | None = None  # next WATCHDOG=1, when systemd asks for it
+        self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
+        self._timer_at: float | None = None  # when it fires
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
 
-    # --- what a subclass provides -------------------------------------------------------
+    # --- what a stack provides ---------------------------------------------------------
+
+    # Actions that are only traffic (sending, pinging, bookkeeping): they change nothing
+    # an admin sees, so they alone do not publish.
+    _ROUTINE: ClassVar[tuple[type, ...]] = ()
 
     def snapshot(self) -> Snapshot:
         raise NotImplementedError
@@ -81,10 +93,16 @@ class ServiceBase:
     def _group_work(self) -> GroupWork:
         raise NotImplementedError
 
-    def _dispatch(self, actions: list[Action]) -> None:
+    def _carry_out(self, action: Action) -> bool:
+        """Carry out an action only this stack knows; False: not one of them."""
         raise NotImplementedError
 
-    def _arm(self) -> None:
+    def _deadlines(self) -> Iterable[float | None]:
+        """When the stack's timer work is next due (None: nothing from that source)."""
+        raise NotImplementedError
+
+    def _timer_work(self, now: float, wall: float) -> list[Action]:
+        """What is due when the timer fires; it may fire early and find nothing due."""
         raise NotImplementedError
 
     def _publish_status(self) -> None:
@@ -105,6 +123,63 @@ class ServiceBase:
         hacf = config.hacf
         logs.configure(debug=self.options.debug, logfacility=hacf.logfacility,
                        logfile=hacf.logfile, debugfile=hacf.debugfile)
+
+    # --- actions and the single timer -----------------------------------------------------
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        """Carry out the core's actions: group work here, the stack's own there, events
+        to the journal."""
+        # Anything but routine traffic may change what admins see (a standby ending
+        # changes ResourcesHeld without a group event); _publish skips repeats.
+        if self._loop is not None and any(not isinstance(a, self._ROUTINE) for a in actions):
+            self._loop.call_soon(self._publish)
+        for action in actions:
+            if isinstance(action, StartGroup):
+                assert self.runner is not None
+                eventlog.log_event(action)
+                self.runner.start(action.group)
+            elif isinstance(action, StopGroup):
+                assert self.runner is not None
+                eventlog.log_event(action)
+                self.runner.stop(action.group)
+            elif isinstance(action, AnnounceGroup):
+                assert self.runner is not None
+                self.runner.announce(action.group)
+            elif self._carry_out(action):
+                pass
+            elif not eventlog.log_event(action):
+                log.debug("unhandled action %r", action)
+
+    def _arm(self) -> None:
+        """Point the one timer at the earliest thing anybody is waiting for.
+
+        Runs after every event.  A timer that fires no later than needed stays (it
+        re-arms when it fires and finds nothing due), so busy traffic costs no
+        cancel and re-arm per packet.
+        """
+        assert self._loop is not None
+        due = [t for t in (*self._deadlines(), self._watchdog_at) if t is not None]
+        if not due:
+            return
+        deadline = min(due)
+        if self._timer is not None:
+            if self._timer_at is not None and self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now, wall = self._now()
+        self._dispatch(self._timer_work(now, wall))
+        self._feed_watchdog(now)
+        self._arm()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
 
     # --- the life both stacks share ------------------------------------------------------
 

@@ -24,31 +24,28 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from hbd import __version__, eventlog
-from hbd.control import GroupInfo, NodeInfo, Snapshot
+from hbd import __version__
+from hbd.control import Snapshot
 from hbd.core.actions import (
     Action,
-    AnnounceGroup,
     CpgSend,
     MembershipChanged,
     QuorumChanged,
     Shutdown,
-    StartGroup,
-    StopGroup,
 )
 from hbd.core.config import ClusterConfig
 from hbd.core.cpgview import Confchg
 from hbd.core.cpgwire import CPG_GROUP
 from hbd.core.placement import Placement, order_problems
-from hbd.core.resources import GroupState
 from hbd.corosync import cmap
 from hbd.corosync.cpg import Cpg
 from hbd.corosync.quorum import Quorum, VoteInfo, read_votes
 from hbd.errors import CorosyncError, HbdError
 from hbd.service import Options, ServiceBase
+from hbd.snapshot import corosync as corosync_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +100,8 @@ def _open_clients() -> _Clients:
 class CorosyncDaemon(ServiceBase):
     """The Controller (hbd.control) of an hbd whose cluster layer is Corosync."""
 
+    _ROUTINE = (CpgSend,)
+
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         super().__init__(options, config)
         self.placement = Placement(config)
@@ -117,7 +116,6 @@ class CorosyncDaemon(ServiceBase):
         self._reconnect_at: asyncio.TimerHandle | None = None
         self._delay = RECONNECT_FIRST
         self._failures = 0
-        self._timer: asyncio.TimerHandle | None = None
 
     def _group_work(self) -> Placement:
         return self.placement
@@ -278,88 +276,41 @@ class CorosyncDaemon(ServiceBase):
                 return
             self._outbox.popleft()
 
-    # --- actions, timer, group work -------------------------------------------------------
+    # --- the stack's own actions ---------------------------------------------------------
 
-    def _dispatch(self, actions: list[Action]) -> None:
-        if self._loop is not None and any(not isinstance(a, CpgSend) for a in actions):
-            self._loop.call_soon(self._publish)
-        for action in actions:
-            if isinstance(action, CpgSend):
-                self._send(action.payload)
-            elif isinstance(action, StartGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.start(action.group)
-            elif isinstance(action, StopGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.stop(action.group)
-            elif isinstance(action, AnnounceGroup):
-                assert self.runner is not None
-                self.runner.announce(action.group)
-            elif isinstance(action, Shutdown):
-                self._finished.set()
-            elif isinstance(action, QuorumChanged):
-                log.log(logging.INFO if action.quorate else logging.WARNING,
-                        "quorum: %s (corosync nodes %s)",
-                        "quorate" if action.quorate else "NOT quorate: stopping every group",
-                        " ".join(map(str, action.nodes)) or "none",
-                        extra={"MESSAGE_ID": MSG_QUORUM, "HBD_QUORATE": str(action.quorate)})
-            elif isinstance(action, MembershipChanged):
-                log.info("hbd members: %s%s%s", " ".join(action.members) or "none",
-                         f"; joined: {' '.join(action.joined)}" if action.joined else "",
-                         f"; left: {' '.join(action.left)}" if action.left else "",
-                         extra={"MESSAGE_ID": MSG_MEMBERSHIP})
-            elif not eventlog.log_event(action):
-                log.debug("unhandled action %r", action)
+    def _carry_out(self, action: Action) -> bool:
+        if isinstance(action, CpgSend):
+            self._send(action.payload)
+        elif isinstance(action, Shutdown):
+            self._finished.set()
+        elif isinstance(action, QuorumChanged):
+            log.log(logging.INFO if action.quorate else logging.WARNING,
+                    "quorum: %s (corosync nodes %s)",
+                    "quorate" if action.quorate else "NOT quorate: stopping every group",
+                    " ".join(map(str, action.nodes)) or "none",
+                    extra={"MESSAGE_ID": MSG_QUORUM, "HBD_QUORATE": str(action.quorate)})
+        elif isinstance(action, MembershipChanged):
+            log.info("hbd members: %s%s%s", " ".join(action.members) or "none",
+                     f"; joined: {' '.join(action.joined)}" if action.joined else "",
+                     f"; left: {' '.join(action.left)}" if action.left else "",
+                     extra={"MESSAGE_ID": MSG_MEMBERSHIP})
+        else:
+            return False
+        return True
 
-    # --- the single timer --------------------------------------------------------------------
+    # --- what the single timer serves ---------------------------------------------------
 
-    def _arm(self) -> None:
-        assert self._loop is not None
-        due = [t for t in (self.placement.next_timer(), self._watchdog_at) if t is not None]
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if due:
-            self._timer = self._loop.call_at(min(due), self._on_timer)
+    def _deadlines(self) -> Iterable[float | None]:
+        return (self.placement.next_timer(),)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now, wall = self._now()
-        self._dispatch(self.placement.handle_timer(now, wall))
-        self._feed_watchdog(now)
-        self._arm()
+    def _timer_work(self, now: float, wall: float) -> list[Action]:
+        return self.placement.handle_timer(now, wall)
 
     # --- the Controller protocol -------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        p = self.placement
-        hacf_nodes = self.config.hacf.nodes
-        names = [*hacf_nodes, *(n.name for n in self.configured if n.name not in hacf_nodes)]
-        ids = {n.name: n.nodeid for n in self.configured}
-        members = {s.node for s in p.view.members.values() if s is not None}
-        nodes = []
-        for name in names:
-            if name == self.config.node_name:
-                status = "active" if p.me is not None and p.me in p.view.members else "init"
-            elif name in members:
-                status = "active"
-            elif ids.get(name) in p.ring_nodes:
-                status = "up"  # corosync runs there, hbd does not
-            else:
-                status = "dead"
-            nodes.append(NodeInfo(name, status, name == self.config.node_name))
-        groups = tuple(GroupInfo(g.key, g.home, self.config.node_name
-                                 if g.state is not GroupState.STOPPED else p.owner_name(g.key),
-                                 g.state.value) for g in p.groups)
-        votes = self.votes if p.connected else None
-        return Snapshot(self.config.node_name, tuple(nodes), (), p.held().wire, groups,
-                        stack="corosync", quorate=p.quorate(),
-                        votes=votes.total if votes else 0,
-                        expected_votes=votes.expected if votes else 0,
-                        quorum_votes=votes.quorum if votes else 0,
-                        placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
+        return corosync_snapshot(self.placement, self.config.node_name, self.config.hacf.nodes,
+                                 {n.name: n.nodeid for n in self.configured}, self.votes)
 
     async def _apply(self, new: ClusterConfig) -> None:
         for warning in [*new.warnings, *order_problems(new)]:
@@ -401,7 +352,8 @@ class CorosyncDaemon(ServiceBase):
         deadline = self._loop.time() + DRAIN_TIMEOUT
         while self._outbox and self.cpg is not None and self._loop.time() < deadline:
             await asyncio.sleep(SEND_RETRY)
-        for handle in (self._timer, self._reconnect_at, self._send_later):
+        self._cancel_timer()
+        for handle in (self._reconnect_at, self._send_later):
             if handle is not None:
                 handle.cancel()
         if self.cpg is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from hbd.core.actions import Action, SendPing, StartGroup, StopGroup, Transmit
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
-from hbd.core.engine import Engine
+from hbd.core.engine import Engine, EngineComponent
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
 
@@ -107,10 +107,14 @@ class SimNet:
         for name, cfg in configs.items():
             self.add_node(name, cfg)
 
-    def add_node(self, name: str, cfg: ClusterConfig, generation: int = 100) -> SimNode:
+    def add_node(self, name: str, cfg: ClusterConfig, generation: int = 100,
+                 extra: tuple[EngineComponent, ...] = ()) -> SimNode:
+        """A node built as the daemon builds it; `extra` components come after its own."""
         engine = self._make(cfg, self.now, generation)
         failover = Failover(engine, cfg)
-        node = SimNode(name, engine, failover, PingNodes(engine, failover, cfg.hacf))
+        pings = PingNodes(cfg.hacf, failover)
+        engine.attach(failover, pings, *extra)
+        node = SimNode(name, engine, failover, pings)
         self.nodes[name] = node
         self._apply(node, engine.start(self.now, self.wall))
         return node

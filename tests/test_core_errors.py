@@ -135,9 +135,7 @@ def test_a_dt_in_range_is_still_the_peers_deadtime() -> None:
 def broken_failover(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
     """Failover's `resource` handler and peer-status hook, failing on demand (a bug)."""
     broken = {"on": False}
-    # the peer-status hook's name differs once Failover is a declared EngineComponent
-    hook = "peer_status" if hasattr(Failover, "peer_status") else "_peer_status"
-    for name in ("_on_resource", hook):
+    for name in ("_on_resource", "peer_status"):
         original = getattr(Failover, name)
 
         def failing(self: Failover, *args: object, _original: object = original) -> object:

@@ -13,9 +13,9 @@ until quorum goes, when the survivors stop everything at once; a 2 | 3
 partition where only the majority holds groups and the minority released
 them, then a heal with no double owner; corosync restarted (SIGTERM) and
 killed (SIGKILL) under the active node, whose hbd stops its groups, waits
-and rejoins; and the stack, quorum, votes and placement over D-Bus and
-hbctl.  Token: 1000 ms with token_coefficient 0, so losing a node takes
-about token + consensus (2.2 s).
+and rejoins; the stack, quorum, votes and placement over D-Bus and hbctl;
+and an idle hbd that uses (almost) no CPU.  Token: 1000 ms with
+token_coefficient 0, so losing a node takes about token + consensus (2.2 s).
 """
 
 from __future__ import annotations
@@ -286,3 +286,25 @@ def test_state_over_dbus_and_hbctl(cluster_of: type[Cluster]) -> None:
         nodes = {n["name"]: n["status"] for n in status["nodes"]}
         assert nodes == {"n1": "active", "n2": "dead", "n3": "dead"}
         c.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_an_idle_hbd_sleeps(cluster_of: type[Cluster]) -> None:
+    """Once the start-up wait is over and nothing moves, hbd wakes for nothing.
+
+    (The wait's end used to stay among the placement's deadlines as a time in the
+    past: the timer fired again at once, for ever, and each hbd spun a CPU.)
+    """
+    c = cluster_of(("n1", "n2", "n3"))  # type: ignore[call-arg]
+    hbd = c.hbd["n1"]
+    hbd.wait_log(r"quorum: quorate")
+    time.sleep(5.0)  # past the start-up wait (initdead 4)
+    before, start = _cpu_seconds(hbd.pid), time.monotonic()
+    time.sleep(3.0)
+    used, elapsed = _cpu_seconds(hbd.pid) - before, time.monotonic() - start
+    assert used < 0.1 * elapsed, f"{used:.2f} CPU-s in {elapsed:.1f} s idle"
+    c.check_no_double_owner()

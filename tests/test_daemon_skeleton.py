@@ -131,3 +131,23 @@ def test_detached_logging_never_goes_nowhere(lines: str, facility: str | None) -
     config, problems = check(texts, node_name="n1")
     assert config is not None, problems
     assert detached_logging(config.hacf).logfacility == facility
+
+
+def test_a_group_left_active_that_will_not_stop_is_claimed_blocked(tmp_path: Path) -> None:
+    """Start-up finds a group running (a previous hbd died) and its stop fails: hbd claims
+    it as blocked and starts.  (The claim's events were once handed to the links before
+    they existed, and the daemon died of an assertion.)"""
+    config_dir = _config(tmp_path)
+    (config_dir / "haresources").write_text("n1 stuck\n")
+    (config_dir / "resource.d").mkdir()
+    agent = config_dir / "resource.d" / "stuck"
+    agent.write_text('#!/bin/sh\ncase "$1" in status) echo running ;; stop) exit 1 ;; esac\n')
+    agent.chmod(0o755)
+    proc = Proc(tmp_path, config_dir)
+    try:
+        text = proc.wait_for("ready:")
+        assert "group stuck could not be stopped" in text
+        assert "group stuck: stopping -> blocked (on n1)" in text
+        assert proc.proc.poll() is None
+    finally:
+        proc.stop()

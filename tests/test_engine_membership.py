@@ -6,6 +6,7 @@ import pytest
 
 from hbd.core import auth, wire
 from hbd.core.actions import (
+    Action,
     BadPackets,
     LateHeartbeat,
     LinkStatusChanged,
@@ -16,7 +17,7 @@ from hbd.core.actions import (
     Transmit,
 )
 from hbd.core.authkeys import parse_authkeys
-from hbd.core.engine import Engine, Received
+from hbd.core.engine import Engine, EngineComponent, Handler, Received
 from hbd.core.fsm import StateMachine
 from hbd.core.membership import LOCAL_TRANSITIONS, NodeStatus
 from hbd.core.wire import Message
@@ -96,15 +97,25 @@ def test_loss_on_one_link_and_jitter_cause_no_false_death(seed: int) -> None:
     assert deaths(net, "n1", "n2") == [] and deaths(net, "n2", "n1") == []
 
 
-def test_duplicates_over_two_links_are_delivered_once_and_gaps_refilled() -> None:
-    net = two_nodes()
-    received: list[str] = []
+class _TestMessages(EngineComponent):
+    """A component that answers `test-msg` by noting its `n` field."""
 
-    def handler(rx: Received, now: float, wall: float) -> list[object]:
-        received.append(rx.message.get("n") or "")
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    def message_handlers(self) -> dict[str, Handler]:
+        return {"test-msg": self._on_test}
+
+    def _on_test(self, rx: Received, now: float, wall: float) -> list[Action]:
+        self.received.append(rx.message.get("n") or "")
         return []
 
-    net.nodes["n2"].engine.handlers["test-msg"] = handler  # type: ignore[assignment]
+
+def test_duplicates_over_two_links_are_delivered_once_and_gaps_refilled() -> None:
+    net = SimNet({"n1": make_config("n1")})
+    component = _TestMessages()
+    net.add_node("n2", make_config("n2"), extra=(component,))
+    received = component.received
     net.run_for(1.5)
     # lose message 3 on both links the first time it is sent
     dropped: set[bytes] = set()
@@ -252,3 +263,37 @@ def test_next_timer_is_keepalive_paced() -> None:
     msg = wire.decode(statuses[0].netstring).message
     assert msg.get("st") == "up" and msg.get("dt") == "1f4" and msg.get("hg") == "5"
     assert engine.next_timer() == pytest.approx(10.2)
+
+
+class _Named(EngineComponent):
+    def __init__(self, name: str, heard: list[str], claims: tuple[str, ...] = ()) -> None:
+        self.name, self.heard, self.claims = name, heard, claims
+
+    def message_handlers(self) -> dict[str, Handler]:
+        return {msgtype: lambda rx, now, wall: [] for msgtype in self.claims}
+
+    def comm_up(self, now: float, wall: float) -> list[Action]:
+        self.heard.append(self.name)
+        return []
+
+
+def test_components_are_consulted_in_the_order_attached() -> None:
+    heard: list[str] = []
+    engine = Engine(make_config("n1", nodes=("n1",)), uuid=b"u" * 16, generation=5, now=10.0)
+    engine.attach(_Named("resources", heard), _Named("pings", heard))
+    engine.start(10.0, 1e9)  # alone: communication is up at once
+    assert heard == ["resources", "pings"]
+
+
+def test_attach_refuses_a_message_type_claimed_twice_and_attaches_nothing() -> None:
+    engine = Engine(make_config("n1"), uuid=b"u" * 16, generation=5, now=10.0)
+    with pytest.raises(ValueError, match="'status'"):
+        engine.attach(_Named("a", [], claims=("status",)))  # the engine's own
+    with pytest.raises(ValueError, match="'test-msg'"):
+        engine.attach(_Named("a", [], claims=("test-msg",)), _Named("b", [], claims=("test-msg",)))
+    assert engine.components == ()
+    first = _Named("a", [], claims=("test-msg",))
+    engine.attach(first)
+    with pytest.raises(ValueError, match="once"):
+        engine.attach(_Named("b", []))
+    assert engine.components == (first,)

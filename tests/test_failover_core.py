@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.control import PingInfo, build_snapshot
+from hbd import snapshot
+from hbd.control import PingInfo
 from hbd.core.actions import (
     AnnounceGroup,
     GroupFailed,
@@ -324,7 +325,7 @@ def test_ping_node_status_and_its_log_lines() -> None:
     net.nodes["n1"].unreachable.clear()
     net.run_for(0.5)
     assert notices(mark) == ["Status update for node 10.9.0.1: status ping"]
-    snap = build_snapshot(net.nodes["n1"].failover, {"eth0": True}, pings.statuses(net.now))
+    snap = snapshot.heartbeat(net.nodes["n1"].failover, {"eth0": True}, pings.statuses(net.now))
     assert snap.ping_nodes == (PingInfo("10.9.0.1", "ping"), PingInfo("gw", "ping"))
 
 

@@ -461,3 +461,16 @@ def test_reload_adds_and_retires_groups() -> None:
     sim.settle()
     assert sim.holders(key(3)) == [] and sim.holders("10.0.0.9") == ["n3"]
     assert key(3) not in sim.nodes["n3"].placement.groups.groups  # type: ignore[union-attr]
+
+
+def test_the_start_up_wait_ends_once_and_is_no_deadline_after() -> None:
+    placement = Placement(make_config("n1", N3, "n1 10.0.0.1\n"))
+    placement.connect(1, 101, 0.0, {"n1": 1, "n2": 2, "n3": 3})
+    end = placement.next_timer()
+    assert end is not None and end > 0.0
+    placement.handle_timer(end, end)
+    # nothing else is due: a deadline in the past would fire the daemon's timer for ever
+    assert placement.next_timer() is None
+    placement.disconnect("corosync went away", end + 1, end + 1)
+    placement.connect(1, 101, end + 2, {"n1": 1, "n2": 2, "n3": 3})
+    assert placement.next_timer() is None  # a reconnect does not wait again

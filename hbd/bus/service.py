@@ -36,7 +36,7 @@ ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 
 
 class BusService:
-    """The D-Bus front of a Controller (normally hbd.daemon.Daemon)."""
+    """The D-Bus front of a Controller (a stack's daemon, on hbd.service.ServiceBase)."""
 
     def __init__(self, controller: Controller, *, bus_address: str | None = None) -> None:
         self._controller = controller

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -66,16 +66,52 @@ class Received:
 Handler = Callable[[Received, float, float], list[Action]]
 
 
-class TimerSource(Protocol):
-    """Something with its own deadlines, woken through the engine's single timer."""
+class EngineComponent(Protocol):
+    """A layer above membership that the engine consults (the resource protocol, ping nodes).
 
-    def next_timer(self) -> float | None: ...
+    These are all of the engine's extension points.  A component answers the
+    message types it names, hears of comm-up, of a peer's status changes and of
+    a healed partition, adds fields to our status messages and reads the
+    peer's, and has deadlines of its own, woken through the engine's single
+    timer.  The bodies below are the defaults a component gets by subclassing
+    this protocol; the engine calls its components in the order given to
+    `Engine.attach`.
+    """
 
-    def handle_timer(self, now: float, wall: float) -> list[Action]: ...
+    def message_handlers(self) -> Mapping[str, Handler]:
+        return {}
+
+    def comm_up(self, now: float, wall: float) -> list[Action]:
+        return []
+
+    def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
+                    wall: float) -> list[Action]:
+        return []
+
+    def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        return []
+
+    def status_fields(self, now: float) -> list[tuple[str, str]]:
+        """hbd's extensions to our status messages (Heartbeat ignores unknown fields)."""
+        return []
+
+    def status_seen(self, received: Received, now: float) -> None:
+        """A peer's status message, for the fields `status_fields` adds on its side."""
+        return None
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float, wall: float) -> list[Action]:
+        return []
+
+
+# What the engine answers itself; no component may claim these.
+_ENGINE_TYPES = frozenset({"status", "NS_ackmsg", "NS_rexmit", "reqnodes", "repnodes"})
 
 
 class Engine:
-    """Heartbeat membership for one node; resource handling plugs in via handlers."""
+    """Heartbeat membership for one node; resource handling plugs in as components."""
 
     def __init__(
         self,
@@ -114,15 +150,8 @@ class Engine:
         self.reqnodes_pending = False
         self.next_reqnodes: float | None = None
         self.next_status: float = now
-        self.handlers: dict[str, Handler] = {}
-        self.on_peer_status: list[Callable[[Peer, NodeStatus, NodeStatus, float, float],
-                                           list[Action]]] = []
-        self.on_comm_up: list[Callable[[float, float], list[Action]]] = []
-        self.on_partition_healed: list[Callable[[Peer, float, float], list[Action]]] = []
-        self.timer_sources: list[TimerSource] = []  # resource layer, ping nodes
-        # hbd's extensions to status messages (Heartbeat ignores unknown fields)
-        self.status_fields: list[Callable[[float], list[tuple[str, str]]]] = []
-        self.status_observers: list[Callable[[Received, float], None]] = []
+        self.components: tuple[EngineComponent, ...] = ()  # see attach()
+        self._handlers: dict[str, Handler] = {}  # message type -> a component's handler
         self.stopped = False
         # After we ourselves did not run (SIGSTOP, a paused VM), nobody is judged dead
         # before this time: see handle_timer.
@@ -167,6 +196,24 @@ class Engine:
         self._accepted_recent.clear()
         self.config = config
 
+    def attach(self, *components: EngineComponent) -> None:
+        """Plug in the layers above membership, in the order the engine consults them.
+
+        Called once, before `start`.  Raises ValueError, attaching nothing, when
+        components are already attached or two of them (or one and the engine)
+        claim the same message type.
+        """
+        if self.components:
+            raise ValueError("the engine's components are attached once")
+        handlers: dict[str, Handler] = {}
+        for component in components:
+            for msgtype, handler in component.message_handlers().items():
+                if msgtype in handlers or msgtype in _ENGINE_TYPES:
+                    raise ValueError(f"message type {msgtype!r} is claimed twice")
+                handlers[msgtype] = handler
+        self.components = components
+        self._handlers = handlers
+
     # --- public entry points -----------------------------------------------------
 
     def start(self, now: float, wall: float) -> list[Action]:
@@ -192,8 +239,8 @@ class Engine:
         bad = self.bad.next_timer()
         if bad is not None:
             candidates.append(bad)
-        for source in self.timer_sources:
-            due = source.next_timer()
+        for component in self.components:
+            due = component.next_timer()
             if due is not None:
                 candidates.append(due)
         return min(candidates)
@@ -228,10 +275,10 @@ class Engine:
         if self.next_reqnodes is not None and now >= self.next_reqnodes:
             actions += self._send_reqnodes(now, wall)
         actions += self.bad.flush(now)
-        for source in self.timer_sources:
-            due = source.next_timer()
+        for component in self.components:
+            due = component.next_timer()
             if due is not None and now >= due:
-                actions += source.handle_timer(now, wall)
+                actions += component.handle_timer(now, wall)
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
         """One datagram or serial frame arrived on link `link`."""
@@ -363,8 +410,8 @@ class Engine:
             return
         received = Received(message, peer, link, seq)
         if healed:
-            for hook in self.on_partition_healed:
-                actions += hook(peer, now, wall)
+            for component in self.components:
+                actions += component.partition_healed(peer, now, wall)
         if msgtype == "status":
             actions += self._on_status(received, now, wall)
         elif msgtype == "NS_ackmsg":
@@ -379,7 +426,7 @@ class Engine:
             if self.reqnodes_pending:
                 actions += self._comm_now_up(now, wall)
         else:
-            handler = self.handlers.get(msgtype)
+            handler = self._handlers.get(msgtype)
             if handler is not None:
                 actions += handler(received, now, wall)
         if not self.comm_up:
@@ -410,8 +457,8 @@ class Engine:
             peer.deadtime = dt / 1000.0
         peer.last_status_at = now
         peer.seq.status_seqno = max(peer.seq.status_seqno, received.seq)
-        for observer in self.status_observers:
-            observer(received, now)
+        for component in self.components:
+            component.status_seen(received, now)
         if not self.stopped and self.next_status - now < self.keepalive * PHASE_LOCK:
             # Our own status is nearly due: send it now, while we are awake anyway.
             # The two nodes' timers lock in phase and each wakes half as often;
@@ -435,10 +482,10 @@ class Engine:
                 if state.fsm.state is LinkStatus.UP:
                     state.fsm.move(LinkStatus.DEAD)
                     actions.append(LinkStatusChanged(peer.name, state.name, False))
-        for callback in self.on_peer_status:
-            # A hook's failure must not lose the events of the move that did happen.
-            actions += self._contained("a peer-status hook",
-                                       functools.partial(callback, peer, old, new, now, wall))
+        for component in self.components:
+            # A component's failure must not lose the events of the move that did happen.
+            actions += self._contained("a peer-status hook", functools.partial(
+                component.peer_status, peer, old, new, now, wall))
         return actions
 
     def _contained(self, what: str, call: Callable[[], list[Action]]) -> list[Action]:
@@ -518,8 +565,8 @@ class Engine:
     def _status_message(self, now: float, wall: float) -> Transmit:
         fields = [("st", self.status.state.value), ("dt", f"{int(self.deadtime * 1000):x}"),
                   ("protocol", PROTOCOL_VERSION)]
-        for extra in self.status_fields:
-            fields += extra(now)
+        for component in self.components:
+            fields += component.status_fields(now)
         return self.outbox.build("status", fields, wall=wall)
 
     def _set_local_status(self, new: NodeStatus, now: float, wall: float) -> list[Action]:
@@ -552,8 +599,8 @@ class Engine:
         self.reqnodes_pending = False
         self.next_reqnodes = None
         actions = self._set_local_status(NodeStatus.ACTIVE, now, wall)
-        for callback in self.on_comm_up:
-            actions += callback(now, wall)
+        for component in self.components:
+            actions += component.comm_up(now, wall)
         return actions
 
     def _repnodes(self, peer: Peer, wall: float) -> Transmit:

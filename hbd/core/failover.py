@@ -32,7 +32,7 @@ from hbd.core.actions import (
     SplitBrain,
 )
 from hbd.core.config import AutoFailback, ClusterConfig
-from hbd.core.engine import Engine, Received
+from hbd.core.engine import Engine, EngineComponent, Handler, Received
 from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
@@ -53,8 +53,8 @@ DECLARED_DEAD_FIELD = "hbd_declared_dead"
 CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
 
 
-class Failover(StandbyExchange):
-    """The resource side of one node; plugs into the Engine's handlers and hooks."""
+class Failover(StandbyExchange, EngineComponent):
+    """The resource side of one node: a component of the Engine (see Engine.attach)."""
 
     def __init__(self, engine: Engine, config: ClusterConfig) -> None:
         super().__init__(config.node_name, GroupTable(config.node_name, config.groups))
@@ -77,17 +77,17 @@ class Failover(StandbyExchange):
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False
-        for msgtype, handler in (
-            ("starting", self._on_starting), ("resource", self._on_resource),
-            ("ask_resources", self._on_ask_resources), ("hb_takeover", self._on_hb_takeover),
-            ("shutdone", self._on_shutdone), ("ip-request", self._on_ip_request),
-            ("ip-request-resp", self._on_ip_request_resp), ("stonith", self._on_stonith),
-        ):
-            engine.handlers[msgtype] = handler
-        engine.on_comm_up.append(self._comm_up)
-        engine.on_peer_status.append(self._peer_status)
-        engine.on_partition_healed.append(self._partition_healed)
-        engine.timer_sources.append(self)
+
+    # --- EngineComponent: what the engine asks of us (comm_up, peer_status,
+    # partition_healed, next_timer and handle_timer are further down) ----------------
+
+    def message_handlers(self) -> dict[str, Handler]:
+        return {
+            "starting": self._on_starting, "resource": self._on_resource,
+            "ask_resources": self._on_ask_resources, "hb_takeover": self._on_hb_takeover,
+            "shutdone": self._on_shutdone, "ip-request": self._on_ip_request,
+            "ip-request-resp": self._on_ip_request_resp, "stonith": self._on_stonith,
+        }
 
     # --- derived views ------------------------------------------------------------
 
@@ -105,6 +105,17 @@ class Failover(StandbyExchange):
     def _peer_alive(self) -> bool:
         peer = self.peer
         return peer is not None and peer.alive
+
+    # --- ResourceHolder (hbd.core.pingnodes): what ipfail's rule asks of us ------------
+
+    def live_peer(self) -> str | None:
+        return self.peer.name if self.peer is not None and self.peer.alive else None
+
+    def holds_groups(self) -> bool:
+        return self.held().value != 0
+
+    def release_refusal(self) -> str | None:
+        return self._standby_refusal()
 
     # --- messages we send ------------------------------------------------------------
 
@@ -266,7 +277,7 @@ class Failover(StandbyExchange):
 
     # --- start-up ---------------------------------------------------------------------
 
-    def _comm_up(self, now: float, wall: float) -> list[Action]:
+    def comm_up(self, now: float, wall: float) -> list[Action]:
         """Heartbeat's comm_up_resource_action: communication with every node settled."""
         if self.state.state is not RscState.INIT:
             return []
@@ -425,8 +436,8 @@ class Failover(StandbyExchange):
 
     # --- a peer dies, restarts or comes back ---------------------------------------
 
-    def _peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
-                     wall: float) -> list[Action]:
+    def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
+                    wall: float) -> list[Action]:
         if new is not NodeStatus.DEAD:
             return []
         held_nothing = self.other_holds is Held.NONE
@@ -454,7 +465,7 @@ class Failover(StandbyExchange):
         return actions + self._start(missing, f"{peer.name} is dead",
                                      self._tell_peer(stable=True, info="mach_down"), now, wall)
 
-    def _partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
+    def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""
         self.contest_settles_at = now + CONTEST_SETTLE
         return [self._resource_msg(wall, stable=True)]

@@ -12,22 +12,37 @@ single lost echo moves nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hbd.core import fields
 from hbd.core.actions import Action, Notice, SendPing
 from hbd.core.config import HaCf
-from hbd.core.engine import Engine, Received
-from hbd.core.failover import Failover
+from hbd.core.engine import EngineComponent, Received
 
 PING_FIELD = "hbd_ping"
 GRACE = 3  # keepalives an imbalance must last before resources move
 
 
+class ResourceHolder(Protocol):
+    """What ipfail's rule asks of the resource layer (hbd.core.failover.Failover)."""
+
+    def live_peer(self) -> str | None:
+        """The peer's name while it is alive, else None."""
+
+    def holds_groups(self) -> bool: ...
+
+    def release_refusal(self) -> str | None:
+        """Why handing our groups over cannot start now (a standby under way...), or None."""
+
+    def release(self, scope: str, now: float, wall: float) -> list[Action]: ...
+
+
 @dataclass
-class PingNodes:
-    engine: Engine
-    failover: Failover
+class PingNodes(EngineComponent):
+    """A component of the Engine: our ping count travels in the status messages."""
+
     hacf: HaCf
+    resources: ResourceHolder
     last_reply: dict[str, float] = field(default_factory=dict)
     next_ping: float | None = None
     imbalance_since: float | None = None
@@ -35,9 +50,6 @@ class PingNodes:
     reported: dict[str, bool] = field(default_factory=dict)  # last logged up/down per name
 
     def __post_init__(self) -> None:
-        self.engine.timer_sources.append(self)
-        self.engine.status_fields.append(self._status_fields)
-        self.engine.status_observers.append(self._peer_status)
         self.update(self.hacf)
 
     def update(self, hacf: HaCf) -> None:
@@ -73,17 +85,17 @@ class PingNodes:
         if address in self.addresses:
             self.last_reply[address] = now
 
-    def _status_fields(self, now: float) -> list[tuple[str, str]]:
+    # --- EngineComponent ------------------------------------------------------------
+
+    def status_fields(self, now: float) -> list[tuple[str, str]]:
         if not self.addresses:
             return []
         return [(PING_FIELD, str(self.reachable(now)))]
 
-    def _peer_status(self, rx: Received, now: float) -> None:
-        value = fields.number(rx.message, "status", PING_FIELD)
+    def status_seen(self, received: Received, now: float) -> None:
+        value = fields.number(received.message, "status", PING_FIELD)
         if value is not None:
             self.peer_count = value
-
-    # --- TimerSource -----------------------------------------------------------------
 
     def next_timer(self) -> float | None:
         return self.next_ping
@@ -110,19 +122,19 @@ class PingNodes:
         return actions
 
     def _judge(self, now: float, wall: float) -> list[Action]:
-        peer = self.failover.peer
+        peer = self.resources.live_peer()
         ours = self.reachable(now)
-        if (peer is None or not peer.alive or self.peer_count is None
-                or self.peer_count <= ours or self.failover.held().value == 0):
+        if (peer is None or self.peer_count is None
+                or self.peer_count <= ours or not self.resources.holds_groups()):
             self.imbalance_since = None
             return []
         if self.imbalance_since is None:
             self.imbalance_since = now
         if now - self.imbalance_since < GRACE * self.interval:
             return []
-        if self.failover._standby_refusal() is not None:
+        if self.resources.release_refusal() is not None:
             return []
         self.imbalance_since = None
-        text = (f"ping nodes: we reach {ours} of {self.configured}, {peer.name} reaches "
-                f"{self.peer_count}: handing our groups to {peer.name}")
-        return [Notice("warning", text), *self.failover.release("all", now, wall)]
+        text = (f"ping nodes: we reach {ours} of {self.configured}, {peer} reaches "
+                f"{self.peer_count}: handing our groups to {peer}")
+        return [Notice("warning", text), *self.resources.release("all", now, wall)]

@@ -66,6 +66,9 @@ from hbd.core.resources import SCOPES, Group, GroupState, GroupTable, scope_set
 from hbd.errors import Busy, InvalidScope, WireError
 
 LEAVE_SETTLE = 2.5  # seconds; see "In doubt" above
+# startup_until once the start-up wait has ended: over for good (reconnects do not wait
+# again), and no longer a deadline.
+STARTUP_OVER = -1.0
 
 _ANNOUNCED = {GroupState.STARTING: Announced.STARTING, GroupState.RUNNING: Announced.RUNNING,
               GroupState.STOPPING: Announced.STOPPING, GroupState.BLOCKED: Announced.BLOCKED}
@@ -372,18 +375,24 @@ class Placement(GroupWork):
                            "a candidate again)")]
         return then
 
+    def _startup_end(self) -> float | None:
+        """When the start-up wait ends; None before it began and once it is over."""
+        return None if self.startup_until == STARTUP_OVER else self.startup_until
+
     def next_timer(self) -> float | None:
         due = [until for _, until in self.in_doubt.values()]
-        if self.startup_until is not None and self.connected:
-            due.append(self.startup_until)
+        end = self._startup_end()
+        if end is not None and self.connected:
+            due.append(end)
         if self.next_blocked_retry is not None:
             due.append(self.next_blocked_retry)
         return min(due) if due else None
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
         actions: list[Action] = []
-        if self.startup_until is not None and now >= self.startup_until:
-            self.startup_until = -1.0  # over for good (reconnects do not wait again)
+        end = self._startup_end()
+        if end is not None and now >= end:
+            self.startup_until = STARTUP_OVER
             actions += self._evaluate(now, wall)
         expired = [key for key, (_, until) in self.in_doubt.items() if now >= until]
         for key in expired:

@@ -66,7 +66,8 @@ BUS_CONF = """\
 # hbd.cluster carries the cluster's events (eventlog.py); of the rest, only these.
 _OTHER_LOGGERS = {
     "__main__": ("ready:", "takeover [", "standby [", "SIGTERM received", "hbd stopped"),
-    "hbd.daemon": ("ready:", "takeover [", "standby [", "SIGTERM received", "hbd stopped"),
+    "hbd.service": ("ready:", "takeover [", "standby [", "SIGTERM received"),
+    "hbd.stack_heartbeat": ("hbd stopped",),
     "hbd.bus.service": ("authorized for", "refused"),
 }
 # Bookkeeping lines that would drown the story.

@@ -1,0 +1,209 @@
+"""hbd on the Heartbeat stack (ha.cf `cluster_stack heartbeat`, the default).
+
+Membership comes from hbd's own Heartbeat-compatible links: UDP and serial
+endpoints (hbd.links) deliver datagrams and frames to the engine
+(hbd.core.engine), whose components — the resource protocol
+(hbd.core.failover) and the ping nodes (hbd.core.pingnodes) — decide who
+runs which group.  The actions only this stack knows are carried out here:
+transmissions on the links, ICMP pings, the peers' generations recorded in
+the state directory.  The timer serves the engine (heartbeats, deadtime,
+retransmissions, the components' deadlines) and the links that failed to
+open; the rest of the daemon's life is hbd.service's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from hbd import __version__
+from hbd.control import Snapshot
+from hbd.core.actions import (
+    Action,
+    PersistPeerGeneration,
+    SendPing,
+    Transmit,
+)
+from hbd.core.config import AuthMethod, ClusterConfig
+from hbd.core.engine import Engine
+from hbd.core.failover import Failover
+from hbd.core.pingnodes import PingNodes
+from hbd.errors import HbdError
+from hbd.links import LinkSet
+from hbd.service import Options, ServiceBase
+from hbd.snapshot import heartbeat as heartbeat_snapshot
+from hbd.state import StateDir
+
+log = logging.getLogger(__name__)
+
+LOAD_REFRESH = 5.0  # seconds between reads of /proc/loadavg for the status `ld` field
+
+
+class HeartbeatDaemon(ServiceBase):
+    """The Controller (hbd.control) of an hbd whose cluster layer is its own links."""
+
+    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
+
+    def __init__(self, options: Options, config: ClusterConfig) -> None:
+        super().__init__(options, config)
+        self.state = StateDir(options.state_dir)
+        self._load_read_at = 0.0
+        self.engine: Engine | None = None
+        self.failover: Failover | None = None
+        self.pingnodes: PingNodes | None = None
+        self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
+        self.links: LinkSet | None = None
+
+    def _group_work(self) -> Failover:
+        assert self.failover is not None
+        return self.failover
+
+    # --- the engine: packets in, the stack's own actions out ------------------------------
+
+    def _on_packet(self, data: bytes, link: int) -> None:
+        assert self.engine is not None
+        now, wall = self._now()
+        self._dispatch(self.engine.receive(data, link, now, wall))
+        self._arm()
+
+    def _carry_out(self, action: Action) -> bool:
+        if isinstance(action, Transmit):
+            assert self.links is not None  # the engine starts sending once they are open
+            self.links.send(action)
+        elif isinstance(action, SendPing):
+            if self.pinger is not None:
+                self.pinger.send(action.address)
+        elif isinstance(action, PersistPeerGeneration):
+            # a writer thread fsyncs it; its failures are logged there
+            self.state.record_peer_generation(action.node, action.generation)
+        else:
+            return False
+        return True
+
+    # --- what the single timer serves ---------------------------------------------------
+
+    def _deadlines(self) -> Iterable[float | None]:
+        assert self.engine is not None and self.links is not None
+        return self.engine.next_timer(), self.links.next_retry()
+
+    def _timer_work(self, now: float, wall: float) -> list[Action]:
+        assert self.engine is not None and self.links is not None
+        self.links.retry(now)
+        if now - self._load_read_at >= LOAD_REFRESH:
+            self._load_read_at = now
+            self.engine.outbox.load = _loadavg()
+        return self.engine.handle_timer(now, wall)
+
+    # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
+
+    def snapshot(self) -> Snapshot:
+        assert self.failover is not None and self.links is not None
+        pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
+        return heartbeat_snapshot(self.failover, self.links.status(), pings)
+
+    def _publish_status(self) -> None:
+        if self.failover is None or self.links is None:
+            return
+        snapshot = self.snapshot()
+        peers = ", ".join(f"{n.name} {n.status}" for n in snapshot.nodes if not n.local)
+        local = next(n.status for n in snapshot.nodes if n.local)
+        self.notifier.status(f"{local}; peers: {peers or 'none'}; "
+                             f"holding: {snapshot.resources_held}")
+
+    async def _apply(self, new: ClusterConfig) -> None:
+        engine, failover, links, runner, pings = (self.engine, self.failover, self.links,
+                                                  self.runner, self.pingnodes)
+        assert engine is not None and failover is not None and links is not None
+        assert runner is not None and pings is not None and self._loop is not None
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        now, wall = self._now()
+        engine.reconfigure(new, now)
+        if new.hacf.links != self.config.hacf.links:
+            links.close_all()
+            self.links = LinkSet(new.hacf, self._on_packet)
+            self.links.open_all(self._loop)
+        pings.update(new.hacf)
+        runner.update(new)
+        self._dispatch(failover.reconfigure(new, now, wall))
+        self._arm()  # before the netlink work below: timers may have changed
+        await runner.prepare()
+
+    # --- the whole life -----------------------------------------------------------------
+
+    def _build_core(self, uuid: bytes, generation: int, peers: dict[str, int]) -> None:
+        """The engine and its components, in the order the engine consults them."""
+        assert self._loop is not None
+        loop = self._loop
+        self.engine = Engine(self.config, uuid=uuid, generation=generation, now=loop.time(),
+                             peer_generations=peers)
+        self.failover = Failover(self.engine, self.config)
+        self.pingnodes = PingNodes(self.config.hacf, self.failover)
+        self.engine.attach(self.failover, self.pingnodes)
+        if self.pingnodes.addresses:
+            from hbd.net.icmp import Pinger
+
+            pings = self.pingnodes
+            try:
+                self.pinger = Pinger(lambda address: pings.ping_reply(address, loop.time()))
+            except (OSError, HbdError) as err:
+                log.error("cannot ping the ping nodes (%s): they will count as unreachable", err)
+
+    async def run(self) -> int:
+        self._loop = loop = asyncio.get_running_loop()
+        self._handle_signals(loop)
+        self._configure_logging(self.config)
+        try:
+            self.state.ensure()
+            uuid = self.state.uuid()
+            generation = self.state.next_generation(time.time())
+            peers = self.state.peer_generations()
+        except OSError as err:
+            log.error("cannot use state directory %s: %s", self.options.state_dir, err)
+            self.notifier.errno(err.errno or 5)
+            return 1
+        log.info("hbd %s starting as node %s (generation %d)", __version__, self.options.node,
+                 generation)
+        if self.config.auth.active_key.method is AuthMethod.CRC:
+            log.warning("authkeys signs with crc: that authenticates nothing; anyone on the "
+                        "heartbeat network can forge messages. Use sha1 or blake2b.")
+        self._build_core(uuid, generation, peers)
+        assert self.engine is not None
+        await self._start_runner()
+        self.links = LinkSet(self.config.hacf, self._on_packet)
+        self.links.open_all(loop)
+        now, wall = self._now()
+        self._dispatch(self.engine.start(now, wall))
+        self._arm()
+        await self._start_bus()
+        # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
+        # owned when D-Bus is on (BusService.start returns once owned, or after a logged
+        # failure: the cluster does not wait for the bus).
+        self._publish_status()
+        links = self.links.status()
+        self._ready(f"{sum(links.values())} of {len(links)} link(s) open" + (
+            "" if self.bus is None else
+            f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}"))
+        await self._serve_until_stopped()
+        self.engine.stop_heartbeats()
+        self._cancel_timer()
+        await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
+        self.links.close_all()
+        if self.pinger is not None:
+            self.pinger.close()
+        if self.bus is not None:
+            await self.bus.stop()
+        log.info("hbd stopped")
+        return 0
+
+
+def _loadavg() -> str:
+    """Heartbeat's `ld` field: the first line of /proc/loadavg."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.readline().strip() or "n/a"
+    except OSError:
+        return "n/a"
