@@ -31,6 +31,7 @@ from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import Action, AnnounceGroup, StartGroup, StopGroup
 from hbd.core.config import ClusterConfig
+from hbd.core.fifomsg import FifoCommand
 from hbd.core.groupwork import GroupWork
 from hbd.errors import ConfigError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
@@ -47,6 +48,8 @@ class Options:
     node: str
     dbus: bool
     debug: bool
+    # Heartbeat's run-time directory: its FIFO (hb_standby, hb_takeover); "" for none
+    heartbeat_dir: str = "/var/lib/heartbeat"
     agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
@@ -76,6 +79,7 @@ class ServiceBase:
         self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
         self._timer_at: float | None = None  # when it fires
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
+        self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -206,6 +210,37 @@ class ServiceBase:
 
             self.bus = BusService(self)
             await self.bus.start()
+
+    def _start_fifo(self) -> None:
+        """Read Heartbeat's FIFO, so hb_standby and hb_takeover work unchanged."""
+        if not self.options.heartbeat_dir:
+            return
+        from hbd.fifo import HeartbeatFifo
+
+        assert self._loop is not None
+        fifo = HeartbeatFifo(self.options.heartbeat_dir, self._fifo_command)
+        try:
+            fifo.open(self._loop)
+        except OSError as err:
+            log.error("cannot open Heartbeat's FIFO %s (%s): hb_standby and hb_takeover "
+                      "will not work; hbctl does", fifo.path, err.strerror or err)
+            return
+        self.fifo = fifo
+
+    def _stop_fifo(self) -> None:
+        if self.fifo is not None:
+            self.fifo.close()
+            self.fifo = None
+
+    def _fifo_command(self, request: FifoCommand) -> None:
+        """hb_standby / hb_takeover through the FIFO: as the same D-Bus command would."""
+        if self._stopping:
+            log.warning("%s [%s] ignored: hbd is stopping", request.tool, request.scope)
+            return
+        try:
+            self._command(request.command, request.scope)
+        except HbdError as err:
+            log.error("%s [%s] refused: %s", request.tool, request.scope, err)
 
     def _ready(self, what: str) -> None:
         """READY=1, and the watchdog's first beat from the timer path."""

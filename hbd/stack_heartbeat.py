@@ -179,6 +179,7 @@ class HeartbeatDaemon(ServiceBase):
         self._dispatch(self.engine.start(now, wall))
         self._arm()
         await self._start_bus()
+        self._start_fifo()
         # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).
@@ -188,6 +189,7 @@ class HeartbeatDaemon(ServiceBase):
             "" if self.bus is None else
             f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}"))
         await self._serve_until_stopped()
+        self._stop_fifo()
         self.engine.stop_heartbeats()
         self._cancel_timer()
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain

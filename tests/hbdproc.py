@@ -45,6 +45,7 @@ class HbdNode:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.write_config(hacf, haresources, authkeys)
         self.log_path = self.dir / "hbd.log"
+        self.heartbeat_dir = self.dir / "heartbeat"  # its FIFO: HA_FIFO for hb_standby
         self.extra_args = extra_args
         self.env = env
         self.proc: subprocess.Popen[Any] | None = None
@@ -64,7 +65,7 @@ class HbdNode:
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "hbd.daemon", "--config-dir", str(self.config_dir),
                 "--state-dir", str(self.dir / "state"), "--runtime-dir", str(self.dir / "run"),
-                "--node", self.name, *self.extra_args]
+                "--heartbeat-dir", str(self.heartbeat_dir), "--node", self.name, *self.extra_args]
 
     def start(self) -> HbdNode:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
