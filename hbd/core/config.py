@@ -18,6 +18,7 @@ DEFAULT_UDPPORT = 694
 DEFAULT_BAUD = 19200
 DEFAULT_HOPFUDGE = 1
 DEFAULT_MCAST_TTL = 1
+MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
 
 
@@ -101,6 +102,40 @@ class UcastLink:
 
 
 @dataclass(frozen=True)
+class Ucast6Link:
+    """`ucast6 IFACE PEER-ADDRESS`: UDP over IPv6 to one peer (Heartbeat's ucast6 plugin).
+
+    A link-local peer is reached through IFACE (its scope id is the interface's
+    index, as Heartbeat sets it); `peer` is canonical, without a `%scope`.
+    """
+
+    interface: str
+    peer: str
+    port: int = DEFAULT_UDPPORT
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
+class Mcast6Link:
+    """`mcast6 IFACE GROUP PORT HOPS LOOP`: UDP over IPv6 multicast (Heartbeat's mcast6)."""
+
+    interface: str
+    group: str  # canonical; ff02::/16-style scopes 2, 4, 5 or 8 only (as Heartbeat)
+    port: int = DEFAULT_UDPPORT
+    hops: int = DEFAULT_MCAST_TTL
+    loop: bool = False
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
 class SerialLink:
     """`serial /dev/ttyX`: a null-modem cable at `baud`."""
 
@@ -113,7 +148,7 @@ class SerialLink:
         return self.device
 
 
-Link = BcastLink | McastLink | UcastLink | SerialLink
+Link = BcastLink | McastLink | UcastLink | Ucast6Link | Mcast6Link | SerialLink
 
 
 @dataclass(frozen=True)
@@ -146,7 +181,7 @@ class HaCf:
     udpport: int = DEFAULT_UDPPORT
     baud: int = DEFAULT_BAUD
     auto_failback: AutoFailback = AutoFailback.LEGACY
-    ping_nodes: tuple[str, ...] = ()
+    ping_nodes: tuple[str, ...] = ()  # `ping` (IPv4) and `ping6` (IPv6) addresses, in order
     ping_groups: tuple[PingGroup, ...] = ()
     logfacility: str | None = None  # syslog facility name, None = no syslog
     logfile: str | None = None

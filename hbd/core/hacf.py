@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
+from hbd.core import media6
 from hbd.core.config import (
     DEFAULT_BAUD,
     DEFAULT_DEADTIME_MS,
@@ -26,6 +27,7 @@ from hbd.core.config import (
     ClusterStack,
     HaCf,
     Link,
+    Mcast6Link,
     McastLink,
     PingGroup,
     SerialLink,
@@ -45,7 +47,7 @@ BAUD_RATES = frozenset(
     (300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800)
 )
 
-_UDP_MEDIA = ("bcast", "mcast", "ucast")
+_UDP_MEDIA = ("bcast", "mcast", "ucast", "ucast6", "mcast6")
 
 
 @dataclass
@@ -212,6 +214,25 @@ def _ucast(st: _State, line: int, args: list[str]) -> None:
         st.links.append(UcastLink(interface=iface, peer=peer, port=st.udpport, line=line))
 
 
+def _ucast6(st: _State, line: int, args: list[str]) -> None:
+    _mark_udp(st, line)
+    link = media6.ucast6(args, st.udpport, line, st.local_addresses)
+    if isinstance(link, str):
+        st.problems.error(line, link)
+    elif link is not None:  # None: our own address, the peer's half of a shared ha.cf
+        st.links.append(link)
+
+
+def _mcast6(st: _State, line: int, args: list[str]) -> None:
+    _mark_udp(st, line)
+    link = media6.mcast6(args, line)
+    if isinstance(link, Mcast6Link):
+        st.links.append(link)
+    else:
+        for message in link:
+            st.problems.error(line, message)
+
+
 def _serial(st: _State, line: int, args: list[str]) -> None:
     if not _need_args(st, line, "serial", args, 1):
         return
@@ -275,6 +296,19 @@ def _ping(st: _State, line: int, args: list[str]) -> None:
             st.problems.error(line, f"ping: '{address}' is not an IPv4 address")
             continue
         st.ping_nodes.append(address)
+
+
+def _ping6(st: _State, line: int, args: list[str]) -> None:
+    if not _need_args(st, line, "ping6", args, 1):
+        return
+    for text in args:
+        problem = media6.ping6_problem(text)
+        if problem is None and text in st.ping_nodes:
+            problem = f"ping6: '{text}' is listed twice"
+        if problem:
+            st.problems.error(line, problem)
+        else:
+            st.ping_nodes.append(text)  # named as written, as Heartbeat names ping nodes
 
 
 def _ping_group(st: _State, line: int, args: list[str]) -> None:
@@ -452,10 +486,13 @@ HANDLERS: dict[str, Handler] = {
     "bcast": _bcast,
     "mcast": _mcast,
     "ucast": _ucast,
+    "ucast6": _ucast6,
+    "mcast6": _mcast6,
     "serial": _serial,
     "auto_failback": _choice("auto_failback", _auto_failback_value, "on, off or legacy"),
     "nice_failback": _nice_failback,
     "ping": _ping,
+    "ping6": _ping6,
     "ping_group": _ping_group,
     "logfacility": _logfacility,
     "logfile": _path("logfile"),
@@ -512,7 +549,8 @@ def _finish(st: _State) -> HaCf:
     if not st.nodes:
         st.problems.error(0, "no node directive: list every cluster node with 'node NAME'")
     if not st.links and st.values.get("cluster_stack") is not ClusterStack.COROSYNC:
-        st.problems.error(0, "no heartbeat media: add bcast, mcast, ucast or serial lines")
+        st.problems.error(0, "no heartbeat media: add bcast, mcast, ucast, mcast6, ucast6 "
+                          "or serial lines")
     auto_failback = st.values.get("auto_failback", AutoFailback.LEGACY)
     assert isinstance(auto_failback, AutoFailback)
     hacf = HaCf(
