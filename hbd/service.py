@@ -50,6 +50,8 @@ class Options:
     debug: bool
     # Heartbeat's run-time directory: its FIFO (hb_standby, hb_takeover); "" for none
     heartbeat_dir: str = "/var/lib/heartbeat"
+    # Heartbeat's client API registration socket (cl_status); "" for none
+    api_socket: str = "/var/run/heartbeat/register"
     agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
@@ -80,6 +82,7 @@ class ServiceBase:
         self._timer_at: float | None = None  # when it fires
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
         self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
+        self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -232,6 +235,32 @@ class ServiceBase:
             self.fifo.close()
             self.fifo = None
 
+    async def _start_api(self) -> None:
+        """Serve Heartbeat's client API, so cl_status works unchanged."""
+        if not self.options.api_socket:
+            return
+        from hbd.apiserver import ApiServer, build_view, resolve_apiauth
+
+        table = await asyncio.to_thread(resolve_apiauth, self.config)  # NSS may block
+        server = ApiServer(self.options.api_socket,
+                           lambda: build_view(self.snapshot(), self.config), table,
+                           self._api_clients_changed)
+        try:
+            await server.start()
+        except OSError as err:
+            log.error("cannot serve Heartbeat's client API on %s (%s): cl_status will not "
+                      "work; hbctl does", server.path, err.strerror or err)
+            return
+        self.api = server
+
+    def _api_clients_changed(self, named: frozenset[str]) -> None:
+        """The named API clients signed on here changed (a stack may tell its peers)."""
+
+    async def _stop_api(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+
     def _fifo_command(self, request: FifoCommand) -> None:
         """hb_standby / hb_takeover through the FIFO: as the same D-Bus command would."""
         if self._stopping:
@@ -310,6 +339,10 @@ class ServiceBase:
                 self._configure_logging(new)
                 await self._apply(new)
                 self.config = new
+                if self.api is not None:
+                    from hbd.apiserver import resolve_apiauth
+
+                    self.api.auth = await asyncio.to_thread(resolve_apiauth, new)
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
             finally:

@@ -193,6 +193,12 @@ class HaCf:
     cluster_stack: ClusterStack = ClusterStack.HEARTBEAT
     # hbd-specific `group_order KEY NODE...` lines (corosync stack): a group's node order
     group_orders: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # every node and ping node in ha.cf order (Heartbeat's node table, for its client API)
+    node_order: tuple[str, ...] = ()
+    # what Heartbeat's client API reports as parameters (hbparams.py): (name, value)
+    parameters: tuple[tuple[str, str], ...] = ()
+    # `apiauth CLIENT uid=... gid=...` lines as written: (client, users, groups)
+    apiauth: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200

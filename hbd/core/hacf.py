@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
-from hbd.core import media6
+from hbd.core import hbparams, media6
 from hbd.core.config import (
     DEFAULT_BAUD,
     DEFAULT_DEADTIME_MS,
@@ -63,6 +63,9 @@ class _State:
     ping_groups: list[PingGroup] = field(default_factory=list)
     times: dict[str, int] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # directive -> last line seen
+    last_values: dict[str, str] = field(default_factory=dict)  # directive -> last argument
+    apiauth: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
+    order: list[tuple[int, str]] = field(default_factory=list)  # (line, node or ping node)
     values: dict[str, object] = field(default_factory=dict)
     udpport: int = DEFAULT_UDPPORT
     baud: int = DEFAULT_BAUD
@@ -124,6 +127,7 @@ def _node(st: _State, line: int, args: list[str]) -> None:
         else:
             st.nodes.append(lowered)
             st.node_lines.append(line)
+            st.order.append((line, lowered))
 
 
 def _udpport(st: _State, line: int, args: list[str]) -> None:
@@ -296,6 +300,7 @@ def _ping(st: _State, line: int, args: list[str]) -> None:
             st.problems.error(line, f"ping: '{address}' is not an IPv4 address")
             continue
         st.ping_nodes.append(address)
+        st.order.append((line, address))
 
 
 def _ping6(st: _State, line: int, args: list[str]) -> None:
@@ -309,6 +314,7 @@ def _ping6(st: _State, line: int, args: list[str]) -> None:
             st.problems.error(line, problem)
         else:
             st.ping_nodes.append(text)  # named as written, as Heartbeat names ping nodes
+            st.order.append((line, text))
 
 
 def _ping_group(st: _State, line: int, args: list[str]) -> None:
@@ -327,6 +333,7 @@ def _ping_group(st: _State, line: int, args: list[str]) -> None:
         st.problems.error(line, f"ping_group: group '{name}' is defined twice")
     elif good:
         st.ping_groups.append(PingGroup(name=name, addresses=tuple(good)))
+        st.order.append((line, name))
 
 
 def _logfacility(st: _State, line: int, args: list[str]) -> None:
@@ -533,7 +540,18 @@ def parse_hacf(
         handler = HANDLERS.get(directive)
         if handler is not None:
             st.lines[directive] = line
+            if args:
+                st.last_values[directive] = args[-1]
             handler(st, line, args)
+        elif directive == "apiauth":
+            # a whole-line directive in Heartbeat: its lists are comma-separated
+            parsed = hbparams.parse_apiauth(content.split()[1:])
+            if isinstance(parsed, str):
+                st.problems.error(line, parsed)
+            elif any(entry[0] == parsed[0] for entry in st.apiauth):
+                st.problems.error(line, f"apiauth: client '{parsed[0]}' is listed twice")
+            else:
+                st.apiauth.append(parsed)
         elif directive in NOT_IMPLEMENTED:
             st.problems.warning(
                 line, f"{directive}: not implemented by hbd, ignored ({NOT_IMPLEMENTED[directive]})"
@@ -562,6 +580,9 @@ def _finish(st: _State) -> HaCf:
         auto_failback=auto_failback,
         ping_nodes=tuple(st.ping_nodes),
         ping_groups=tuple(st.ping_groups),
+        node_order=tuple(name for _line, name in sorted(st.order, key=lambda e: e[0])),
+        parameters=tuple(sorted(hbparams.parameters(st.last_values).items())),
+        apiauth=tuple(st.apiauth),
     )
     overrides: dict[str, object] = {}
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),

@@ -26,7 +26,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "traditional_compression": "hbd never compresses messages",
     "env": "hbd runs no respawned clients",
     "memreserve": "not needed by hbd",
-    "apiauth": "hbd has no Heartbeat client API; use D-Bus and polkit",
     "respawn": "hbd runs no respawned clients; use systemd units",
     "failfast": "hbd runs no respawned clients",
     "stonith": "hbd does no fencing; use Pacemaker (hbctl export pacemaker) for STONITH",
