@@ -519,7 +519,7 @@ HANDLERS: dict[str, Handler] = {
     "arp_interval": _time("arp_interval"),
 }
 
-KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED)
+KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED) | {"apiauth"}
 
 
 def parse_hacf(
