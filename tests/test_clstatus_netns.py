@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ VIP = "10.77.0.240"
 HARESOURCES = f"n1 IPaddr2::{VIP}/24/eth0\n"
 AUTHKEYS = "auth 1\n1 sha1 cl-status\n"
 PLACEMENTS = ["hbd-n1", "hbd-n2"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -43,6 +45,15 @@ class Pair:
         result = subprocess.run(self.lab.argv(self.hbd.node, self.hbd.cl_status_argv(*args)),
                                 capture_output=True, text=True, timeout=30,
                                 env={**os.environ, "HA_LOGFACILITY": "none"})
+        return result.returncode, result.stdout
+
+    def ours_on_hbd(self, *args: str) -> tuple[int, str]:
+        """hbd's own Python cl_status (hbd.cli.clstatus), for machines without heartbeat."""
+        script = 'mount --bind "$0" /run && exec "$@"'
+        argv = ["unshare", "-m", "sh", "-c", script, str(self.hbd.api_run), sys.executable,
+                "-m", "hbd.cli.clstatus", *args]
+        result = subprocess.run(self.lab.argv(self.hbd.node, argv), capture_output=True,
+                                text=True, timeout=30, env={**os.environ, "PYTHONPATH": ROOT})
         return result.returncode, result.stdout
 
     def on_heartbeat(self, *args: str) -> tuple[int, str]:
@@ -116,6 +127,18 @@ def test_every_subcommand_answers_as_on_heartbeat(pair: Pair) -> None:
                                          heartbeat[1])
         if hbd != heartbeat:
             differences.append(f"cl_status {' '.join(args)}: hbd {hbd!r}, heartbeat {heartbeat!r}")
+    assert differences == [], "\n".join(differences)
+
+
+@pytest.mark.parametrize("pair", ["hbd-n2"], indirect=True)
+def test_our_cl_status_says_what_debians_says(pair: Pair) -> None:
+    """The Python cl_status shipped for machines without heartbeat, against the same node."""
+    differences = []
+    for args in [*commands(pair.ping), ("rscstatus",), ("rscstatus", "-m"), ("listnodes", "-m"),
+                 ("nodestatus",), ("listhblinks",), ("listnodes", "-x"), ()]:
+        ours, debians = pair.ours_on_hbd(*args), pair.on_hbd(*args)
+        if ours != debians:
+            differences.append(f"cl_status {' '.join(args)}: ours {ours!r}, Debian's {debians!r}")
     assert differences == [], "\n".join(differences)
 
 
