@@ -204,3 +204,32 @@ def test_hb_scripts_refuse_bad_scopes_before_writing(tmp_path: Path) -> None:
                                 text=True, env={**os.environ, "HA_FIFO": str(fifo)},
                                 timeout=10)
         assert result.returncode == 1, result
+
+
+def _read_all(path: Path, run: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run a tool writing to the FIFO at `path`; what it wrote, and its exit code."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = subprocess.run(run, capture_output=True, env=env, timeout=10)
+        data = b""
+        try:
+            while chunk := os.read(fd, 4096):
+                data += chunk
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    return result.returncode, data
+
+
+@pytest.mark.parametrize("tool", ["hb_standby", "hb_takeover"])
+def test_our_tools_write_what_heartbeats_write(tool: str, tmp_path: Path) -> None:
+    """packaging/heartbeat-tools (hbd-heartbeat-tools) against Debian's own scripts."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ours = Path(__file__).resolve().parent.parent / "packaging" / "heartbeat-tools" / tool
+    env = {**os.environ, "HA_FIFO": str(fifo)}
+    for args in ([], ["all"], ["local"], ["foreign"], ["failback"], ["bogus"], ["a", "b"]):
+        theirs = _read_all(fifo, [f"/usr/share/heartbeat/{tool}", *args], env)
+        mine = _read_all(fifo, [str(ours), *args], env)
+        assert mine == theirs, (args, mine, theirs)
