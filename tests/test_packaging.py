@@ -496,7 +496,8 @@ class InitScript:
                   "STATE_DIR": str(self.work / "state"), "RUNTIME_DIR": str(self.work / "run"),
                   "PIDFILE": str(self.pidfile), "LOCKFILE": str(self.work / "lock"),
                   "HEARTBEAT_PIDFILE": str(self.work / "heartbeat.pid"), "STOP_TIMEOUT": "30",
-                  "HBD_OPTS": "--no-dbus --node n1", **overrides}
+                  "HBD_OPTS": f"--no-dbus --node n1 --heartbeat-dir {self.work / 'hb'} "
+                              f"--api-socket {self.work / 'hb' / 'register'}", **overrides}
         self.settings.write_text("".join(f'{k}="{v}"\n' for k, v in values.items()))
 
     def __call__(self, action: str) -> subprocess.CompletedProcess[str]:
