@@ -173,3 +173,24 @@ def test_apiauth_from_real_credentials() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
     assert asyncio.run(main()) == ("OK", "badreq")
+
+
+def test_apiauth_lines_and_heartbeats_defaults() -> None:
+    from hbd.core.hacf import parse_hacf
+    from hbd.core.hbparams import apiauth_table
+
+    hacf, problems = parse_hacf("node n1 n2\nbcast eth0\napiauth anon uid=root gid=adm,staff\n"
+                                "apiauth mon uid=1000\napiauth mon gid=adm\n"
+                                "apiauth bad\napiauth worse uid=a uid=b\napiauth x y=z\n")
+    assert [str(p) for p in problems.errors] == [
+        "ha.cf:6: apiauth: client 'bad' needs a uid= or gid= list",
+        "ha.cf:7: apiauth: duplicate uid list for client 'worse'",
+        "ha.cf:8: apiauth: 'y=z' is not uid=LIST or gid=LIST"]
+    assert any("'mon' is listed twice" in str(p) for p in problems.warnings)
+    table = apiauth_table(hacf.apiauth)
+    assert table["anon"] == (("root",), ("adm", "staff"))  # the line replaces the default
+    assert table["mon"] == (("1000",), ())
+    assert table["ipfail"] == (("hacluster",), ())  # Heartbeat's defaults for the rest
+    assert table["ping"] == ((), ("haclient",))
+    assert dict(hacf.parameters)["hbversion"] == "3.0.6"
+    assert dict(hacf.parameters)["deadtime"] == "30000ms"  # Heartbeat's default, as text

@@ -83,3 +83,18 @@ def test_check_config_shows_ipv6_media() -> None:
     assert "ucast6 eth0 -> [fd00::2] udp/694" in shown
     assert "mcast6 eth1 [ff12::1] udp/694 hops 1 no loop" in shown
     assert "ping nodes: fd00::9" in shown
+
+
+def test_corosync_export_carries_ipv6_media() -> None:
+    from hbd.export.corosync import render_corosync
+
+    texts = ConfigTexts(hacf_name="ha.cf", hacf=HEAD + "ucast6 eth0 fd00::1\n"
+                        "ucast6 eth0 fd00::2\nmcast6 eth1 ff12::1 694 1 0\n",
+                        haresources_name="haresources", haresources="",
+                        authkeys_name="authkeys", authkeys="auth 1\n1 sha1 x\n",
+                        authkeys_mode=0o600)
+    config, problems = check(texts, node_name="n1", local_addresses=())
+    assert config is not None, problems
+    out = render_corosync(config)
+    assert "fd00::1" in out.text and "fd00::2" in out.text
+    assert any("mcast6 eth1 ff12::1" in note.message for note in out.notes)

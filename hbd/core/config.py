@@ -160,6 +160,16 @@ class PingGroup:
 
 
 @dataclass(frozen=True)
+class ApiAuth:
+    """`apiauth CLIENT uid=USERS gid=GROUPS`: who may sign on to the client API as CLIENT."""
+
+    client: str  # a client name, `anon` (casual clients) or `default`
+    users: tuple[str, ...]  # names or numbers, as written
+    groups: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Timers:
     """Heartbeat's timing parameters, all in milliseconds."""
 
@@ -197,8 +207,8 @@ class HaCf:
     node_order: tuple[str, ...] = ()
     # what Heartbeat's client API reports as parameters (hbparams.py): (name, value)
     parameters: tuple[tuple[str, str], ...] = ()
-    # `apiauth CLIENT uid=... gid=...` lines as written: (client, users, groups)
-    apiauth: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    # `apiauth CLIENT uid=... gid=...` lines as written
+    apiauth: tuple[ApiAuth, ...] = ()
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200

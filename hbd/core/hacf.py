@@ -22,6 +22,7 @@ from hbd.core.config import (
     DEFAULT_KEEPALIVE_MS,
     DEFAULT_MAX_REXMIT_DELAY_MS,
     DEFAULT_UDPPORT,
+    ApiAuth,
     AutoFailback,
     BcastLink,
     ClusterStack,
@@ -64,7 +65,7 @@ class _State:
     times: dict[str, int] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # directive -> last line seen
     last_values: dict[str, str] = field(default_factory=dict)  # directive -> last argument
-    apiauth: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
+    apiauth: list[ApiAuth] = field(default_factory=list)
     order: list[tuple[int, str]] = field(default_factory=list)  # (line, node or ping node)
     values: dict[str, object] = field(default_factory=dict)
     udpport: int = DEFAULT_UDPPORT
@@ -545,11 +546,12 @@ def parse_hacf(
             handler(st, line, args)
         elif directive == "apiauth":
             # a whole-line directive in Heartbeat: its lists are comma-separated
-            parsed = hbparams.parse_apiauth(content.split()[1:])
+            parsed = hbparams.parse_apiauth(content.split()[1:], line)
             if isinstance(parsed, str):
                 st.problems.error(line, parsed)
-            elif any(entry[0] == parsed[0] for entry in st.apiauth):
-                st.problems.error(line, f"apiauth: client '{parsed[0]}' is listed twice")
+            elif any(entry.client == parsed.client for entry in st.apiauth):
+                st.problems.warning(line, f"apiauth: client '{parsed.client}' is listed twice: "
+                                    "Heartbeat refuses that; hbd keeps the first line")
             else:
                 st.apiauth.append(parsed)
         elif directive in NOT_IMPLEMENTED:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hbd.core.config import ApiAuth
+
 HEARTBEAT_VERSION = "3.0.6"  # what Heartbeat's tools expect `hbversion` to say
 
 # Heartbeat's recorded directives and their defaults (None: no default).
@@ -54,8 +56,8 @@ def parameters(values: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def parse_apiauth(args: list[str]) -> tuple[str, tuple[str, ...], tuple[str, ...]] | str:
-    """`apiauth CLIENT [uid=a,b] [gid=c,d]` -> (client, users, groups), or an error."""
+def parse_apiauth(args: list[str], line: int = 0) -> ApiAuth | str:
+    """`apiauth CLIENT [uid=a,b] [gid=c,d]` -> the entry, or an error message."""
     if not args:
         return "apiauth: needs 'apiauth CLIENT uid=USERS gid=GROUPS'"
     client, rest = args[0], args[1:]
@@ -76,13 +78,13 @@ def parse_apiauth(args: list[str]) -> tuple[str, tuple[str, ...], tuple[str, ...
             return f"apiauth: '{item}' is not uid=LIST or gid=LIST"
     if not users and not groups:
         return f"apiauth: client '{client}' needs a uid= or gid= list"
-    return client, users or (), groups or ()
+    return ApiAuth(client, users or (), groups or (), line)
 
 
-def apiauth_table(lines: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
-                  ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def apiauth_table(lines: tuple[ApiAuth, ...]) -> dict[str, tuple[tuple[str, ...],
+                                                                   tuple[str, ...]]]:
     """ha.cf's apiauth lines with Heartbeat's defaults for the clients they do not name."""
-    table = {client: (users, groups) for client, users, groups in lines}
+    table = {entry.client: (entry.users, entry.groups) for entry in lines}
     for client, users, groups in DEFAULT_APIAUTH:
         table.setdefault(client, (users, groups))
     return table
