@@ -158,6 +158,13 @@ def describe(config: ClusterConfig) -> str:
     if hacf.debugfile:
         logging_bits.append(f"debugfile {hacf.debugfile}")
     lines.append(f"logging: {', '.join(logging_bits)}")
+    if hacf.apiauth:
+        entries = "; ".join(
+            f"{a.client}" + "".join(f" {k}={','.join(v)}" for k, v in
+                                    (("uid", a.users), ("gid", a.groups)) if v)
+            for a in hacf.apiauth)
+        lines.append(f"client API (cl_status): apiauth {entries}; Heartbeat's defaults "
+                     "for other clients")
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
     return "\n".join(lines)

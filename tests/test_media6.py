@@ -73,7 +73,8 @@ def test_not_warned_as_unimplemented_any_more() -> None:
 
 def test_check_config_shows_ipv6_media() -> None:
     texts = ConfigTexts(hacf_name="ha.cf", hacf=HEAD + "ucast6 eth0 fd00::2\n"
-                        "mcast6 eth1 ff12::1 694 1 0\nping6 fd00::9\n",
+                        "mcast6 eth1 ff12::1 694 1 0\nping6 fd00::9\n"
+                        "apiauth anon gid=adm,haclient\n",
                         haresources_name="haresources", haresources="",
                         authkeys_name="authkeys", authkeys="auth 1\n1 sha1 x\n",
                         authkeys_mode=0o600)
@@ -83,6 +84,7 @@ def test_check_config_shows_ipv6_media() -> None:
     assert "ucast6 eth0 -> [fd00::2] udp/694" in shown
     assert "mcast6 eth1 [ff12::1] udp/694 hops 1 no loop" in shown
     assert "ping nodes: fd00::9" in shown
+    assert "client API (cl_status): apiauth anon gid=adm,haclient;" in shown
 
 
 def test_corosync_export_carries_ipv6_media() -> None:
