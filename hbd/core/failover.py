@@ -13,7 +13,8 @@ The rules follow hb_resource.c (see docs/heartbeat-protocol.md §3.5-§3.9):
 * graceful stop: release everything, then `shutdone`, after which the peer
   takes over at once without waiting for deadtime;
 * a dead peer's groups are taken (`resource … info=mach_down`) and
-  `stonith node=… result=…` is announced;
+  `stonith node=… result=…` is announced; with fence devices configured,
+  only after the peer was fenced (fencing.py: `_fence_then`);
 * split brain: see `_resolve_contest`.
 
 Group work (start/stop) goes out as actions; the daemon reports back with
@@ -33,6 +34,7 @@ from hbd.core.actions import (
 )
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, EngineComponent, Handler, Received
+from hbd.core.fencing import Fencing, race_delay
 from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
@@ -77,6 +79,8 @@ class Failover(StandbyExchange, EngineComponent):
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False
+        self.fencing = Fencing(config)
+        self.peer_shut_down = False  # it sent `shutdone`: its death needs no fencing
 
     # --- EngineComponent: what the engine asks of us (comm_up, peer_status,
     # partition_healed, next_timer and handle_timer are further down) ----------------
@@ -178,6 +182,7 @@ class Failover(StandbyExchange, EngineComponent):
         """
         self.auto_failback = config.hacf.auto_failback
         self.legacy = self.auto_failback is AutoFailback.LEGACY
+        self.fencing.reconfigure(config)
         wanted = {g.key: g for g in config.groups}
         table = self.groups.groups
         for key, group in table.items():
@@ -238,13 +243,13 @@ class Failover(StandbyExchange, EngineComponent):
 
     def next_timer(self) -> float | None:
         due = [t for t in (self.standby_deadline, self.next_blocked_retry,
-                           self.contest_settles_at) if t is not None]
+                           self.contest_settles_at, self.fencing.next_timer()) if t is not None]
         if self.rscrcvd_at is not None and self.state.state is RscState.RSCRCVD:
             due.append(self.rscrcvd_at + RQSTDELAY)
         return min(due) if due else None
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
-        actions: list[Action] = []
+        actions: list[Action] = self.fencing.handle_timer(now, wall)
         if self.contest_settles_at is not None and now >= self.contest_settles_at:
             self.contest_settles_at = None
             self.we_declared_peer_dead = self.peer_declared_us_dead = False
@@ -279,11 +284,19 @@ class Failover(StandbyExchange, EngineComponent):
 
     def comm_up(self, now: float, wall: float) -> list[Action]:
         """Heartbeat's comm_up_resource_action: communication with every node settled."""
+        self.fencing.start(now)  # the device status check, then periodically
         if self.state.state is not RscState.INIT:
             return []
         if not self._peer_alive():
-            # Alone (the peer is dead or never came): everything is ours.
+            # Alone (the peer is dead or never came): everything is ours, once the
+            # peer, which may hold any of it, is fenced (Heartbeat: anypacketsyet).
             self.state.move(RscState.STABLE)
+            if self.peer is not None and self.fencing.configured:
+                def take(now: float, wall: float) -> list[Action]:
+                    if self.shutdown_requested or self._peer_alive():
+                        return []
+                    return self._take_everything("no peer at start-up", now, wall)
+                return self.fencing.begin(self.peer.name, self._race_delay(0), take, now)
             return self._take_everything("no peer at start-up", now, wall)
         if self.legacy:
             self.state.move(RscState.STABLE)
@@ -423,6 +436,7 @@ class Failover(StandbyExchange, EngineComponent):
         self.other_holds = Held.NONE
         rx.peer.rsc_hold = "none"
         self.other_stable = True
+        self.peer_shut_down = True
         if self.standby.state is not Standby.NOT:
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
@@ -439,8 +453,10 @@ class Failover(StandbyExchange, EngineComponent):
     def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
                     wall: float) -> list[Action]:
         if new is not NodeStatus.DEAD:
-            return []
+            self.peer_shut_down = False
+            return self.fencing.peer_alive(peer.name)
         held_nothing = self.other_holds is Held.NONE
+        theirs = len(self.groups.in_set(self.other_holds.mirror()))
         self.other_holds = Held.NONE
         self.other_stable = True
         self.we_declared_peer_dead = True
@@ -449,6 +465,8 @@ class Failover(StandbyExchange, EngineComponent):
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
             actions.append(Notice("warning", "standby cancelled: the peer died"))
+        if self.fencing.configured and not self.peer_shut_down:
+            return actions + self._fence_then_take(peer, theirs, now)
         result = "unneeded" if held_nothing else "n_stnth"
         if held_nothing:
             actions.append(Notice("info", f"Dead node {peer.name} gave up resources."))
@@ -464,6 +482,35 @@ class Failover(StandbyExchange, EngineComponent):
         missing = [g for g in self.groups if g.state is GroupState.STOPPED]
         return actions + self._start(missing, f"{peer.name} is dead",
                                      self._tell_peer(stable=True, info="mach_down"), now, wall)
+
+    def _race_delay(self, theirs: int) -> float:
+        ours = sum(1 for g in self.groups if g.state in (GroupState.RUNNING, GroupState.STARTING))
+        nodes = self.engine.config.hacf.nodes
+        return race_delay(ours, theirs, bool(nodes) and nodes[0] == self.node,
+                          self.fencing.settings)
+
+    def _fence_then_take(self, peer: Peer, theirs: int, now: float) -> list[Action]:
+        """Fence the lost peer; its groups are started here only once that succeeded.
+
+        The continuation runs seconds (or an admin's confirmation) later: it
+        re-checks that the peer is still lost and that we are not stopping.
+        """
+        def then(now: float, wall: float) -> list[Action]:
+            actions = [self._send("stonith", [("node", peer.name), ("result", "OK")], wall)]
+            if self.shutdown_requested or peer.alive:
+                return actions
+            if self.state.state is not RscState.STABLE:
+                self.state.move(RscState.STABLE)
+            self.needs_failback = True
+            missing = [g for g in self.groups if g.state is GroupState.STOPPED]
+            return actions + self._start(missing, f"{peer.name} is dead (fenced)",
+                                         self._tell_peer(stable=True, info="mach_down"),
+                                         now, wall)
+        return self.fencing.begin(peer.name, self._race_delay(theirs), then, now)
+
+    def fencing_confirm(self, node: str, now: float, wall: float) -> list[Action]:
+        """An admin confirms `node` is down (hbctl fence confirm); raises NotFencing."""
+        return self.fencing.confirm(node, now, wall)
 
     def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""

@@ -29,11 +29,13 @@ from hbd.core.config import (
     McastLink,
     PingGroup,
     SerialLink,
+    StonithDevice,
     Timers,
     UcastLink,
 )
 from hbd.core.fields import DT_MAX_MS
 from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
+from hbd.core.stonithcf import check_stonith, parse_stonith, parse_stonith_host
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
 SYSLOG_FACILITIES = frozenset(
@@ -67,6 +69,7 @@ class _State:
     first_udp_media_line: int = 0
     first_serial_line: int = 0
     bad_times: set[str] = field(default_factory=set)  # skip cross-checks on these
+    stonith: list[StonithDevice] = field(default_factory=list)
 
 
 Handler = Callable[[_State, int, list[str]], None]
@@ -440,6 +443,16 @@ def _simple(name: str) -> Handler:
     return handle
 
 
+def _stonith(st: _State, line: int, args: list[str]) -> None:
+    if (device := parse_stonith(st.problems, line, args)) is not None:
+        st.stonith.append(device)
+
+
+def _stonith_host(st: _State, line: int, args: list[str]) -> None:
+    if (device := parse_stonith_host(st.problems, line, args)) is not None:
+        st.stonith.append(device)
+
+
 HANDLERS: dict[str, Handler] = {
     "node": _node,
     "keepalive": _time("keepalive"),
@@ -471,6 +484,8 @@ HANDLERS: dict[str, Handler] = {
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
     "group_order": _group_order,
+    "stonith": _stonith,
+    "stonith_host": _stonith_host,
     "arp_count": _positive_int("arp_count", 0, 100),
     "arp_interval": _time("arp_interval"),
 }
@@ -493,6 +508,8 @@ def parse_hacf(
     for line, content in content_lines(text):
         # a line of commas only splits into nothing: report it as it is
         directive, *args = content.replace(",", " ").split() or [content]
+        if directive in ("stonith", "stonith_host"):  # a comma may be part of a password
+            args = content.split()[1:]
         handler = HANDLERS.get(directive)
         if handler is not None:
             st.lines[directive] = line
@@ -524,7 +541,9 @@ def _finish(st: _State) -> HaCf:
         auto_failback=auto_failback,
         ping_nodes=tuple(st.ping_nodes),
         ping_groups=tuple(st.ping_groups),
+        stonith=tuple(st.stonith),
     )
+    check_stonith(st.problems, st.stonith, st.nodes)
     overrides: dict[str, object] = {}
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),
