@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 from tests.infra.netns import Lab
@@ -45,7 +48,64 @@ class FenceDevice:
         return self
 
     def remove(self) -> None:
+        self.stop_switch()
         self.path.unlink(missing_ok=True)
+
+    # --- the switch process: powering done from the host ------------------------------
+
+    _switch: threading.Thread | None = None
+    _switch_stop: threading.Event | None = None
+
+    def start_switch(self) -> None:
+        """Serve the plugin's requests from here (needed when Heartbeat runs the plugin)."""
+        (self.dir / "switch").mkdir(exist_ok=True)
+        self._switch_stop = threading.Event()
+        self._switch = threading.Thread(target=self._serve, daemon=True)
+        self._switch.start()
+
+    def stop_switch(self) -> None:
+        if self._switch_stop is not None and self._switch is not None:
+            self._switch_stop.set()
+            self._switch.join(5)
+        shutil.rmtree(self.dir / "switch", ignore_errors=True)
+        self._switch = self._switch_stop = None
+
+    def _serve(self) -> None:
+        assert self._switch_stop is not None
+        requests = self.dir / "switch"
+        while not self._switch_stop.is_set():
+            for req in sorted(requests.glob("req.*")):
+                if req.name.endswith((".tmp", ".done")) or req.with_name(
+                        req.name + ".done").exists():
+                    continue
+                try:
+                    op, node = req.read_text().split()
+                    ok = self._power(op, node)
+                except (OSError, ValueError):
+                    ok = False
+                req.with_name(req.name + ".done").write_text("ok\n" if ok else "failed\n")
+            time.sleep(0.005)
+
+    def _power(self, op: str, node: str) -> bool:
+        if node not in self.lab.ifaces:
+            return False
+        netns = os.stat(f"/run/netns/{self.lab.nsname(node)}").st_ino
+        if op == "off":
+            for pidfile in self.dir.glob(f"{node}.pid*"):
+                try:
+                    pid = int(pidfile.read_text().split()[0])
+                    # only a process inside this lab node's namespace
+                    if os.stat(f"/proc/{pid}/ns/net").st_ino == netns:
+                        os.kill(pid, signal.SIGKILL)
+                except (OSError, ValueError, IndexError):
+                    continue
+            for ifname in self.lab.ifaces[node]:
+                self.lab.run(node, ["ip", "link", "set", ifname, "down"], check=False)
+            return True
+        if op == "on":
+            self.power_on(node)
+            return True
+        return False
 
     def params(self, hosts: str = "n1,n2") -> str:
         """The stonith_host parameters in the plugin's order: hostlist labdir password."""
@@ -55,7 +115,7 @@ class FenceDevice:
         return f"stonith_host {hostfrom} {self.type} {self.params()}\n"
 
     def record(self, node: str, pid: int) -> None:
-        """The PID this node's "power off" kills."""
+        """The PID this node's "power off" kills (a PID namespace's init takes all of it)."""
         (self.dir / f"{node}.pid").write_text(f"{pid}\n")
 
     def set_failing(self, failing: bool) -> None:
