@@ -14,7 +14,12 @@ the client's replies (probe every 5 ms).  hbd runs with `fence_race_delay 0`
 that long first: see docs/operations.md).  The device's own time is measured
 beside them: the median of `stonith -S` runs of the same plugin.
 
-    .venv/bin/python -m benchmarks.fencing [--runs 5] [--impls hbd,heartbeat]
+With `--race N` it also cuts n1 from n2 N times (the client still reaches
+both: a partition, where both nodes fence) with hbd's `fence_race_delay 1`
+and counts the rounds where exactly one node survives and it is n1, the one
+that held the group.
+
+    .venv/bin/python -m benchmarks.fencing [--runs 5] [--impls hbd,heartbeat] [--race 20]
 """
 
 from __future__ import annotations
@@ -111,6 +116,43 @@ def one_run(lab: Lab, subject: HbdFenced | HeartbeatFenced, device: FenceDevice
     return result
 
 
+def race(lab: Lab, device: FenceDevice, rounds: int) -> dict[str, Any]:
+    """Both nodes fence after a partition; how often does n1 (the holder) survive alone?"""
+    target = vips(CASE)[-1]
+    conf = ha_cf("bcast eth0", keepalive=CASE.keepalive, deadtime=CASE.deadtime,
+                 warntime=CASE.keepalive, initdead="1",
+                 extra="auto_failback off\n" + device.line("*"))
+    outcomes = []
+    for n in range(rounds):
+        for node in ("n1", "n2"):
+            device.power_on(node)
+            lab.run(node, ["ip", "addr", "del", f"{target}/24", "dev", "eth0"], check=False)
+        (device.dir / "fence.log").unlink(missing_ok=True)
+        nodes = []
+        for name in ("n1", "n2"):
+            node = HbdNode(lab, name, conf, f"n1 {target}/24/eth0\n")
+            (node.config_dir / "hbd.conf").write_text("fence_race_delay 1\n")
+            nodes.append(node.start())
+            device.record(name, node.pid)
+        try:
+            nodes[0].wait_log(r"Status update for node n2: status active", 30)
+            wait_answer(lab, target, "n1", timeout=20)
+            lab.partition("n1", "n2")
+            time.sleep(3.0)  # deadtime, the delay, the device: all over by then
+            alive = [name for name, node in zip(("n1", "n2"), nodes, strict=True)
+                     if node.running()]
+            holders = [name for name in ("n1", "n2") if lab.has_address(name, target)]
+            ok = alive == ["n1"] and holders == ["n1"]
+            outcomes.append(ok)
+            print(f"race round {n + 1}: alive {alive}, VIP on {holders}, fenced "
+                  f"{device.resets()}: {'ok' if ok else 'WRONG'}", flush=True)
+        finally:
+            for node in nodes:
+                node.kill()
+            lab.heal("n1", "n2")
+    return {"rounds": rounds, "holder_survived_alone": sum(outcomes)}
+
+
 def device_time(device: FenceDevice, runs: int = 10) -> float:
     """Median milliseconds of one run of the plugin through cluster-glue (`stonith -S`)."""
     params = device.dir / "bench-params"
@@ -129,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--impls", default="hbd,heartbeat")
+    parser.add_argument("--race", type=int, default=0, help="fence race rounds (hbd)")
     args = parser.parse_args()
     impls = [i for i in args.impls.split(",") if i]
     if "heartbeat" in impls and not find_heartbeat():
@@ -137,6 +180,7 @@ def main() -> int:
     lab = Lab(("n1", "n2", "client"))
     device = FenceDevice(lab).install()
     results: dict[str, Any] = {}
+    races: dict[str, Any] = {}
     try:
         device.start_switch()
         start_responders(lab)
@@ -155,6 +199,8 @@ def main() -> int:
             results[impl] = {"median_ms": median(outages), "runs_ms": outages,
                              "unrecovered_runs": sum(not r["recovered"] for r in runs),
                              "fenced_runs": sum(r["fenced"] == ["n1"] for r in runs)}
+        if args.race:
+            races = race(lab, device, args.race)
     finally:
         device.remove()
         lab.teardown()
@@ -166,8 +212,11 @@ def main() -> int:
     print(f"\nhard loss of the active node, fenced (keepalive 100 ms / deadtime 300 ms; "
           f"device {dev_ms:.0f} ms)")
     print(table(rows))
+    if races:
+        print(f"fence race: the holder survived alone in {races['holder_survived_alone']} "
+              f"of {races['rounds']} rounds")
     path = save("fencing", {"runs": args.runs, "device_ms": dev_ms, "results": results,
-                            "target_ms": 300 + dev_ms + 50})
+                            "target_ms": 300 + dev_ms + 50, "race": races})
     print(f"saved {path}")
     return 0
 

@@ -90,6 +90,7 @@ def fenv(env: Env) -> Iterator[Env]:
         node.kill()
     env.nodes.clear()
     env.lab.heal("n1", "n2")
+    env.lab.restore("n1")
     env.device.set_failing(False)
     env.device.set_delay(None)
     (env.device.dir / "fence.log").unlink(missing_ok=True)
@@ -241,3 +242,27 @@ def test_device_password_leaks_nowhere(fenv: Env) -> None:
     for node in nodes.values():
         assert device.password not in node.log()
     assert lab  # the lab stays for the fixture's cleanup
+
+
+def test_fence_agent_on_stdin(fenv: Env) -> None:
+    """hbd.conf's fence_agent: fence-agents' fence_dummy (it only writes a file) fences n1.
+
+    fence_dummy echoes options it does not know, password included, in a warning:
+    hbd keeps that out of its log.
+    """
+    lab, device = fenv.lab, fenv.device
+    status = device.dir / "dummy-status"
+    secret = "agent-" + device.password
+    nodes = fenv.start("", f"fence_race_delay 0\nfence_agent fence_dummy type=file "
+                       f"status_file={status} password={secret}\n")
+    n2 = nodes["n2"]
+    n2.wait_log(r"STONITH device status: OK", 10)
+    mark = n2.mark()
+    lab.cut("n1")  # n1 crashes: cable out, daemon gone
+    nodes["n1"].kill()
+    n2.wait_log(r"node n1 now reset\.", 10, since=mark)
+    wait_for(lambda: lab.has_address("n2", VIP), 5, "n2 takes over")
+    log = n2.log()[mark:]
+    assert log.find("Resetting node n1 with [fence_dummy]") < log.find("taking over group")
+    assert status.read_text().strip() == "on"  # fence_dummy's reboot: off, then on
+    assert secret not in n2.log()
