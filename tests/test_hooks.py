@@ -335,3 +335,15 @@ def test_refresh_runs_only_while_running_and_does_not_drift() -> None:
 def test_hook_event_str_is_its_arguments() -> None:
     event = HookEvent(1, "group", VIP, "running", "starting", 0.0, owner="n1")
     assert str(event) == f"group {VIP} running"
+
+
+def test_the_packaged_example_hook_logs_each_call(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "packaging" / "examples" / "notify-log"
+    _script(tmp_path / "logger", 'echo "logger $*"\n')  # stands in for the real one
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "HBD_OLD_STATE": "starting", "HBD_SEQ": "3",
+           "HBD_LOCAL_NODE": "n1", "HBD_REASON": "takeover: n2 is dead", "HBD_DROPPED": "0"}
+    result = asyncio.run(execute(str(example), ("group", VIP, "running"), env, 5.0))
+    assert result.rc == 0, result.output
+    assert result.output.decode() == (
+        f"logger -t hbd-notify -p daemon.notice -- group {VIP} running (was starting; "
+        "event #3 on n1): takeover: n2 is dead\n")
