@@ -233,6 +233,7 @@ class HookRunner:
         self._queue: asyncio.Queue[tuple[HookEvent, int]] = asyncio.Queue(max_pending)
         self._worker: asyncio.Task[None] | None = None
         self._busy = False  # the worker is running the hooks of an event
+        self._closed = False  # stop() was called: later events have nobody to run them
         self.dropped = 0  # events dropped since start
         self._dropping = 0  # dropped in the current episode, not yet reported
         self.failures = 0  # hook runs that failed since start
@@ -246,6 +247,8 @@ class HookRunner:
     # --- on the loop, inside the daemon's dispatch: never waits ----------------------
 
     def feed(self, actions: Iterable[Action], wall: float) -> None:
+        if self._closed:
+            return
         for event in self.events.translate(actions, wall):
             try:
                 self._queue.put_nowait((event, self.dropped))
@@ -328,6 +331,7 @@ class HookRunner:
 
     async def stop(self, wait: float | None = None) -> None:
         """Run the queued events (at most `wait` seconds), then end the worker."""
+        self._closed = True
         worker, self._worker = self._worker, None
         if worker is None:
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -224,6 +225,18 @@ def test_garp_refresh_seen_from_the_client(lab: Lab, nodes: list[HbdNode]) -> No
     assert all(0.3 <= gap <= 0.8 for gap in gaps), (gaps, frames)
     assert {line.split()[1] for line in frames} == {"1", "2"}
     assert all(line.split()[2] == n1_mac for line in frames)
+    # a reload turning it off stops the refresh of the running group
+    mark = n1.mark()
+    (n1.config_dir / "hbd.conf").write_text("arp_count 1\ngarp_refresh off\n")
+    n1.signal(signal.SIGHUP)
+    n1.wait_log(r"configuration reloaded from", 10, since=mark)
+    capture = _capture(lab, 1.6)
+    out, _ = capture.communicate(timeout=20)
+    assert out.decode() == ""
+    (n1.config_dir / "hbd.conf").write_text(conf)
+    mark = n1.mark()
+    n1.signal(signal.SIGHUP)
+    n1.wait_log(r"configuration reloaded from", 10, since=mark)
     # a graceful stop hands over: n2 announces (and refreshes) the VIP, n1 never again
     assert n1.stop() == 0
     wait_answer(lab, VIP, "n2", timeout=10)
