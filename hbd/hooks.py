@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -192,7 +193,7 @@ async def execute(path: str, argv: tuple[str, ...], env: Mapping[str, str],
         proc = await asyncio.create_subprocess_exec(
             path, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=out_w,
             env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
-    except (OSError, ValueError) as err:  # ValueError: a NUL in an argument
+    except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
         os.close(out_r)
         return HookResult(None, loop.time() - started, error=str(err))
     finally:
