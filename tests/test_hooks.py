@@ -93,6 +93,10 @@ def test_nodes_are_up_or_dead_once_each_and_never_this_node() -> None:
         # the corosync stack's membership; this node's own join is no event
         MembershipChanged(("n1", "n3"), ("n1", "n3"), ()),
         MembershipChanged(("n1",), (), ("n3",)),
+        # joining a group that has members: only we are in `joined`
+        MembershipChanged(("n1", "n4", "n5"), ("n1",), ()),
+        # members that vanish without a `left` (our own reconnect) are dead too
+        MembershipChanged(("n1", "n5"), (), ()),
     ], wall=5.0)
     assert [(*e.argv, e.old_state, e.status) for e in got] == [
         ("node", "n2", "up", "init", "up"),
@@ -100,6 +104,9 @@ def test_nodes_are_up_or_dead_once_each_and_never_this_node() -> None:
         ("node", "n2", "up", "dead", "active"),
         ("node", "n3", "up", "left", "member"),
         ("node", "n3", "dead", "member", "left"),
+        ("node", "n4", "up", "left", "member"),
+        ("node", "n5", "up", "left", "member"),
+        ("node", "n4", "dead", "member", "left"),
     ]
     env = got[0].environment("n1", dropped=3)
     assert env == {

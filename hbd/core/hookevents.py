@@ -10,7 +10,7 @@ adapter (hbd/hooks.py) queues them and runs the hooks.
   stopping, stopped, blocked) and `failed` when a start, stop or monitor
   fails (GroupFailed, which comes before the move it causes);
 * another node: `up` when it comes to life (init or dead -> up or active;
-  on the corosync stack, joining hbd's process group) and `dead` when it
+  on the corosync stack, being in hbd's process group) and `dead` when it
   is declared dead (or leaves the group).  A peer that restarts without
   ever being declared dead stays `up`: no event.
 """
@@ -81,6 +81,7 @@ class HookEvents:
         self._group_state: dict[str, str] = {}  # what hooks were last told, per group
         self._reason: dict[str, str] = {}  # the last start/stop reason, per group
         self._node_state: dict[str, str] = {}  # "up" or "dead" as last told, per node
+        self._members: set[str] = set()  # hbd's process group as last seen (corosync)
 
     def translate(self, actions: Iterable[Action], wall: float) -> list[HookEvent]:
         batch = list(actions)
@@ -103,10 +104,23 @@ class HookEvents:
             elif isinstance(action, NodeStatusChanged) and not action.local:
                 events += self._node(action.node, action.new, action.old, wall)
             elif isinstance(action, MembershipChanged):
-                for name in action.left:
-                    events += self._node(name, "left", "member", wall)
-                for name in action.joined:
-                    events += self._node(name, "member", "left", wall)
+                events += self._membership(action, wall)
+        return events
+
+    def _membership(self, change: MembershipChanged, wall: float) -> list[HookEvent]:
+        """The corosync stack: the member list is the truth.
+
+        Joining a group that already has members, we are the only one in
+        `joined`; the others are in `members`, and are up for us from now on.
+        """
+        events: list[HookEvent] = []
+        gone = sorted(n for n in self._members if n not in change.members
+                      and n not in change.left)
+        for name in (*change.left, *gone):
+            events += self._node(name, "left", "member", wall)
+        for name in change.members:
+            events += self._node(name, "member", "left", wall)
+        self._members = set(change.members)
         return events
 
     def _node(self, node: str, status: str, old_status: str, wall: float) -> list[HookEvent]:
