@@ -34,6 +34,7 @@ class MessageId:
     PARTITION_HEALED = "7880737a742a431d865aa114019e3a28"
     LOST_PACKETS = "fd6469fb6e884b70850fc435416e0c99"
     GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
+    HOOK_FAILED = "ce5f545a98e640bd94c746c3c5bb99f9"
 
 
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
