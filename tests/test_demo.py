@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra import commands
+
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,7 @@ def _run_demo() -> tuple[int, str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
     env.pop("TERM", None)
-    proc = subprocess.Popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
+    proc = commands.popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, stdin=subprocess.DEVNULL)
     try:

@@ -1,0 +1,182 @@
+"""Every external command the tests and benchmarks run, with its Debian package.
+
+Why: on a fresh Debian 12 machine `.ci/test` once failed in every test that
+cuts a link, because `nft` came from a package `.ci/bootstrap` never
+installed (the development machine happened to have it).  So a command is
+declared here with the package that provides it, tests/test_commands.py
+checks each package against `.ci/bootstrap`'s list and against `dpkg -S` of
+the command on the machine, and the audit hook below makes a test fail the
+moment it starts a program that is not declared, whichever way it starts it
+(`subprocess`, asyncio, `os.exec*`, `os.posix_spawn`), wrapped commands
+included (``ip netns exec NS cmd``, ``nsenter ... -- cmd``).
+
+The table extends the demo's (hbd/demo/commands.py).  Shell scripts passed
+to ``sh -c`` are opaque to the check: the commands they run are declared by
+hand in the table below, beside the helper that writes the script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+from hbd.demo.commands import DEMO, OWN, UndeclaredCommand
+
+__all__ = ["OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run",
+           "take_violations"]
+
+TEST_COMMANDS: Final = {
+    # the lab (tests/infra/netns.py) and its isolation wrappers
+    "nft": "nftables",  # silent cuts, partitions and loss on the switch's bridge
+    "tc": "iproute2",  # netem where the kernel has it
+    "ping": "iputils-ping",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "pivot_root": "util-linux",  # the throwaway systemd machine (tests/infra/sysd.py)
+    "mount": "mount",  # inside spawn_isolated's and the bus holder's sh -c scripts
+    "hostname": "hostname",
+    "sh": "dash",
+    "dash": "dash",
+    "bash": "bash",
+    "env": "coreutils",
+    "timeout": "coreutils",
+    "sleep": "coreutils",
+    "cat": "coreutils",
+    "id": "coreutils",
+    "rm": "coreutils",
+    "kill": "procps",
+    "socat": "socat",  # serial links as pty pairs
+    "tcpdump": "tcpdump",
+    # real peers and their tools
+    "keepalived": "keepalived",
+    "cl_status": "heartbeat",
+    "corosync": "corosync",
+    "corosync-keygen": "corosync",
+    "corosync-quorumtool": "corosync",
+    "corosync-cmapctl": "corosync",
+    "cibadmin": "pacemaker-cli-utils",  # the Pacemaker export is checked by Pacemaker
+    "crm_verify": "pacemaker-cli-utils",
+    "crm_resource": "pacemaker-cli-utils",
+    "crm": "crmsh",
+    "pcs": "pcs",
+    # D-Bus clients and systemd
+    "dbus-send": "dbus-bin",
+    "gdbus": "libglib2.0-bin",
+    "systemctl": "systemd",
+    "journalctl": "systemd",
+    "systemd-run": "systemd",
+    "systemd": "systemd",
+    # packaging (tests/test_packaging.py)
+    "dpkg": "dpkg",
+    "dpkg-deb": "dpkg",
+    "dpkg-buildpackage": "dpkg-dev",
+    "dpkg-checkbuilddeps": "dpkg-dev",
+    "dh": "debhelper",
+    "lintian": "lintian",
+    "checkbashisms": "devscripts",
+    "groff": "groff-base",
+    "rpm": "rpm",
+    "rpmbuild": "rpm",
+    "update-rc.d": "init-system-helpers",
+    "apt-get": "apt",
+    # what the packaging test installs and then runs inside its systemd machine
+    "hbd": OWN,
+    "hbctl": OWN,
+}
+
+TEST_PATHS: Final = {
+    "/usr/lib/ocf/resource.d/heartbeat/": "resource-agents",  # Dummy, IPaddr2
+    "/usr/libexec/heartbeat/": "heartbeat",  # the Heartbeat 3.0.6 peer
+    "/usr/share/heartbeat/": "heartbeat",  # hb_standby, hb_takeover
+    "/etc/ha.d/resource.d/": "heartbeat",
+    "/usr/lib/polkit-1/polkitd": "polkitd",
+    "/lib/systemd/systemd": "systemd",
+    "/etc/init.d/hbd": OWN,  # installed from the .deb inside the systemd machine
+}
+
+TESTS: Final = DEMO.extend(TEST_COMMANDS, TEST_PATHS)
+
+
+def run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run of a declared command line (same arguments, same defaults).
+
+    Raises UndeclaredCommand before anything runs.
+    """
+    TESTS.check(argv, kwargs.get("cwd"))
+    return subprocess.run(list(argv), **kwargs)
+
+
+def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """subprocess.Popen of a declared command line.  Raises UndeclaredCommand."""
+    TESTS.check(argv, kwargs.get("cwd"))
+    return subprocess.Popen(list(argv), **kwargs)
+
+
+# --- the audit hook -----------------------------------------------------------------
+# Audit hooks cannot be removed, so the hook stays installed and the state it
+# reports to lives here: what it refused, for the test that was running.
+
+_EVENTS: Final = frozenset({"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn",
+                            "os.system"})
+_lock = threading.Lock()
+_violations: list[str] = []
+_installed = False
+_tolerated = 0  # >0 inside expect_refusal()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event not in _EVENTS:
+        return
+    if event == "os.system":
+        argv: Any = ["/bin/sh", "-c", args[0]]
+        cwd = None
+    elif event == "subprocess.Popen":
+        argv, cwd = args[1], args[2]  # (executable, args, cwd, env)
+    elif event == "os.spawn":
+        argv, cwd = args[2], None  # (mode, path, args, env)
+    else:
+        argv, cwd = args[1], None  # (path, args, env)
+    try:
+        TESTS.check(argv if isinstance(argv, (str, bytes)) else list(argv),
+                    os.fsdecode(cwd) if cwd is not None else None)
+    except UndeclaredCommand as err:
+        with _lock:
+            if not _tolerated:
+                _violations.append(str(err))
+        raise
+
+
+def install_audit_hook() -> None:
+    """From the test session's start on, refuse every undeclared program (idempotent)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    sys.addaudithook(_audit)
+
+
+def take_violations() -> list[str]:
+    """What was refused since the last call (a test that swallowed the error still fails)."""
+    with _lock:
+        found = list(_violations)
+        _violations.clear()
+    return found
+
+
+@contextmanager
+def expect_refusal() -> Iterator[None]:
+    """For the test of the mechanism itself: refusals inside are not held against it."""
+    global _tolerated
+    with _lock:
+        _tolerated += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _tolerated -= 1
