@@ -28,9 +28,9 @@ def _strict() -> bool:
 
 def _skip_reason(longrepr: Any) -> str:
     # a skip's longrepr is (file, line, "Skipped: reason")
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
-    return str(longrepr)
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 \
+        else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,6 +17,7 @@ hand in the table below, beside the helper that writes the script.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from typing import Any, Final
 
 from hbd.demo.commands import DEMO, OWN, UndeclaredCommand
 
-__all__ = ["OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run",
+__all__ = ["OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run", "spawn",
            "take_violations"]
 
 TEST_COMMANDS: Final = {
@@ -115,6 +116,12 @@ def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """subprocess.Popen of a declared command line.  Raises UndeclaredCommand."""
     TESTS.check(argv, kwargs.get("cwd"))
     return subprocess.Popen(list(argv), **kwargs)
+
+
+async def spawn(argv: Sequence[str], **kwargs: Any) -> asyncio.subprocess.Process:
+    """asyncio.create_subprocess_exec of a declared command line.  Raises UndeclaredCommand."""
+    TESTS.check(argv, kwargs.get("cwd"))
+    return await asyncio.create_subprocess_exec(*argv, **kwargs)
 
 
 # --- the audit hook -----------------------------------------------------------------
