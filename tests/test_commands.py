@@ -148,6 +148,8 @@ def test_usrmerge_aliases() -> None:
     [str(ROOT / "packaging" / "build-deb"), "/tmp/out"],
     ["/tmp/some-test/agent.sh", "start"],  # a test's own script
     ["sh", "-c", "echo hello"],  # an opaque script
+    ["/bin/sh", "-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", "/sys/fs/cgroup/x/procs",
+     "setpriv", "--", "unshare", "--mount", "--", "/bin/sh", "/tmp/x/init.sh"],
 ])
 def test_declared_command_lines_pass(argv: list[str]) -> None:
     TESTS.check(argv)
@@ -163,6 +165,7 @@ def test_declared_command_lines_pass(argv: list[str]) -> None:
     ["nsenter", "-t", "1", "-m", "--", UNDECLARED],
     ["unshare", "--mount", "--", "sh", "-c", 'mount --bind a b; exec "$@"', "sh", UNDECLARED],
     ["env", "A=1", UNDECLARED],
+    ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", "/tmp/pidfile", UNDECLARED],
     ["timeout", "5", UNDECLARED],
     ["systemd-run", "--wait", "-p", "Type=oneshot", UNDECLARED],
 ])

@@ -13,6 +13,7 @@ process the test run starts with an audit hook.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -87,9 +88,10 @@ def _wrapped(name: str, argv: Sequence[str]) -> list[str] | None:
         return None
     if name in _SHELLS:
         # sh -c SCRIPT NAME ARGS...: the script is opaque, but when it ends by
-        # running "$@" (the lab's isolation wrappers do), ARGS is a command line.
+        # running "$@" (the lab's isolation wrappers do), ARGS is a command line,
+        # less the arguments the script shifts away first.
         if len(argv) > 3 and argv[1] == "-c" and '"$@"' in argv[2]:
-            return list(argv[4:])
+            return list(argv[4 + len(re.findall(r"\bshift\b", argv[2])):])
         return None
     spec = WRAPPERS.get(name)
     if spec is None:
