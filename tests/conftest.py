@@ -10,7 +10,9 @@ Two rules hold for every test, so that a fresh machine cannot pass by luck:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from tests.infra import commands
 pytest_plugins = ["tests.infra.fixtures", "tests.infra.fixtures_bus", "tests.infra.fixtures_sysd"]
 
 STRICT_ENV = "HBD_CI_STRICT"
+_CHILD_LOG = pytest.StashKey[Path]()
 
 
 def _strict() -> bool:
@@ -35,6 +38,16 @@ def _skip_reason(longrepr: Any) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     commands.install_audit_hook()
+    fd, log = tempfile.mkstemp(prefix="hbd-test-commands-", suffix=".log")
+    os.close(fd)
+    config.stash[_CHILD_LOG] = Path(log)
+    commands.enable_children(Path(log))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    log = config.stash.get(_CHILD_LOG, None)
+    if log is not None:
+        log.unlink(missing_ok=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

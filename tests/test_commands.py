@@ -212,7 +212,9 @@ def _pytest_on(tmp_path: Path, source: str, *, strict: bool) -> subprocess.Compl
     """Run pytest, with this repository's conftest as a plugin, on a small test file."""
     test = tmp_path / "test_probe.py"
     test.write_text(textwrap.dedent(source))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HBD_CI"))}
+    # the inner run is on its own: not strict unless asked, not reporting to this run
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "HBD_CI", commands.CHILD_LOG_ENV))}
     env["PYTHONPATH"] = str(ROOT)
     if strict:
         env["HBD_CI_STRICT"] = "1"
@@ -224,16 +226,23 @@ def _pytest_on(tmp_path: Path, source: str, *, strict: bool) -> subprocess.Compl
 
 def test_a_swallowed_refusal_still_fails_the_test(tmp_path: Path) -> None:
     res = _pytest_on(tmp_path, f"""
-        import contextlib, subprocess
+        import contextlib, subprocess, sys
         def test_swallows():
             with contextlib.suppress(Exception):
                 subprocess.run(["{UNDECLARED}"])
         def test_declared():
             subprocess.run(["sh", "-c", "true"], check=True)
+        def test_child_swallows():
+            # a Python child (hbd, hbctl, the demo) is held to the table too
+            code = ("import contextlib, subprocess\\n"
+                    "with contextlib.suppress(Exception): subprocess.run(['{UNDECLARED}'])")
+            subprocess.run([sys.executable, "-c", code], check=True)
         """, strict=False)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "FAILED" in res.stdout and "test_swallows" in res.stdout, res.stdout
+    assert "FAILED test_probe.py::test_swallows" in res.stdout, res.stdout
+    assert "FAILED test_probe.py::test_child_swallows" in res.stdout, res.stdout
     assert f"'{UNDECLARED}' is not a declared command" in res.stdout
+    assert "in a child, pid" in res.stdout, res.stdout
     assert "PASSED test_probe.py::test_declared" in res.stdout, res.stdout
 
 

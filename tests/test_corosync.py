@@ -251,7 +251,7 @@ def test_corosync_restart_and_kill_under_the_active_node(cluster_of: type[Cluste
 
 def _hbctl(bus: PrivateBus, *argv: str) -> subprocess.CompletedProcess[str]:
     return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *argv],
-                        env={**os.environ, **bus.env(), "PYTHONPATH": str(ROOT)},
+                        env={**os.environ, **bus.env(), "PYTHONPATH": commands.pythonpath()},
                         capture_output=True, text=True, timeout=30, check=False)
 
 

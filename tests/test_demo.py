@@ -47,7 +47,7 @@ def _leftovers(tag: str) -> list[str]:
 
 def _run_demo() -> tuple[int, str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = commands.pythonpath()
     env.pop("TERM", None)
     proc = commands.popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

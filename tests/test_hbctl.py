@@ -216,5 +216,6 @@ def test_daemon_down_exit_3(capsys: pytest.CaptureFixture[str],
     rc, out, _ = run(capsys, "--json", "rscstatus")
     assert rc == 3 and json.loads(out)["error"] == "NoServer"
     res = commands.run([sys.executable, "-m", "hbd.cli.hbctl", "links"], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+                       text=True, check=False,
+                       env={**os.environ, "PYTHONPATH": commands.pythonpath()})
     assert res.returncode == 3 and "Traceback" not in res.stderr

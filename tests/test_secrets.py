@@ -72,7 +72,7 @@ def send(MESSAGE, **fields):
 
 
 def hbd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": commands.pythonpath()}
     env.pop("JOURNAL_STREAM", None)
     env.pop("INVOCATION_ID", None)
     return commands.run([sys.executable, "-m", "hbd.daemon", *args], capture_output=True,
@@ -82,7 +82,7 @@ def hbd(*args: str) -> subprocess.CompletedProcess[str]:
 def hbctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args], capture_output=True,
                         text=True, timeout=60, check=False,
-                        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                        env={**os.environ, "PYTHONPATH": commands.pythonpath(), **(env or {})})
 
 
 def config_dir(path: Path, authkeys: str, mode: int = 0o600) -> Path:

@@ -18,15 +18,17 @@ hand in the table below, beside the helper that writes the script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Final
 
-from hbd.demo.commands import DEMO, OWN, UndeclaredCommand
+from hbd.demo.commands import DEMO, OWN, ROOT, UndeclaredCommand
 
 __all__ = ["OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run", "spawn",
            "take_violations"]
@@ -155,24 +157,81 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         with _lock:
             if not _tolerated:
                 _violations.append(str(err))
+                if _report is not None:
+                    _append(_report, f"pid {os.getpid()}: {err}")
         raise
 
 
-def install_audit_hook() -> None:
-    """From the test session's start on, refuse every undeclared program (idempotent)."""
-    global _installed
+def _append(path: str, line: str) -> None:
+    # One write with O_APPEND: lines from several children do not interleave.
+    # A child in another mount namespace (the systemd machine) may not see the
+    # file; it still refuses the command, the test then fails on that.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, (line.replace("\n", " ") + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+_report: str | None = None  # set in a child: where to tell the test run what was refused
+
+
+def install_audit_hook(report: str | None = None) -> None:
+    """From now on, refuse every undeclared program (idempotent).
+
+    In a child process (see childaudit/sitecustomize.py) `report` is the file
+    the test run reads the refusals from.
+    """
+    global _installed, _report
     with _lock:
         if _installed:
             return
-        _installed = True
+        _installed, _report = True, report
     sys.addaudithook(_audit)
 
 
+# --- the test run's children ----------------------------------------------------------
+# hbd, hbctl, the demo and the probes run as child Python processes; hbd in
+# turn starts resource agents.  Every Python child that inherits PYTHONPATH
+# loads childaudit/sitecustomize.py, which installs the same hook there and
+# appends what it refuses to the file named by CHILD_LOG_ENV.
+
+CHILD_LOG_ENV: Final = "HBD_TEST_COMMAND_LOG"
+AUDIT_SITE: Final = Path(__file__).resolve().parent / "childaudit"
+_child_log: Path | None = None
+
+
+def enable_children(log: Path) -> None:
+    """Have every Python child started from now on (with this environment) audited."""
+    global _child_log
+    log.touch(mode=0o666)
+    os.chmod(log, 0o666)  # children running as test users write to it too
+    _child_log = log
+    os.environ[CHILD_LOG_ENV] = str(log)
+    os.environ["PYTHONPATH"] = pythonpath(os.environ.get("PYTHONPATH", ""))
+
+
+def pythonpath(*more: str) -> str:
+    """PYTHONPATH for a child: the audit site when enabled, this repository, then `more`."""
+    parts = [str(AUDIT_SITE)] if _child_log is not None else []
+    parts.append(str(ROOT))
+    for entry in (p for value in more for p in value.split(os.pathsep)):
+        if entry and entry not in parts:
+            parts.append(entry)
+    return os.pathsep.join(parts)
+
+
 def take_violations() -> list[str]:
-    """What was refused since the last call (a test that swallowed the error still fails)."""
+    """What was refused since the last call, here or in a child (a test that
+    swallowed the error, or whose daemon did, still fails)."""
     with _lock:
         found = list(_violations)
         _violations.clear()
+    if _child_log is not None:
+        with contextlib.suppress(OSError), open(_child_log, "r+") as f:
+            found += [f"in a child, {line}" for line in f.read().splitlines() if line]
+            f.truncate(0)
     return found
 
 
