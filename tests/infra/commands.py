@@ -52,6 +52,7 @@ TEST_COMMANDS: Final = {
     "cat": "coreutils",
     "id": "coreutils",
     "rm": "coreutils",
+    "test": "coreutils",
     "kill": "procps",
     "socat": "socat",  # serial links as pty pairs
     "tcpdump": "tcpdump",
