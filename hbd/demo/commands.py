@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,8 +120,8 @@ class Registry:
     # the temporary directory.  They come with the checkout, not from a package.
     own_roots: tuple[str, ...] = (str(ROOT), tempfile.gettempdir(), "/tmp")
 
-    def extend(self, commands: Mapping[str, str] = {},
-               paths: Mapping[str, str] = {}) -> Registry:
+    def extend(self, commands: Mapping[str, str], paths: Mapping[str, str]) -> Registry:
+        """This registry with more commands and paths declared."""
         return Registry({**self.commands, **commands}, {**self.paths, **paths}, self.own_roots)
 
     def package(self, program: str, cwd: str | None = None) -> str | None:
@@ -152,13 +151,13 @@ class Registry:
         """
         if isinstance(argv, str):
             argv = [argv]  # a shell=False string is one program name
-        words = [os.fsdecode(w) for w in argv]
+        words = words_in = [os.fsdecode(w) for w in argv]
         seen: list[str] = []
         while words:
             program = words[0]
             if self.package(program, cwd) is None:
                 raise UndeclaredCommand(
-                    f"{program!r} is not a declared command (in {shlex.join(argv)}): add it "
+                    f"{program!r} is not a declared command (in {shlex.join(words_in)}): add it "
                     "with its Debian package to hbd/demo/commands.py or tests/infra/commands.py"
                     " and the package to .ci/bootstrap")
             seen.append(program)
@@ -168,13 +167,6 @@ class Registry:
 
 
 DEMO: Final = Registry(DEMO_COMMANDS)
-
-
-def missing(registry: Registry = DEMO) -> dict[str, str]:
-    """Declared commands this machine lacks, with their packages (python3 is
-    sys.executable, which is there whatever PATH says)."""
-    return {name: pkg for name, pkg in registry.commands.items()
-            if name != "python3" and shutil.which(name) is None}
 
 
 def run(argv: Sequence[str], *, registry: Registry = DEMO,
