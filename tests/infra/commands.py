@@ -53,6 +53,7 @@ TEST_COMMANDS: Final = {
     "id": "coreutils",
     "rm": "coreutils",
     "test": "coreutils",
+    "uname": "coreutils",  # platform.processor(), when pyroute2 is imported
     "kill": "procps",
     "socat": "socat",  # serial links as pty pairs
     "tcpdump": "tcpdump",
