@@ -53,7 +53,8 @@ TEST_COMMANDS: Final = {
     "id": "coreutils",
     "rm": "coreutils",
     "test": "coreutils",
-    "uname": "coreutils",  # platform.processor(), when pyroute2 is imported
+    "uname": "coreutils",  # platform.processor() and .architecture(), which Debian's
+    "file": "file",  # pyroute2 0.7 calls when the system python3 imports it
     "kill": "procps",
     "socat": "socat",  # serial links as pty pairs
     "tcpdump": "tcpdump",
