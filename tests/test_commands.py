@@ -226,7 +226,7 @@ def _pytest_on(tmp_path: Path, source: str, *, strict: bool) -> subprocess.Compl
 
 def test_a_swallowed_refusal_still_fails_the_test(tmp_path: Path) -> None:
     res = _pytest_on(tmp_path, f"""
-        import contextlib, subprocess, sys
+        import contextlib, os, subprocess, sys
         def test_swallows():
             with contextlib.suppress(Exception):
                 subprocess.run(["{UNDECLARED}"])
@@ -237,12 +237,19 @@ def test_a_swallowed_refusal_still_fails_the_test(tmp_path: Path) -> None:
             code = ("import contextlib, subprocess\\n"
                     "with contextlib.suppress(Exception): subprocess.run(['{UNDECLARED}'])")
             subprocess.run([sys.executable, "-c", code], check=True)
+        def test_demo_child_runs_only_the_demos_commands():
+            # nft is the tests' (nftables), not the demo's: .ci/demo does not install it
+            code = "import subprocess\\nsubprocess.run(['nft', '--version'])"
+            env = dict(os.environ, {commands.CHILD_TABLE_ENV}="demo")
+            subprocess.run([sys.executable, "-c", code], env=env, check=False)
         """, strict=False)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAILED test_probe.py::test_swallows" in res.stdout, res.stdout
     assert "FAILED test_probe.py::test_child_swallows" in res.stdout, res.stdout
     assert f"'{UNDECLARED}' is not a declared command" in res.stdout
     assert "in a child, pid" in res.stdout, res.stdout
+    assert "FAILED test_probe.py::test_demo_child_runs_only_the_demos_commands" in res.stdout
+    assert "'nft' is not a declared command" in res.stdout, res.stdout
     assert "PASSED test_probe.py::test_declared" in res.stdout, res.stdout
 
 

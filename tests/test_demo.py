@@ -48,6 +48,9 @@ def _leftovers(tag: str) -> list[str]:
 def _run_demo() -> tuple[int, str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = commands.pythonpath()
+    # the demo, and every hbd, hbctl and probe it starts, may run only what the
+    # demo's table declares: .ci/demo installs nothing else
+    env[commands.CHILD_TABLE_ENV] = "demo"
     env.pop("TERM", None)
     proc = commands.popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

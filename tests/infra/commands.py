@@ -28,10 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from hbd.demo.commands import DEMO, OWN, ROOT, UndeclaredCommand
+from hbd.demo.commands import DEMO, OWN, ROOT, Registry, UndeclaredCommand
 
-__all__ = ["OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run", "spawn",
-           "take_violations"]
+__all__ = ["DEMO", "OWN", "TESTS", "UndeclaredCommand", "install_audit_hook", "popen", "run",
+           "spawn", "take_violations"]
 
 TEST_COMMANDS: Final = {
     # the lab (tests/infra/netns.py) and its isolation wrappers
@@ -154,7 +154,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     else:
         argv, cwd = args[1], None  # (path, args, env)
     try:
-        TESTS.check(argv if isinstance(argv, (str, bytes)) else list(argv),
+        _registry.check(argv if isinstance(argv, (str, bytes)) else list(argv),
                     os.fsdecode(cwd) if cwd is not None else None)
     except UndeclaredCommand as err:
         with _lock:
@@ -178,19 +178,21 @@ def _append(path: str, line: str) -> None:
 
 
 _report: str | None = None  # set in a child: where to tell the test run what was refused
+_registry: Registry = TESTS
 
 
-def install_audit_hook(report: str | None = None) -> None:
-    """From now on, refuse every undeclared program (idempotent).
+def install_audit_hook(report: str | None = None, registry: Registry = TESTS) -> None:
+    """From now on, refuse every program `registry` does not declare (idempotent).
 
     In a child process (see childaudit/sitecustomize.py) `report` is the file
-    the test run reads the refusals from.
+    the test run reads the refusals from; the demo and what it starts are held
+    to the demo's own, smaller table (CHILD_TABLE_ENV=demo).
     """
-    global _installed, _report
+    global _installed, _report, _registry
     with _lock:
         if _installed:
             return
-        _installed, _report = True, report
+        _installed, _report, _registry = True, report, registry
     sys.addaudithook(_audit)
 
 
@@ -201,6 +203,7 @@ def install_audit_hook(report: str | None = None) -> None:
 # appends what it refuses to the file named by CHILD_LOG_ENV.
 
 CHILD_LOG_ENV: Final = "HBD_TEST_COMMAND_LOG"
+CHILD_TABLE_ENV: Final = "HBD_TEST_COMMAND_TABLE"  # "demo": hold the child to DEMO
 AUDIT_SITE: Final = Path(__file__).resolve().parent / "childaudit"
 _child_log: Path | None = None
 

@@ -13,4 +13,5 @@ if _log:
     except Exception:  # never break a child: without the repository, nothing to hold it to
         pass
     else:
-        commands.install_audit_hook(report=_log)
+        demo = os.environ.get(commands.CHILD_TABLE_ENV) == "demo"
+        commands.install_audit_hook(_log, commands.DEMO if demo else commands.TESTS)
