@@ -52,6 +52,7 @@ TEST_COMMANDS: Final = {
     "cat": "coreutils",
     "id": "coreutils",
     "rm": "coreutils",
+    "dd": "coreutils",  # filling a small tmpfs (the full-disk logging test)
     "test": "coreutils",
     "uname": "coreutils",  # platform.processor() and .architecture(), which Debian's
     "file": "file",  # pyroute2 0.7 calls when the system python3 imports it
