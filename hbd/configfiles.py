@@ -20,6 +20,7 @@ from hbd.core.config import (
     Severity,
     UcastLink,
 )
+from hbd.core.hbdconf import HBD_CONF
 from hbd.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
@@ -39,6 +40,14 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         mode: int | None = os.stat(authkeys).st_mode
     except OSError:
         mode = None
+    hbdconf: str | None = None
+    hbdconf_error: str | None = None
+    try:  # optional: only a file that exists and cannot be read is a problem
+        hbdconf = (directory / HBD_CONF).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        hbdconf_error = f"cannot read the file: {err.strerror}"
     return ConfigTexts(
         hacf_name=str(directory / "ha.cf"),
         hacf=_read(directory / "ha.cf"),
@@ -47,6 +56,9 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         authkeys_name=str(authkeys),
         authkeys=_read(authkeys),
         authkeys_mode=mode,
+        hbdconf_name=str(directory / HBD_CONF),
+        hbdconf=hbdconf,
+        hbdconf_error=hbdconf_error,
     )
 
 
@@ -138,4 +150,6 @@ def describe(config: ClusterConfig) -> str:
     if hacf.debugfile:
         logging_bits.append(f"debugfile {hacf.debugfile}")
     lines.append(f"logging: {', '.join(logging_bits)}")
+    lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
+                 f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
     return "\n".join(lines)

@@ -211,7 +211,7 @@ class Daemon(ServiceBase):
                 self.runner.announce(action.group)
             elif isinstance(action, PersistPeerGeneration):
                 try:
-                    self.state.save_peer_generation(action.node, action.generation)
+                    self.state.record_peer_generation(action.node, action.generation)
                 except OSError as err:
                     log.warning("cannot record the generation of %s: %s", action.node, err)
             elif not eventlog.log_event(action):

@@ -56,6 +56,14 @@ RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 5.0
 SEND_RETRY = 0.02  # Corosync said CS_ERR_TRY_AGAIN (flow control)
 DRAIN_TIMEOUT = 2.0  # at a graceful stop, for our last messages to leave
+# Our state messages waiting out corosync's flow control.  Each one is small and they
+# come only when our state changes, so a full queue means corosync has stopped taking
+# messages: it is treated as lost (groups stop, hbd reconnects and sends its whole
+# state again).  Dropping a queued message instead would be unsafe: every member
+# decides claims by the agreed order of what was delivered, and its own view of
+# what it sent would no longer be what the others saw.
+OUTBOX_LIMIT = 256
+CS_ERR_TRY_AGAIN = 6  # corosync's cs_error_t for flow control
 MSG_QUORUM = "25d0a98266c146028d93470fb4a18977"
 MSG_MEMBERSHIP = "cad5ff67cb424cc79d4cb2e988baeaaf"
 
@@ -103,7 +111,8 @@ class CorosyncDaemon(ServiceBase):
         self.votes: VoteInfo | None = None
         self.configured: list[cmap.ConfiguredNode] = []
         self._readers: list[int] = []  # fds on the loop
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[bytes] = deque()  # at most OUTBOX_LIMIT
+        self._overflowed = False  # a disconnect for a full outbox is on its way
         self._send_later: asyncio.TimerHandle | None = None
         self._reconnect_at: asyncio.TimerHandle | None = None
         self._delay = RECONNECT_FIRST
@@ -235,9 +244,25 @@ class CorosyncDaemon(ServiceBase):
             self._publish()
 
     def _send(self, payload: bytes) -> None:
+        if self.cpg is None:
+            return  # nobody would read it in order; after joining, the whole state goes out
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            # Not _lost() here: we are inside _dispatch, and a nested dispatch of the
+            # disconnect would run before the rest of this batch of actions.
+            if not self._overflowed:
+                self._overflowed = True
+                assert self._loop is not None
+                self._loop.call_soon(self._overflow)
+            return
         self._outbox.append(payload)
         if self._send_later is None:
             self._flush()
+
+    def _overflow(self) -> None:
+        self._overflowed = False
+        if self.cpg is not None:
+            self._lost(CorosyncError("cpg_mcast_joined", CS_ERR_TRY_AGAIN,
+                                     f"{OUTBOX_LIMIT} messages waiting, corosync takes none"))
 
     def _flush(self) -> None:
         self._send_later = None

@@ -168,7 +168,9 @@ store1 drbddisk::r2
         "OCF_RESKEY_directory=/srv/nfs\nexport OCF_RESKEY_fsid='1'\n"
         'OCF_RESKEY_options="rw,no_root_squash"\n'}))
 
+# Three nodes run on hbd's corosync stack only (Heartbeat's own stack is two nodes).
 THREE = Scenario("three-nodes", """\
+cluster_stack corosync
 bcast eth0
 auto_failback on
 node a b c

@@ -46,11 +46,31 @@ class LinkRules:
 
 @dataclass
 class GroupRunner:
-    """How simulated resource agents behave: delays and failures per group."""
+    """How simulated resource agents behave: durations, failures and hangs per group.
 
-    delay: float = 0.005
+    A hanging agent never answers; the real runner (hbd/agents.py) kills it when
+    its operation's timeout runs out and reports the operation failed, so here a
+    hang is a failure `timeout` seconds later.
+    """
+
+    delay: float = 0.005  # how long a start or stop takes, unless set per group below
+    start_delay: dict[str, float] = field(default_factory=dict)  # group key -> seconds
+    stop_delay: dict[str, float] = field(default_factory=dict)
     fail_start: set[str] = field(default_factory=set)  # group keys whose start fails
     fail_stop: set[str] = field(default_factory=set)  # group keys whose stop fails
+    hang_start: set[str] = field(default_factory=set)  # group keys whose start never ends
+    hang_stop: set[str] = field(default_factory=set)
+    timeout: float = 60.0  # --start-timeout / --stop-timeout: a hang fails after this
+
+    def outcome(self, group: str, start: bool) -> tuple[float, bool, str]:
+        """(seconds until the runner reports, ok, detail) for one operation."""
+        operation = "start" if start else "stop"
+        if group in (self.hang_start if start else self.hang_stop):
+            return self.timeout, False, f"{operation} timed out after {self.timeout:g} s"
+        delay = (self.start_delay if start else self.stop_delay).get(group, self.delay)
+        if group in (self.fail_start if start else self.fail_stop):
+            return delay, False, "simulated failure"
+        return delay, True, ""
 
 
 @dataclass
@@ -76,7 +96,9 @@ class SimNet:
         self.nodes: dict[str, SimNode] = {}
         self.rules: dict[tuple[str, int], LinkRules] = {}  # (node, link) -> rules for its port
         self._queue: list[tuple[float, int, str, int, bytes]] = []
-        self._work: list[tuple[float, int, str, str, str, bool]] = []  # group work in flight
+        # group work in flight: (due, counter, node, group, operation, ok, detail); the
+        # node itself, not its name: a node crashed and added again is another process
+        self._work: list[tuple[float, int, SimNode, str, str, bool, str]] = []
         # drop(sender, receiver, link, payload) -> True drops that copy
         self.drop: Callable[[str, str, int, bytes], bool] | None = None
         self._counter = 0
@@ -115,30 +137,27 @@ class SimNet:
                     node.pings.ping_reply(action.address, self.now + 0.001)
             elif isinstance(action, StartGroup | StopGroup):
                 start = isinstance(action, StartGroup)
-                failing = node.runner.fail_start if start else node.runner.fail_stop
-                ok = action.group not in failing
+                delay, ok, detail = node.runner.outcome(action.group, start)
                 self._counter += 1
-                heapq.heappush(self._work, (self.now + node.runner.delay, self._counter,
-                                            node.name, action.group,
-                                            "start" if start else "stop", ok))
+                heapq.heappush(self._work, (self.now + delay, self._counter, node,
+                                            action.group, "start" if start else "stop", ok,
+                                            detail))
 
     def _finish_work(self) -> None:
-        _, _, name, group, operation, ok = heapq.heappop(self._work)
-        node = self.nodes[name]
-        if not node.alive:
+        _, _, node, group, operation, ok, detail = heapq.heappop(self._work)
+        if not node.alive or self.nodes.get(node.name) is not node:
             return
         if node.frozen:  # finishes after the thaw
             self._counter += 1
-            heapq.heappush(self._work, (self.now + 0.001, self._counter, name, group,
-                                        operation, ok))
+            heapq.heappush(self._work, (self.now + 0.001, self._counter, node, group,
+                                        operation, ok, detail))
             return
         if operation == "start":
             if ok:
                 node.running.add(group)
         elif ok:
             node.running.discard(group)
-        self._apply(node, node.failover.group_done(group, operation, ok,
-                                                   "" if ok else "simulated failure",
+        self._apply(node, node.failover.group_done(group, operation, ok, detail,
                                                    self.now, self.wall))
 
     def holders(self, group: str) -> list[str]:

@@ -280,6 +280,11 @@ BAD_CASES = [
         ["ha.cf:2: deadtime (200 ms) must be more than twice keepalive (100 ms)"],
         id="deadtime-too-short"),
     pytest.param(
+        dict(hacf=GOOD_HACF.replace("deadtime 500ms", "deadtime 3601").replace("initdead 1",
+                                                                            "initdead 4000")),
+        ["ha.cf:2: deadtime (3601000 ms) is above the most hbd accepts (3600 s)"],
+        id="deadtime-above-dt-range"),
+    pytest.param(
         dict(hacf=GOOD_HACF.replace("initdead 1", "initdead 300ms")),
         ["ha.cf:3: initdead (300 ms) must be at least deadtime (500 ms)"],
         id="initdead-below-deadtime"),
@@ -319,6 +324,16 @@ BAD_CASES = [
         dict(haresources="n1 ../../bin/sh::-c\n"),
         ["haresources:1: resource '../../bin/sh::-c': '../../bin/sh' is not a resource agent "
          "name"], id="agent-path-traversal"),
+    pytest.param(
+        dict(hacf=GOOD_HACF + "node n3\n"),
+        ["ha.cf:7: node 'n3' is a third node: Heartbeat's own cluster stack runs two "
+         "nodes (its resource protocol has one peer); for three or more add "
+         "'cluster_stack corosync'"], id="third-node-on-heartbeat-stack"),
+    pytest.param(
+        dict(hacf=GOOD_HACF.replace("node n1 n2", "node n1 n2 n3 n4")),
+        ["ha.cf:6: node 'n3' is a third node: Heartbeat's own cluster stack runs two "
+         "nodes (its resource protocol has one peer); for three or more add "
+         "'cluster_stack corosync'"], id="four-nodes-one-line"),
     pytest.param(
         dict(node="n9"),
         ["ha.cf: this node 'n9' is not in the node list (n1, n2); nodes are named by "
@@ -433,6 +448,16 @@ def test_check_config_bad(tmp_path: Path) -> None:
     assert f"{d}/authkeys: is readable by group or others (mode 644): run 'chmod 600 " \
         f"{d}/authkeys'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_three_nodes_are_fine_on_the_corosync_stack_and_ping_nodes_do_not_count() -> None:
+    # cluster_stack may come after the node lines: the rule is applied at the end
+    assert messages(hacf=GOOD_HACF + "node n3\ncluster_stack corosync\n") == []
+    assert messages(hacf=GOOD_HACF + "ping 10.9.0.1 10.9.0.2\nping_group gw 10.9.1.1\n") == []
+    assert messages(hacf=GOOD_HACF + "cluster_stack heartbeat\nnode n3\n") == [
+        "ha.cf:8: node 'n3' is a third node: Heartbeat's own cluster stack runs two "
+        "nodes (its resource protocol has one peer); for three or more add "
+        "'cluster_stack corosync'"]
 
 
 def test_severity_enum_roundtrip() -> None:

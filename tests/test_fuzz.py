@@ -43,6 +43,7 @@ from hbd.core.authkeys import parse_authkeys
 from hbd.core.config import AuthKey, AuthKeys, AuthMethod, Problem, Severity
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
+from hbd.core.fields import bad_number
 from hbd.core.hacf import KNOWN_DIRECTIVES
 from hbd.core.wire import Field, FieldType, Message
 from hbd.errors import AuthError, WireError
@@ -244,7 +245,12 @@ def check_engine_authenticated(rig: EngineRig, fields: list[tuple[str, bytes]],
     auth.sign_fields(message, rig.engine.config.auth)
     data = wire.encode_netstring(message, auth.trailer(rig.engine.config.auth,
                                                        wire.netstring_body(message)))
+    before = fingerprint(rig)
     rig.engine.receive(data, 0, rig.now, rig.wall)
+    decoded = wire.decode(data).message
+    if decoded.type and bad_number(decoded, decoded.type) is not None:
+        # a number out of its range: refused before anything moved
+        assert fingerprint(rig) == before, "a refused message changed the cluster state"
     rig.engine.receive(wire.encode_classic(message), 1, rig.now + 0.001, rig.wall)
     now = rig.now + 0.001
     for _ in range(steps):  # and the timers that follow run without error

@@ -52,10 +52,13 @@ FLOOD_SECONDS = float(os.environ.get("HBD_FLOOD_SECONDS", "8"))
 FLOOD_CPU_LIMIT = 0.75
 FLOOD_LOG_LIMIT = 20  # log lines per daemon for the whole flood
 
-# Lines that mean the cluster changed its mind about something.
+# Lines that mean the cluster changed its mind about something: the words hbd.eventlog
+# and the resource protocol really write (tests/test_hostile_check.py proves each one
+# matches what a takeover, a release and a membership change log).
 DISTURBED = re.compile(r"is dead|Status update for node|Heartbeat restart|Link \S+ dead|"
-                       r"returning after partition|starting group|stopping group|split brain|"
-                       r"Traceback|Exception|shutdown notice")
+                       r"returning after partition|taking over group|releasing group|"
+                       r"group \S+: \w+ -> \w+|resources held:|split brain|standby|"
+                       r"Traceback|Exception|internal error|shutdown notice")
 
 SENDER = r"""
 import socket, sys, time

@@ -103,6 +103,28 @@ def test_message_round_trip_and_refusals() -> None:
             decode(bad)
 
 
+@pytest.mark.parametrize("bad,why", [
+    (b"hbd=\xc2\xb2\ntype=state\nnode=n1\n", "no protocol version"),  # "2" superscript
+    (b"hbd=" + b"9" * 5000 + b"\ntype=state\nnode=n1\n", "no protocol version"),
+    (b"hbd=1\ntype=state\nnode=n1\nseq=\xc2\xb2\n", "bad seq"),
+    (b"hbd=1\ntype=state\nnode=n1\nseq=" + b"9" * 5000 + b"\n", "bad seq"),
+    (b"hbd=1\ntype=state\nnode=\x1b[31mn1\n", "bad node name"),
+    (b"hbd=1\ntype=state\nnode=" + b"n" * 300 + b"\n", "bad node name"),
+    (b"hbd=1\ntype=state\nnode=n1\ngroup=running \x1b]0;owned\x07\n", "bad group key"),
+    (b"hbd=1\ntype=state\nnode=n1\ngroup=running " + b"k" * 5000 + b"\n", "bad group key"),
+    (b"hbd=1\ntype=state\nnode=n1\ndeclined=a \x1b b\n", "bad group key"),
+    (b"hbd=1\ntype=" + b"\x1b" * 3000 + b"\nnode=n1\n", "unknown message type"),
+    (b"hbd=1\ntype=state\nnode=n1\n"
+     + b"".join(b"group=running g%d\n" % i for i in range(5000)), "too many groups"),
+])
+def test_message_values_are_range_checked_and_errors_printable(bad: bytes, why: str) -> None:
+    # Each used to be accepted, or raised ValueError (not WireError) out of decode.
+    with pytest.raises(WireError, match=why) as caught:
+        decode(bad)
+    text = str(caught.value)
+    assert text.isprintable() and text.isascii() and len(text) < 200, text
+
+
 def _member(n: int) -> CpgMember:
     return CpgMember(n, 100 + n)
 

@@ -8,8 +8,8 @@
   refused reloads with the key in awkward places, a loose file mode, a key
   rotation, a handover over D-Bus): neither key appears in anything they
   wrote: stderr, the Heartbeat-style logfile and debugfile, every field of
-  every journal entry (n1 logs through a stand-in for systemd.journal that
-  records what JournalSink sends), the state and runtime directories, D-Bus
+  every journal entry (n1's journal sender is replaced, by a sitecustomize,
+  with one that records what JournalSink sends), the state and runtime directories, D-Bus
   introspection, properties and error replies, hbctl's output;
 * unprivileged callers are refused every D-Bus management method, and the
   refusal moves nothing.
@@ -59,15 +59,21 @@ BROKEN_AUTHKEYS = [
 ]
 
 JOURNAL_SHIM = '''
-"""Stands in for systemd.journal: records what hbd's JournalSink sends."""
+"""sitecustomize: hbd's journal sender records what JournalSink sends instead."""
 import json, os, sys
 
-def send(MESSAGE, **fields):
-    record = {"MESSAGE": str(MESSAGE), **{k: str(v) for k, v in fields.items()}}
-    with open(os.environ["HBD_TEST_JOURNAL"], "a") as out:
-        out.write(json.dumps(record) + "\\n")
-    sys.stderr.write(str(MESSAGE) + "\\n")
-    sys.stderr.flush()
+if os.environ.get("HBD_TEST_JOURNAL"):
+    from hbd import journalsend
+
+    def send(self, fields):
+        journalsend.encode(fields)  # journald's rules for field names still apply
+        record = {k: str(v) for k, v in fields.items()}
+        with open(os.environ["HBD_TEST_JOURNAL"], "a") as out:
+            out.write(json.dumps(record) + "\\n")
+        sys.stderr.write(str(fields["MESSAGE"]) + "\\n")
+        sys.stderr.flush()
+
+    journalsend.JournalSocket.send = send
 '''
 
 
@@ -175,15 +181,14 @@ def cluster(module_make_lab: LabFactory, private_bus: PrivateBus,
     lab = module_make_lab(("n1", "n2", "client"), networks=1)
     start_responders(lab)
     scratch = tmp_path_factory.mktemp("secrets")
-    shim = scratch / "shim" / "systemd"
+    shim = scratch / "shim"
     shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text("")
-    (shim / "journal.py").write_text(JOURNAL_SHIM)
+    (shim / "sitecustomize.py").write_text(JOURNAL_SHIM)
     journal = scratch / "journal.jsonl"
     logfiles = (scratch / "ha-log", scratch / "ha-debug")
     hacf = ha_cf("bcast eth0", extra="auto_failback off\n")
     n1 = HbdNode(lab, "n1", hacf, f"n1 {GROUP}\n", AUTHKEYS, extra_args=("--debug",), env={
-        "PYTHONPATH": f"{shim.parent}:{ROOT}", "JOURNAL_STREAM": "8:12345",
+        "PYTHONPATH": f"{shim}:{ROOT}", "JOURNAL_STREAM": "8:12345",
         "HBD_TEST_JOURNAL": str(journal), "DBUS_SYSTEM_BUS_ADDRESS": private_bus.address})
     n2 = HbdNode(lab, "n2", hacf + f"logfile {logfiles[0]}\ndebugfile {logfiles[1]}\n",
                  f"n1 {GROUP}\n", AUTHKEYS, extra_args=("--no-dbus", "--debug"))

@@ -9,12 +9,22 @@ the whole list at once.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hbd.core.authkeys import parse_authkeys
-from hbd.core.config import ClusterConfig, Problem, ResourceGroup, Severity
+from hbd.core.config import (
+    ClusterConfig,
+    ClusterStack,
+    HaCf,
+    HbdConf,
+    Problem,
+    ResourceGroup,
+    Severity,
+)
 from hbd.core.hacf import parse_hacf
 from hbd.core.haresources import parse_haresources
+from hbd.core.hbdconf import parse_hbdconf
+from hbd.core.parsing import content_lines
 from hbd.errors import ConfigError
 
 
@@ -29,6 +39,9 @@ class ConfigTexts:
     authkeys_name: str
     authkeys: str | None
     authkeys_mode: int | None = None
+    hbdconf_name: str = "hbd.conf"
+    hbdconf: str | None = None  # optional: None when the file does not exist
+    hbdconf_error: str | None = None  # it exists but could not be read
 
 
 def check(
@@ -72,6 +85,14 @@ def check(
         )
         problems += auth_problems.items
 
+    hbd = HbdConf()
+    if texts.hbdconf_error is not None:
+        problems.append(Problem(texts.hbdconf_name, 0, texts.hbdconf_error))
+    elif texts.hbdconf is not None:
+        hbd, hbd_problems = parse_hbdconf(texts.hbdconf, filename=texts.hbdconf_name)
+        problems += hbd_problems.items
+    hacf = _apply_hbdconf(texts, hacf, hbd, problems)
+
     keys = {g.key for g in groups}
     for key, _ in hacf.group_orders:
         if key not in keys:
@@ -82,8 +103,42 @@ def check(
     if any(p.severity is Severity.ERROR for p in problems) or auth is None:
         return None, problems
     warnings = tuple(p for p in problems if p.severity is Severity.WARNING)
-    config = ClusterConfig(node_name=node, hacf=hacf, groups=groups, auth=auth, warnings=warnings)
+    config = ClusterConfig(node_name=node, hacf=hacf, groups=groups, auth=auth, warnings=warnings,
+                           hbd=hbd)
     return config, problems
+
+
+# hbd-only directives ha.cf still accepts (older hbd wrote them there); hbd.conf is their
+# place, since a Heartbeat node refuses an ha.cf that holds them
+_MOVED = {"arp_count": "arp_count", "arp_interval": "arp_interval_ms"}
+
+
+def _apply_hbdconf(texts: ConfigTexts, hacf: HaCf, hbd: HbdConf,
+                   problems: list[Problem]) -> HaCf:
+    """hbd.conf's values of the directives ha.cf may also hold: set in one place only."""
+    hacf_lines = _directive_lines(texts.hacf or "")
+    overrides: dict[str, object] = {}
+    for directive, attr in _MOVED.items():
+        value = getattr(hbd, attr)
+        if directive in hacf_lines:
+            where = hbd.lines.get(directive)
+            if where is not None:
+                problems.append(Problem(
+                    texts.hbdconf_name, where, f"{directive}: also set in "
+                    f"{texts.hacf_name}:{hacf_lines[directive]}; keep it in one file "
+                    "(hbd.conf: a Heartbeat node refuses an ha.cf holding it)"))
+            elif hacf.cluster_stack is ClusterStack.HEARTBEAT:
+                problems.append(Problem(
+                    texts.hacf_name, hacf_lines[directive], f"{directive} is hbd's own: a "
+                    f"Heartbeat node refuses this ha.cf; move the line to "
+                    f"{texts.hbdconf_name}", Severity.WARNING))
+        if value is not None:
+            overrides[attr] = value
+    return replace(hacf, **overrides) if overrides else hacf  # type: ignore[arg-type]
+
+
+def _directive_lines(text: str) -> dict[str, int]:
+    return {content.split()[0]: line for line, content in content_lines(text)}
 
 
 def assemble(

@@ -9,18 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hbd.core.actions import Action, BadPackets
-
-SHOWN_SOURCE = 64  # characters of a claimed sender shown in the log
-
-
-def _shown(source: str) -> str:
-    """A claimed sender as one short printable word: it is attacker-chosen text.
-
-    A newline in it would forge log lines; 200 KB of it would be a 200 KB line.
-    """
-    cut = source[:SHOWN_SOURCE]
-    cleaned = "".join(c if c.isprintable() and not c.isspace() else "?" for c in cut)
-    return cleaned + "..." if len(source) > SHOWN_SOURCE else cleaned
+from hbd.core.fields import shown
 
 
 @dataclass
@@ -41,7 +30,7 @@ class BadPacketLog:
         self.totals[reason] = self.totals.get(reason, 0) + 1
         pending = self._pending.setdefault(reason, _Pending())
         pending.count += 1
-        pending.last_source = _shown(source)
+        pending.last_source = shown(source)  # attacker-chosen text: bounded, escaped
         pending.link = link
         if now >= pending.next_report:
             return self._report(reason, pending, now)

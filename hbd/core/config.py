@@ -242,6 +242,17 @@ class AuthKeys:
 
 
 @dataclass(frozen=True)
+class HbdConf:
+    """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
+
+    present: bool = False  # the file exists (it is optional)
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # directive -> line
+    # gratuitous ARP rounds and spacing; None: not set here (ha.cf's, else IPaddr2's default)
+    arp_count: int | None = None
+    arp_interval_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Everything hbd needs from /etc/ha.d, for one node."""
 
@@ -250,6 +261,7 @@ class ClusterConfig:
     groups: tuple[ResourceGroup, ...]
     auth: AuthKeys
     warnings: tuple[Problem, ...] = ()
+    hbd: HbdConf = field(default_factory=HbdConf)  # hbd.conf
 
     @property
     def peers(self) -> tuple[str, ...]:

@@ -38,10 +38,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from hbd.core.fields import shown
+from hbd.core.parsing import is_decimal
 from hbd.errors import WireError
 
 PROTOCOL = 1
 CPG_GROUP = "hbd"  # the CPG group name every hbd joins
+# Bounds on what a member may announce, checked in decode (a message that breaks one
+# is refused whole).  Node names are `uname -n` (at most 64 bytes on Linux); group keys
+# are haresources keys; a cluster with thousands of groups is not one hbd serves.
+NAME_MAX = 64
+KEY_MAX = 1024
+GROUPS_MAX = 4096
 
 
 class Announced(enum.Enum):
@@ -105,30 +113,54 @@ def decode(data: bytes) -> NodeState:
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
-            raise WireError(f"not a key=value line: {line[:40]!r}")
+            raise WireError(f"not a key=value line: '{shown(line, 40)}'")
         if key != "group":
             fields[key] = value
             continue
         word, _, name = value.partition(" ")
         try:
-            groups[name] = Announced(word)
+            groups[_key(name)] = Announced(word)
         except ValueError:
-            raise WireError(f"group {name!r}: unknown state {word!r}") from None
-        if not name:
-            raise WireError("a group line without a key")
+            raise WireError(f"group '{shown(name)}': unknown state '{shown(word)}'") from None
+        if len(groups) > GROUPS_MAX:
+            raise WireError(f"too many groups (more than {GROUPS_MAX})")
     version = fields.get("hbd", "")
-    if not version.isdigit() or int(version) < 1:
+    # is_decimal: ASCII digits, at most 18 ("²".isdigit() is true, and int() of 5000
+    # digits raises ValueError: both used to escape as something other than WireError)
+    if not is_decimal(version) or int(version) < 1:
         raise WireError("no protocol version")
     if int(version) > PROTOCOL:
         raise WireError(f"protocol version {version} is newer than ours ({PROTOCOL})")
     if fields.get("type") != "state":
-        raise WireError(f"unknown message type {fields.get('type')!r}")
+        raise WireError(f"unknown message type '{shown(fields.get('type') or '')}'")
     node, seq, leaving = fields.get("node", ""), fields.get("seq", "0"), fields.get("leaving", "0")
-    if not node or " " in node:
+    if not node:
         raise WireError("no node name")
-    if not seq.isdigit() or leaving not in ("0", "1"):
+    if not _word(node, NAME_MAX):
+        raise WireError(f"bad node name '{shown(node)}'")
+    if not is_decimal(seq) or leaving not in ("0", "1"):
         raise WireError("bad seq or leaving")
+    lists = {name: frozenset(_key(k) for k in fields.get(name, "").split())
+             for name in ("declined", "preferred", "failed")}
+    if any(len(keys) > GROUPS_MAX for keys in lists.values()):
+        raise WireError(f"too many groups (more than {GROUPS_MAX})")
     return NodeState(node=node, seq=int(seq), groups=tuple(sorted(groups.items())),
-                     declined=frozenset(fields.get("declined", "").split()),
-                     preferred=frozenset(fields.get("preferred", "").split()),
-                     failed=frozenset(fields.get("failed", "").split()), leaving=leaving == "1")
+                     declined=lists["declined"], preferred=lists["preferred"],
+                     failed=lists["failed"], leaving=leaving == "1")
+
+
+def _word(text: str, limit: int) -> bool:
+    """Printable, no white space, 1..limit characters: safe in a log line.
+
+    Not ASCII only: a haresources key may name a path in any script.  Control and
+    format characters (escape sequences, bidi overrides) are not printable.
+    """
+    return 0 < len(text) <= limit and text.isprintable() and not any(c.isspace() for c in text)
+
+
+def _key(text: str) -> str:
+    if not text:
+        raise WireError("a group line without a key")
+    if not _word(text, KEY_MAX):
+        raise WireError(f"bad group key '{shown(text)}'")
+    return text

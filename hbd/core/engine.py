@@ -13,18 +13,20 @@ this module routes between them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from hbd.core import auth, wire
+from hbd.core import auth, fields, wire
 from hbd.core.actions import (
     Action,
     LateHeartbeat,
     LinkStatusChanged,
     LostPackets,
     NodeStatusChanged,
+    Notice,
     PartitionHealed,
     PeerRestarted,
     PersistPeerGeneration,
@@ -106,6 +108,7 @@ class Engine:
         # against exact bytes we sent or already verified, so nothing unverified passes.
         self._accepted_recent: dict[bytes, tuple[Peer, float]] = {}
         self.bad = BadPacketLog()
+        self.internal_errors: dict[str, int] = {}  # bugs contained outside the packet path
         self.started_at = now
         self.comm_up = False  # every node heard from or declared dead
         self.reqnodes_pending = False
@@ -196,7 +199,19 @@ class Engine:
         return min(candidates)
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
+        """The single timer fired: heartbeats, deadtime, retransmissions, components.
+
+        Never raises: a failure (a bug) is contained and the actions built before it
+        are kept, because the daemon re-arms the timer only when this returns.
+        """
         actions: list[Action] = []
+        try:
+            self._timer_work(now, wall, actions)
+        except Exception as err:  # the backstop of the timer path
+            actions += self._internal_error("the timer", err)
+        return actions
+
+    def _timer_work(self, now: float, wall: float, actions: list[Action]) -> None:
         if now - self.next_timer() > self.keepalive and now >= self.judge_after + self.deadtime:
             # This timer comes more than a keepalive late: we were not running.  What
             # the peers sent meanwhile still waits unread in our sockets, and an event
@@ -217,7 +232,6 @@ class Engine:
             due = source.next_timer()
             if due is not None and now >= due:
                 actions += source.handle_timer(now, wall)
-        return actions
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
         """One datagram or serial frame arrived on link `link`."""
@@ -251,24 +265,50 @@ class Engine:
         msgtype = message.type
         if not msgtype or not message.get("ts"):
             return self.bad.record("missing type or timestamp", src, link_name, now)
-        return self._receive_from(peer, message, msgtype, link, now, wall, data)
+        # Validate before anything moves: a number out of range is one bad packet that
+        # changes nothing (it used to raise after the sequence state had moved).
+        bad_number = fields.bad_number(message, msgtype)
+        if bad_number is not None:
+            return self.bad.record(bad_number, src, link_name, now)
+        actions: list[Action] = []
+        try:
+            self._receive_from(peer, message, msgtype, link, now, wall, data, actions)
+        except Exception as err:  # the backstop of the packet path: see _contain
+            actions += self._contain(err, msgtype, src, link_name, now)
+        return actions
 
     # --- receive path ------------------------------------------------------------------
 
     def _own_echo(self, message: Message, link: int, link_name: str,
                   now: float) -> list[Action]:
         """Our own broadcasts come back to us; anything else using our name is an impostor."""
-        seq = message.get_int("seq", 16)
-        gen = message.get_int("hg", 16)
+        seq = fields.number(message, "", "seq")
+        gen = fields.number(message, "", "hg")
         if (message.raw("srcuuid") == self.outbox.uuid and gen == self.outbox.generation
                 and (seq is None or seq <= self.outbox.history.hiseq)):
             self.own_links[link] = now
             return []
         return self.bad.record("packet claims to be from this node", self.node, link_name, now)
 
+    def _contain(self, err: Exception, msgtype: str, src: str, link_name: str,
+                 now: float) -> list[Action]:
+        """An unexpected failure while handling an authenticated message.
+
+        Everything is validated before it moves, so this is a bug; the message
+        counts as a bad packet, the actions built before the failure still go
+        out (an ack, a persisted generation: they describe state that did move),
+        and the traceback is logged once per kind of message, not per packet.
+        """
+        reason = f"internal error handling {fields.shown(msgtype, 32)!r}"
+        if reason not in self.bad.totals:
+            log.error("%s from %s: %s", reason, fields.shown(src), err, exc_info=err)
+        return self.bad.record(reason, src, link_name, now)
+
     def _receive_from(self, peer: Peer, message: Message, msgtype: str, link: int,
-                      now: float, wall: float, packet_bytes: bytes = b"") -> list[Action]:
-        actions: list[Action] = []
+                      now: float, wall: float, packet_bytes: bytes,
+                      actions: list[Action]) -> None:
+        """Process one authenticated, validated message, appending to `actions` as it
+        goes, so whatever was built before an unexpected failure is kept."""
         healed = False
         dest = message.get("dest")
         dest_uuid = message.raw("destuuid")
@@ -283,11 +323,12 @@ class Engine:
         if msgtype.startswith(NOSEQ_PREFIX):
             verdict = Verdict.KEEP if to_us else Verdict.DROP
         else:
-            seq_value = message.get_int("seq", 16)
-            gen = message.get_int("hg", 16) or 0
-            if seq_value is None or seq_value <= 0:
-                return self.bad.record("bad sequence number", peer.name, self._link_name(link),
-                                       now)
+            seq_value = fields.number(message, msgtype, "seq")
+            gen = fields.number(message, msgtype, "hg") or 0
+            if seq_value is None:
+                actions += self.bad.record("bad sequence number", peer.name,
+                                           self._link_name(link), now)
+                return
             seq = seq_value
             old_gen = peer.seq.generation
             result = peer.seq.classify(
@@ -295,8 +336,9 @@ class Engine:
                 first_request_delay=min(0.05, self.rexmit_delay),
             )
             if result.replay:
-                return self.bad.record("old generation (replay?)", peer.name,
-                                       self._link_name(link), now)
+                actions += self.bad.record("old generation (replay?)", peer.name,
+                                           self._link_name(link), now)
+                return
             if peer.seq.generation != old_gen:
                 actions.append(PersistPeerGeneration(peer.name, peer.seq.generation))
             if result.restarted:
@@ -312,13 +354,13 @@ class Engine:
             if verdict is not Verdict.DROP and not to_us:
                 verdict = Verdict.DROP  # sequence bookkeeping done; not for us
         if verdict is Verdict.DROP:
-            return actions
+            return
         if packet_bytes:
             _remember(self._accepted_recent, packet_bytes, (peer, now))
         actions += self._link_heard(peer, link, now)
         peer.heard_from = True
         if verdict is Verdict.DUPLICATE:
-            return actions
+            return
         received = Received(message, peer, link, seq)
         if healed:
             for hook in self.on_partition_healed:
@@ -326,7 +368,7 @@ class Engine:
         if msgtype == "status":
             actions += self._on_status(received, now, wall)
         elif msgtype == "NS_ackmsg":
-            ackseq = message.get_int("ackseq", 16)
+            ackseq = fields.number(message, msgtype, "ackseq")
             if ackseq is not None and peer.ackseq < ackseq <= self.outbox.history.hiseq:
                 peer.ackseq = ackseq
         elif msgtype == "NS_rexmit":
@@ -342,7 +384,6 @@ class Engine:
                 actions += handler(received, now, wall)
         if not self.comm_up:
             actions += self._check_comm(now, wall)
-        return actions
 
     def _link_heard(self, peer: Peer, link: int, now: float) -> list[Action]:
         state = peer.links.get(link)
@@ -364,8 +405,8 @@ class Engine:
             gap = now - peer.last_status_at
             if gap > self.warntime:
                 actions.append(LateHeartbeat(peer.name, int(gap * 1000), gap > peer.deadtime))
-        dt = message.get_int("dt", 16)
-        if dt is not None and dt > 0:
+        dt = fields.number(message, "status", "dt")
+        if dt is not None:
             peer.deadtime = dt / 1000.0
         peer.last_status_at = now
         peer.seq.status_seqno = max(peer.seq.status_seqno, received.seq)
@@ -395,14 +436,33 @@ class Engine:
                     state.fsm.move(LinkStatus.DEAD)
                     actions.append(LinkStatusChanged(peer.name, state.name, False))
         for callback in self.on_peer_status:
-            actions += callback(peer, old, new, now, wall)
+            # A hook's failure must not lose the events of the move that did happen.
+            actions += self._contained("a peer-status hook",
+                                       functools.partial(callback, peer, old, new, now, wall))
         return actions
+
+    def _contained(self, what: str, call: Callable[[], list[Action]]) -> list[Action]:
+        try:
+            return call()
+        except Exception as err:  # a bug in a component: see _internal_error
+            return self._internal_error(what, err)
+
+    def _internal_error(self, what: str, err: Exception) -> list[Action]:
+        """A bug outside the packet path: logged with its traceback once per place,
+        reported as one error notice; the caller keeps what it built."""
+        count = self.internal_errors.get(what, 0)
+        self.internal_errors[what] = count + 1
+        if count:
+            return []
+        log.error("internal error in %s: %s", what, err, exc_info=err)
+        return [Notice("error", f"internal error in {what} ({type(err).__name__}: "
+                       f"{fields.shown(str(err))}); hbd goes on, see the log")]
 
     def _on_rexmit(self, received: Received, now: float, wall: float) -> list[Action]:
         """A peer asks for our messages firstseq..lastseq again (decimal, as Heartbeat)."""
         message, peer = received.message, received.peer
-        first = message.get_int("firstseq")
-        last = message.get_int("lastseq")
+        first = fields.number(message, "NS_rexmit", "firstseq")
+        last = fields.number(message, "NS_rexmit", "lastseq")
         if first is None or last is None or not 0 < first <= last:
             return []
         actions: list[Action] = []

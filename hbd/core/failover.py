@@ -33,6 +33,7 @@ from hbd.core.actions import (
 )
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, Received
+from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
 from hbd.core.membership import NodeStatus, Peer
@@ -125,6 +126,36 @@ class Failover(StandbyExchange):
             fields.append((DECLARED_DEAD_FIELD, "1"))
         return self._send("resource", fields, wall)
 
+    def _tell_peer(self, *, stable: bool | None = None, info: str | None = None) -> Then:
+        """The continuation that tells the peer what we hold once a step's groups are up.
+
+        It runs seconds later: if a shutdown began meanwhile, its own `resource
+        ... info=shutdown` and `shutdone` speak for us, and a claim to be stable
+        holding the groups would contradict them.
+        """
+        def then(now: float, wall: float) -> list[Action]:
+            if self.shutdown_requested:
+                return []
+            return [self._resource_msg(wall, stable=stable, info=info)]
+        return then
+
+    def _retake_if_alone(self, now: float, wall: float) -> list[Action]:
+        """After stopping groups for the peer: if it died meanwhile, they are ours again.
+
+        Its death started what was stopped at that moment, not what was still
+        stopping for it; without this, nobody would run those groups.
+        """
+        if self.shutdown_requested or self._peer_alive() or self.state.state is not RscState.STABLE:
+            return []
+        missing = [g for g in self.groups if g.state is GroupState.STOPPED
+                   and g.key not in self.retiring]
+        if not missing:
+            return []
+        actions: list[Action] = [Notice("warning", "the peer died before taking the groups "
+                                        "we stopped for it: taking them back")]
+        return actions + self._start(missing, "the peer died before taking it",
+                                     self._tell_peer(stable=True), now, wall)
+
     # --- reload -----------------------------------------------------------------------
 
     def reconfigure(self, config: ClusterConfig, now: float, wall: float) -> list[Action]:
@@ -178,6 +209,8 @@ class Failover(StandbyExchange):
 
     def _after_failed_start(self, group: Group) -> Then:
         def then(now: float, wall: float) -> list[Action]:
+            if self.shutdown_requested:  # stopping: the shutdown hands everything over
+                return [Notice("warning", f"group {group.key} failed to start here")]
             if group.state is not GroupState.STOPPED or not self._peer_alive():
                 return [Notice("error", f"group {group.key} failed to start here and no peer "
                                "can take it")]
@@ -258,17 +291,13 @@ class Failover(StandbyExchange):
         self.state.move(RscState.STABLE)
         self.local_claim = True
         ours = [] if self.other_holds & Held.FOREIGN else self.groups.in_set(Held.LOCAL)
-
-        def then(now: float, wall: float) -> list[Action]:
-            return [self._resource_msg(wall, info="req_our_resources()")]
-
         actions: list[Action] = [self._resource_msg(wall, stable=True)]
-        return actions + self._start(ours, "our own groups at start-up", then, now, wall)
+        return actions + self._start(ours, "our own groups at start-up",
+                                     self._tell_peer(info="req_our_resources()"), now, wall)
 
     def _take_everything(self, reason: str, now: float, wall: float) -> list[Action]:
         self.local_claim = True
-        return self._start(list(self.groups), reason,
-                           lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+        return self._start(list(self.groups), reason, self._tell_peer(stable=True), now, wall)
 
     # --- the starting/resource exchange ------------------------------------------------
 
@@ -295,7 +324,8 @@ class Failover(StandbyExchange):
         held = Held.parse(message.get("rsc_hold"))
         actions: list[Action] = []
         if held is None:
-            actions.append(Notice("warning", f"bad resource type {message.get('rsc_hold')!r} "
+            text = shown(message.get("rsc_hold") or "")
+            actions.append(Notice("warning", f"bad resource type '{text}' "
                                   f"from {rx.peer.name}: read as none"))
             held = Held.NONE
         if message.get("rtype") == "full" or held is Held.NONE:
@@ -421,11 +451,8 @@ class Failover(StandbyExchange):
             self.state.move(RscState.STABLE)
         self.needs_failback = True
         missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-
-        def then(now: float, wall: float) -> list[Action]:
-            return [self._resource_msg(wall, stable=True, info="mach_down")]
-
-        return actions + self._start(missing, f"{peer.name} is dead", then, now, wall)
+        return actions + self._start(missing, f"{peer.name} is dead",
+                                     self._tell_peer(stable=True, info="mach_down"), now, wall)
 
     def _partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""
@@ -484,8 +511,11 @@ class Failover(StandbyExchange):
             else:
                 actions.append(SplitBrain(group.key, peer, rule))
                 stopping.append(group)
-        return actions + self._stop(stopping, "split brain: the peer keeps it",
-                                    lambda n, w: [self._resource_msg(w, stable=True)], now, wall)
+
+        def then(now: float, wall: float) -> list[Action]:
+            return self._retake_if_alone(now, wall) or self._tell_peer(stable=True)(now, wall)
+
+        return actions + self._stop(stopping, "split brain: the peer keeps it", then, now, wall)
 
     # --- legacy mode: ip-request / ip-request-resp ----------------------------------
 
@@ -501,6 +531,9 @@ class Failover(StandbyExchange):
 
         def reply(weown: str) -> Then:
             def then(now: float, wall: float) -> list[Action]:
+                retaken = self._retake_if_alone(now, wall)
+                if retaken:
+                    return retaken  # the peer that asked is dead: no reply to give
                 return [self._send("ip-request-resp", [("ipaddr", key), ("weown", weown),
                                                        ("ok", "OK")], wall, dest=peer)]
             return then

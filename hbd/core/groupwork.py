@@ -5,10 +5,17 @@ daemon does the work and answers with `group_done()`.  A job waits for the
 groups of one protocol step and then runs that step's continuation (send
 `done`, send `shutdone`, ...).  Failed stops leave a group BLOCKED and are
 retried every BLOCKED_RETRY; an admin can retry at once with `cleanup()`.
+
+A continuation runs seconds after the step that built it, when the peer may
+have died, a shutdown begun or the exchange been cancelled: each one checks
+the state it assumed before acting on it, and must not raise.  As a backstop,
+`_continue` contains a failure: the group states already moved and the
+actions built for them are kept, and the failure becomes an error notice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +30,8 @@ from hbd.core.actions import (
 )
 from hbd.core.resources import Group, GroupState, GroupTable, Held
 from hbd.errors import Busy, TransitionError
+
+log = logging.getLogger(__name__)
 
 BLOCKED_RETRY = 10.0  # how often a group whose stop failed is tried again
 
@@ -109,8 +118,23 @@ class GroupWork:
             return self._held_changed()
         actions = self._held_changed()
         if then is not None:
-            actions += then(now, wall)
+            actions += self._continue(then, now, wall)
         return actions
+
+    def _continue(self, then: Then, now: float, wall: float) -> list[Action]:
+        """Run a step's continuation; a failure (a bug) is contained, not raised.
+
+        The caller has already moved the group states and built their events:
+        raising here would lose those and leave the daemon's view behind ours.
+        """
+        try:
+            return then(now, wall)
+        except Exception as err:  # the backstop of group work: see the module docstring
+            log.error("internal error in the continuation of a group step: %s", err,
+                      exc_info=err)
+            return [Notice("error", f"internal error after group work ({type(err).__name__}: "
+                           f"{err}); the groups' states are kept, the step's messages may "
+                           "be missing")]
 
     def _move(self, group: Group, new: GroupState) -> list[Action]:
         old = group.fsm.move(new)
@@ -160,7 +184,7 @@ class GroupWork:
                     self.jobs.remove(job)
                     actions += self._held_changed()
                     if job.then is not None:
-                        actions += job.then(now, wall)
+                        actions += self._continue(job.then, now, wall)
                 break
         current = self.groups.groups.get(key)  # a callback above may have changed the table
         if key in self.retiring and current is not None and current.state is GroupState.STOPPED:

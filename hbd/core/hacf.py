@@ -32,6 +32,7 @@ from hbd.core.config import (
     Timers,
     UcastLink,
 )
+from hbd.core.fields import DT_MAX_MS
 from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
@@ -54,6 +55,7 @@ class _State:
     problems: Problems
     local_addresses: Collection[str]
     nodes: list[str] = field(default_factory=list)
+    node_lines: list[int] = field(default_factory=list)  # the line of each name in `nodes`
     links: list[Link] = field(default_factory=list)
     ping_nodes: list[str] = field(default_factory=list)
     ping_groups: list[PingGroup] = field(default_factory=list)
@@ -119,6 +121,7 @@ def _node(st: _State, line: int, args: list[str]) -> None:
             st.problems.error(line, f"node: '{lowered}' is listed twice")
         else:
             st.nodes.append(lowered)
+            st.node_lines.append(line)
 
 
 def _udpport(st: _State, line: int, args: list[str]) -> None:
@@ -410,6 +413,22 @@ def _check_group_orders(st: _State, orders: dict[str, tuple[tuple[str, ...], int
     return tuple((key, nodes) for key, (nodes, _) in orders.items())
 
 
+def _check_two_nodes(st: _State) -> None:
+    """Heartbeat's own stack runs two nodes: its resource protocol knows one peer.
+
+    With a third node, hb_resource.c's rules (and hbd's, which follow them) read
+    any peer's death or `resource` message as "the" peer's: a third node holding
+    nothing that dies makes a node take the second node's groups.  Checked once
+    the whole file is read, since `cluster_stack` may come after the node lines.
+    Ping nodes are not nodes (`ping`/`ping_group` are directives of their own).
+    """
+    if st.values.get("cluster_stack") is ClusterStack.COROSYNC or len(st.nodes) <= 2:
+        return
+    st.problems.error(st.node_lines[2], f"node '{st.nodes[2]}' is a third node: Heartbeat's "
+                      "own cluster stack runs two nodes (its resource protocol has one peer); "
+                      "for three or more add 'cluster_stack corosync'")
+
+
 def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
@@ -489,6 +508,7 @@ def parse_hacf(
 
 def _finish(st: _State) -> HaCf:
     timers = _timers(st)
+    _check_two_nodes(st)
     if not st.nodes:
         st.problems.error(0, "no node directive: list every cluster node with 'node NAME'")
     if not st.links and st.values.get("cluster_stack") is not ClusterStack.COROSYNC:
@@ -545,6 +565,12 @@ def _timers(st: _State) -> Timers:
         st.problems.error(
             line("deadtime") or line("keepalive") or 0,
             f"deadtime ({deadtime} ms) must be more than twice keepalive ({keepalive} ms)",
+        )
+    if deadtime > DT_MAX_MS:
+        # Announced in every status message (dt): a peer refuses a larger one.
+        st.problems.error(
+            line("deadtime") or 0,
+            f"deadtime ({deadtime} ms) is above the most hbd accepts ({DT_MAX_MS // 1000} s)",
         )
     if initdead < deadtime:
         st.problems.error(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hbd.core import fields
 from hbd.core.actions import Action, Notice, SendPing
 from hbd.core.config import HaCf
 from hbd.core.engine import Engine, Received
@@ -78,7 +79,7 @@ class PingNodes:
         return [(PING_FIELD, str(self.reachable(now)))]
 
     def _peer_status(self, rx: Received, now: float) -> None:
-        value = rx.message.get_int(PING_FIELD)
+        value = fields.number(rx.message, "status", PING_FIELD)
         if value is not None:
             self.peer_count = value
 

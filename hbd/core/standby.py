@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from hbd.core.actions import Action, Notice
 from hbd.core.engine import Received
+from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import GroupWork
 from hbd.core.resources import SCOPES, GroupState, Held, scope_set, takeover_request_scope
@@ -37,6 +38,7 @@ class StandbyExchange(GroupWork):
     standby_set: Held
     standby_deadline: float | None
     other_stable: bool
+    other_holds: Held
     legacy: bool
     shutdown_requested: bool
     needs_failback: bool
@@ -142,8 +144,8 @@ class StandbyExchange(GroupWork):
             return [Notice("info", f"Other node completed standby takeover of "
                            f"{self.standby_set.wire} resources."),
                     self._resource_msg(wall, stable=True)]
-        return [Notice("warning", f"Ignored standby message '{info}' from {peer} "
-                       f"in state {standby.value}")]
+        return [Notice("warning", f"Ignored standby message '{shown(info or '')}' "
+                       f"from {peer} in state {standby.value}")]
 
     def _go_standby_me(self, peer: str, now: float, wall: float) -> list[Action]:
         """We asked to go standby and the peer agreed: release, then say done."""
@@ -155,9 +157,21 @@ class StandbyExchange(GroupWork):
         giving = [g for g in self.groups.in_set(release) if g.active]
 
         def then(now: float, wall: float) -> list[Action]:
-            return [Notice("info", f"Local standby process completed [{release.wire}]."),
-                    self._send("ask_resources", [("rsc_hold", release.wire),
-                                                 ("info", "done")], wall)]
+            # The stops took seconds: if the exchange was cancelled meanwhile (the peer
+            # died or shut down, or we are stopping), nobody will acquire what we released.
+            if self.standby.state is not Standby.DONE:
+                return self._standby_release_cancelled(release, now, wall)
+            done: list[Action] = [
+                Notice("info", f"Local standby process completed [{release.wire}].")]
+            stuck = [g.key for g in giving if g.state is GroupState.BLOCKED]
+            if stuck:
+                # A group whose stop failed may still run here: say what we still hold
+                # before `done`, so the peer acquires around it (it used to start it).
+                done += [Notice("error", f"standby: group(s) {', '.join(stuck)} could not "
+                                "be stopped and stay claimed here; the peer must not take "
+                                "them"), self._resource_msg(wall)]
+            return [*done, self._send("ask_resources", [("rsc_hold", release.wire),
+                                                        ("info", "done")], wall)]
 
         actions: list[Action] = [
             Notice("info", f"standby: {peer} can take our {release.wire} resources")]
@@ -168,6 +182,26 @@ class StandbyExchange(GroupWork):
             ("info", "standby")], wall))
         return actions + self._stop(giving, f"standby [{release.wire}]", then, now, wall)
 
+    def _standby_release_cancelled(self, release: Held, now: float,
+                                   wall: float) -> list[Action]:
+        """Our standby release finished after the exchange was cancelled.
+
+        Whoever cancelled it (the peer's death, its `shutdone`) started the groups
+        that were stopped at that moment, not the ones still stopping for us; with
+        the peer gone they are ours again.  A shutdown of ours keeps them stopped.
+        """
+        notice = Notice("info", f"Local standby process of [{release.wire}] finished after "
+                        "the exchange was cancelled.")
+        if self.shutdown_requested:
+            return [notice]
+        if self._peer_alive() and not self.other_stable:
+            return [notice, self._resource_msg(wall)]  # the peer is busy: let it decide
+        missing = [g for g in self.groups if g.state is GroupState.STOPPED
+                   and g.key not in self.retiring]
+        self.local_claim = True
+        return [notice, *self._start(missing, "standby cancelled: no peer to take them",
+                                     self._announce, now, wall)]
+
     def _go_standby_other(self, peer: str, now: float, wall: float) -> list[Action]:
         """The peer released its groups: acquire the mirror set, then say done."""
         acquire = self.standby_set.mirror()
@@ -177,6 +211,16 @@ class StandbyExchange(GroupWork):
             self.local_claim = True
 
         def then(now: float, wall: float) -> list[Action]:
+            # The starts took seconds: the peer's death or a shutdown may have cancelled
+            # the exchange meanwhile (standby is back to `not`; it used to move not -> not
+            # and raise).  Only a live exchange is finished with `done`.
+            if self.standby.state is not Standby.DONE:
+                done: list[Action] = [Notice("info", f"Standby resource acquisition of "
+                                             f"[{acquire.wire}] finished after the exchange "
+                                             "was cancelled.")]
+                if self.shutdown_requested:
+                    return done  # the shutdown's own messages speak for us
+                return [*done, self._resource_msg(wall)]
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
             self.other_stable = True
@@ -187,6 +231,9 @@ class StandbyExchange(GroupWork):
 
         actions: list[Action] = [
             Notice("info", f"standby: acquire [{acquire.wire}] resources from {peer}")]
-        return actions + self._start(self.groups.in_set(acquire), f"standby of {peer}", then,
-                                     now, wall)
+        # What the peer still claims (a group it could not stop) is not ours to start:
+        # its resource message says so before its `done`.
+        still_theirs = self.other_holds.mirror()
+        return actions + self._start(self.groups.in_set(acquire & ~still_theirs),
+                                     f"standby of {peer}", then, now, wall)
 

@@ -1,0 +1,144 @@
+"""hbd.conf: hbd's own settings in a file Heartbeat never reads, parsed like ha.cf."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hbd.core.assemble import ConfigTexts, check
+from hbd.core.hbdconf import HANDLERS, parse_hbdconf
+from tests.test_config import GOOD_AUTHKEYS, GOOD_HACF, GOOD_HARESOURCES
+from tests.test_daemon_skeleton import Proc, _config
+
+
+def _texts(hbdconf: str | None, hacf: str = GOOD_HACF) -> ConfigTexts:
+    return ConfigTexts("ha.cf", hacf, "haresources", GOOD_HARESOURCES, "authkeys",
+                       GOOD_AUTHKEYS, 0o100600, "hbd.conf", hbdconf)
+
+
+def _messages(hbdconf: str | None, hacf: str = GOOD_HACF) -> list[str]:
+    _, problems = check(_texts(hbdconf, hacf), node_name="n1")
+    return [str(p) for p in problems]
+
+
+def test_no_file_means_defaults() -> None:
+    config, problems = check(_texts(None), node_name="n1")
+    assert config is not None and problems == []
+    assert not config.hbd.present
+    assert (config.hacf.arp_count, config.hacf.arp_interval_ms) == (5, 200)
+
+
+def test_values_apply_and_comments_and_blank_lines_are_skipped() -> None:
+    config, problems = check(_texts("# hbd's own\n\narp_count 2   # fewer\narp_interval 50ms\n"),
+                             node_name="n1")
+    assert config is not None and problems == []
+    assert config.hbd.present
+    assert (config.hacf.arp_count, config.hacf.arp_interval_ms) == (2, 50)
+    assert config.hbd.lines == {"arp_count": 3, "arp_interval": 4}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("frobnicate 1\n", "hbd.conf:1: unknown directive 'frobnicate' (known: "
+     + ", ".join(sorted(HANDLERS)) + ")"),
+    ("\narp_count\n", "hbd.conf:2: arp_count: needs exactly one value, got 0"),
+    ("arp_count 101\n", "hbd.conf:1: arp_count: '101' is not a whole number from 0 to 100"),
+    ("arp_count ²\n", "hbd.conf:1: arp_count: '²' is not a whole number from 0 to 100"),
+    ("arp_count 1\narp_count 2\n", "hbd.conf:2: arp_count: already set at line 1"),
+    ("arp_interval soon\n", "hbd.conf:1: arp_interval: bad time 'soon' (from 1 ms to 10 s: "
+     "seconds like 2 or 1.5, or milliseconds like 500ms)"),
+    ("arp_interval 11\n", "hbd.conf:1: arp_interval: bad time '11' (from 1 ms to 10 s: "
+     "seconds like 2 or 1.5, or milliseconds like 500ms)"),
+])
+def test_bad_lines_are_file_line_errors(text: str, message: str) -> None:
+    assert _messages(text) == [message]
+    config, _ = check(_texts(text), node_name="n1")
+    assert config is None  # an error refuses the whole configuration
+
+
+def test_every_problem_at_once() -> None:
+    _, problems = parse_hbdconf("bogus\narp_count x\narp_interval 0\n")
+    assert [p.line for p in problems.errors] == [1, 2, 3]
+
+
+def test_set_in_both_files_is_an_error_and_in_hacf_alone_a_warning() -> None:
+    hacf = GOOD_HACF + "arp_count 3\n"
+    assert _messages("arp_count 2\n", hacf) == [
+        "hbd.conf:1: arp_count: also set in ha.cf:7; keep it in one file (hbd.conf: a "
+        "Heartbeat node refuses an ha.cf holding it)"]
+    # still accepted in ha.cf (older hbd wrote it there), with the reason to move it
+    config, problems = check(_texts(None, hacf), node_name="n1")
+    assert config is not None and config.hacf.arp_count == 3
+    assert [str(p) for p in problems] == [
+        "ha.cf:7: warning: arp_count is hbd's own: a Heartbeat node refuses this ha.cf; "
+        "move the line to hbd.conf"]
+    # no Heartbeat node shares the ha.cf of a corosync cluster: nothing to warn about
+    corosync = "cluster_stack corosync\nnode n1 n2\narp_count 3\n"
+    assert _messages(None, corosync) == []
+
+
+def test_unreadable_file_is_an_error() -> None:
+    texts = replace(_texts(None), hbdconf_error="cannot read the file: Is a directory")
+    _, problems = check(texts, node_name="n1")
+    assert [str(p) for p in problems] == ["hbd.conf: cannot read the file: Is a directory"]
+
+
+def _hbd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hbd.daemon", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _write_dir(tmp_path: Path) -> Path:
+    (tmp_path / "ha.cf").write_text(GOOD_HACF)
+    (tmp_path / "haresources").write_text(GOOD_HARESOURCES)
+    (tmp_path / "authkeys").write_text(GOOD_AUTHKEYS)
+    os.chmod(tmp_path / "authkeys", 0o600)
+    return tmp_path
+
+
+def test_check_config_and_hbctl_config_show_it(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert "hbd.conf: none (defaults); gratuitous ARPs: 5 every 200 ms" in result.stdout
+    (d / "hbd.conf").write_text("arp_count 1\narp_interval 1\n")
+    for argv in ([sys.executable, "-m", "hbd.daemon", "--check-config"],
+                 [sys.executable, "-m", "hbd.cli.hbctl", "config"]):
+        result = subprocess.run([*argv, "--config-dir", str(d), "--node", "n1"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "hbd.conf: read; gratuitous ARPs: 1 every 1000 ms" in result.stdout
+    (d / "hbd.conf").write_text("arp_count 1\nmonitor web\n")
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 1
+    assert f"{d}/hbd.conf:2: unknown directive 'monitor'" in result.stderr
+    (d / "hbd.conf").unlink()
+    (d / "hbd.conf").mkdir()
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 1
+    assert f"{d}/hbd.conf: cannot read the file: Is a directory" in result.stderr
+
+
+def test_reload_with_a_bad_hbdconf_keeps_the_running_configuration(tmp_path: Path) -> None:
+    config_dir = _config(tmp_path)
+    proc = Proc(tmp_path, config_dir)
+    try:
+        proc.wait_for("starting as node n1")
+        (config_dir / "hbd.conf").write_text("arp_count 2\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_for("configuration reloaded")
+        (config_dir / "hbd.conf").write_text("arp_count 2\narp_count many\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        text = proc.wait_for("already set at line 1")
+        assert "reload refused, keeping the running configuration" in text
+        assert f"{config_dir}/hbd.conf:2: arp_count: already set at line 1" in text
+        assert proc.proc.poll() is None, "a bad reload must not stop the daemon"
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(20) == 0
+    finally:
+        proc.stop()
