@@ -61,6 +61,8 @@ TEST_COMMANDS: Final = {
     "uname": "coreutils",  # platform.processor() and .architecture(), which Debian's
     "file": "file",  # pyroute2 0.7 calls when the system python3 imports it
     "kill": "procps",
+    "nice": "coreutils",
+    "rsyslogd": "rsyslog",  # the frozen-syslog test's receiver
     "socat": "socat",  # serial links as pty pairs
     "tcpdump": "tcpdump",
     # real peers and their tools
