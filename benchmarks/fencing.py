@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from typing import Any
@@ -35,6 +34,7 @@ from benchmarks.common import median, save, table
 from benchmarks.failover import CLIENT, PROBE_INTERVAL, Case, Hbd, Heartbeat, outage, vips
 from tests.fencedev import FenceDevice
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
 from tests.infra.netns import Lab, wait_for
 from tests.vipclient import PORT, start_responders, wait_answer
@@ -161,7 +161,7 @@ def device_time(device: FenceDevice, runs: int = 10) -> float:
     times = []
     for _ in range(runs):
         t0 = time.monotonic()
-        subprocess.run(["stonith", "-s", "-t", device.type, "-F", str(params), "-S"],
+        commands.run(["stonith", "-s", "-t", device.type, "-F", str(params), "-S"],
                        check=True, timeout=30)
         times.append((time.monotonic() - t0) * 1000)
     return median(times)

@@ -36,6 +36,7 @@ class MessageId:
     GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
     FENCING = "729247f18b4e4bbcb0f6f2142dbd8478"  # a peer's fencing moved
     FENCE_DEVICE = "46aa06854ca14f99a95951696e86a2bd"  # a fence device status check changed
+    HOOK_FAILED = "ce5f545a98e640bd94c746c3c5bb99f9"
 
 
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:

@@ -29,6 +29,7 @@ import pytest
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from tests.fencedev import FenceDevice
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, proc_pids, wait_for
 from tests.infra.privbus import PrivateBus
@@ -66,7 +67,7 @@ class Env:
         return self.nodes
 
     def hbctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
+        return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
                               env=self.bus.env({"PYTHONPATH": str(ROOT)}), capture_output=True,
                               text=True, timeout=30, check=False)
 
@@ -179,7 +180,7 @@ def test_meatware_waits_for_meatclient(fenv: Env) -> None:
     assert re.search(r"n1\s+waiting-confirmation", res.stdout), res
     n1.kill()  # the operator pulls n1's plug ...
     lab.run("n1", ["ip", "link", "set", "eth0", "down"])
-    subprocess.run(["meatclient", "-c", "n1"], input="yes\n", text=True, timeout=30,
+    commands.run(["meatclient", "-c", "n1"], input="yes\n", text=True, timeout=30,
                    check=True, capture_output=True)  # ... and says so
     wait_for(lambda: lab.has_address("n2", VIP), 10, "n2 takes over after meatclient -c")
     n2.wait_log(r"node n1 now reset\.")
@@ -234,7 +235,7 @@ def test_device_password_leaks_nowhere(fenv: Env) -> None:
     assert not [a for a in argvs if device.password in a]
     out = fenv.bus.busctl("introspect", BUS_NAME, OBJECT_PATH)
     assert device.password not in out
-    check = subprocess.run([sys.executable, "-m", "hbd.daemon", "--check-config",
+    check = commands.run([sys.executable, "-m", "hbd.daemon", "--check-config",
                             "--config-dir", str(nodes["n2"].config_dir), "--node", "n2"],
                            capture_output=True, text=True, timeout=30, check=False,
                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
