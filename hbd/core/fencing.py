@@ -19,10 +19,8 @@ Initiate_Reset), with hbd's changes marked:
   lines) first waits `fence_race_delay`, so the active node resets the other
   first and keeps serving (Pacemaker's priority-fencing-delay).
 
-Notify hooks (issue 17, not merged when this was written): every move is a
-FenceStateChanged action and every device check a FenceDeviceStatus, both
-carried by the daemon's dispatch like the other events; a hooks module only
-has to subscribe to those two (node, old, new, detail: no device parameter).
+Notify hooks get every FenceStateChanged as `fence NODE STATE`
+(hbd/core/hookevents.py).
 
 Transitions are the table below; a move it does not allow raises and leaves
 the state as it was.  Results come back through `fence_done` with the
