@@ -544,6 +544,9 @@ def _finish(st: _State) -> HaCf:
         stonith=tuple(st.stonith),
     )
     check_stonith(st.problems, st.stonith, st.nodes)
+    if st.stonith and st.values.get("cluster_stack") is ClusterStack.COROSYNC:
+        st.problems.warning(st.stonith[0].line, "stonith: not used on the corosync stack "
+                            "(hbd fences only on its own heartbeat stack)")
     overrides: dict[str, object] = {}
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),
