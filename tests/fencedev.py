@@ -11,6 +11,7 @@ travel through hbd and check it leaks nowhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,11 +20,18 @@ import threading
 import time
 from pathlib import Path
 
-from tests.infra.netns import Lab
+from tests.infra.netns import Lab, children_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCE = ROOT / "tests" / "data" / "hbdtest-fence"
 PLUGIN_DIR = Path("/usr/lib/stonith/plugins/external")
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in children_of(pid):
+        found += [child, *_descendants(child)]
+    return found
 
 
 class FenceDevice:
@@ -94,9 +102,12 @@ class FenceDevice:
             for pidfile in self.dir.glob(f"{node}.pid*"):
                 try:
                     pid = int(pidfile.read_text().split()[0])
-                    # only a process inside this lab node's namespace
+                    # only a process inside this lab node's namespace, and all below it
+                    # (its own fence device run dies with it, as with a real power cut)
                     if os.stat(f"/proc/{pid}/ns/net").st_ino == netns:
-                        os.kill(pid, signal.SIGKILL)
+                        for victim in (pid, *_descendants(pid)):
+                            with contextlib.suppress(OSError):
+                                os.kill(victim, signal.SIGKILL)
                 except (OSError, ValueError, IndexError):
                     continue
             for ifname in self.lab.ifaces[node]:
