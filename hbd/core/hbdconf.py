@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hbd.core.config import DEFAULT_NOTIFY_TIMEOUT_MS, HbdConf
-from hbd.core.parsing import Problems, content_lines, is_decimal, parse_time_ms
+from hbd.core.parsing import Problems, content_lines, is_decimal, one_value, parse_time_ms
 
 HBD_CONF = "hbd.conf"  # the file's name, beside ha.cf
 
@@ -43,16 +43,9 @@ def _once(st: _State, line: int, name: str) -> bool:
     return True
 
 
-def _one_value(st: _State, line: int, name: str, args: list[str]) -> str | None:
-    if len(args) != 1:
-        st.problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
-        return None
-    return args[0]
-
-
 def _int(name: str, low: int, high: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None or not _once(st, line, name):
             return
         if not is_decimal(value) or not low <= int(value) <= high:
@@ -66,7 +59,7 @@ def _int(name: str, low: int, high: int) -> Handler:
 
 def _time(name: str, low_ms: int, high_ms: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None or not _once(st, line, name):
             return
         ms = parse_time_ms(value)
@@ -92,7 +85,7 @@ def _path_problem(value: str) -> str | None:
 
 def _notify(st: _State, line: int, args: list[str]) -> None:
     """`notify PATH`, repeatable: whether PATH exists is the run time's business (logged)."""
-    value = _one_value(st, line, "notify", args)
+    value = one_value(st.problems, line, "notify", args)
     if value is None:
         return
     problem = _path_problem(value)
@@ -109,7 +102,7 @@ def _notify(st: _State, line: int, args: list[str]) -> None:
 
 
 def _notify_dir(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "notify_dir", args)
+    value = one_value(st.problems, line, "notify_dir", args)
     if value is None or not _once(st, line, "notify_dir"):
         return
     if value.lower() in ("off", "none"):
@@ -123,7 +116,7 @@ def _notify_dir(st: _State, line: int, args: list[str]) -> None:
 
 
 def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "garp_refresh", args)
+    value = one_value(st.problems, line, "garp_refresh", args)
     if value is None or not _once(st, line, "garp_refresh"):
         return
     ms = 0 if value.lower() == "off" else parse_time_ms(value)
