@@ -135,7 +135,7 @@ def _shown_ms(ms: int) -> str:
 
 
 def _target(st: _State, line: int, name: str, args: list[str], usage: str) -> str | None:
-    if not args or "=" in args[0]:
+    if not args:
         st.problems.error(line, f"{name}: needs a group or resource first ({usage})")
         return None
     return args[0]
