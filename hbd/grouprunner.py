@@ -60,7 +60,8 @@ class GroupRunner:
         self.agents = agents
         self.done = done
         self.monitor_done = monitor_done
-        self.monitors: dict[str, asyncio.Task[None]] = {}  # by group key: the check running
+        # the checks running, by (group key, token): a group may have several monitor lines
+        self.monitors: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.arp_count = config.hacf.arp_count
         self.arp_interval = config.hacf.arp_interval_ms / 1000.0
         self.resolved: dict[str, VirtualAddress] = {}  # by resource id, kept while held
@@ -88,17 +89,17 @@ class GroupRunner:
     def monitor(self, key: str, resource_ids: tuple[str, ...], timeout: float,
                 token: int) -> None:
         """Check the group's resources off the loop; a check past `timeout` is killed."""
-        self._cancel_monitor(key)
         task = asyncio.get_running_loop().create_task(
             self._monitor(key, resource_ids, timeout, token), name=f"monitor {key}")
-        self.monitors[key] = task
+        self.monitors[(key, token)] = task
 
     def _cancel_monitor(self, key: str) -> None:
         # A check must not run beside a start or stop of the same agents; its result
         # would be stale anyway (the engine ignores it).
-        task = self.monitors.pop(key, None)
-        if task is not None and not task.done():
-            task.cancel()
+        for running in [k for k in self.monitors if k[0] == key]:
+            task = self.monitors.pop(running)
+            if not task.done():
+                task.cancel()
 
     def announce(self, key: str) -> None:
         """Re-send gratuitous ARP for the addresses of a group we keep."""
@@ -232,8 +233,7 @@ class GroupRunner:
             except TimeoutError:
                 ok, detail = False, (f"monitor timed out after {timeout:g}s; the check was "
                                      "killed")
-        if self.monitors.get(key) is asyncio.current_task():
-            del self.monitors[key]
+        self.monitors.pop((key, token), None)
         if self.monitor_done is not None:
             self.monitor_done(key, token, ok, detail)
 
