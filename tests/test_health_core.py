@@ -222,3 +222,22 @@ def test_a_stale_or_unknown_result_changes_nothing() -> None:
     assert failover.monitor_done(G1, 999, False, "x", net.now, net.wall) == []
     assert failover.monitor_done("nosuch", 1, False, "x", net.now, net.wall) == []
     assert failover.health.of(G1).fail_count == 0
+
+
+def test_a_reload_with_monitor_lines_starts_checking_running_groups() -> None:
+    net = cluster(hbdconf="")
+    assert net.events("n1", RunMonitor) == []
+    n1 = net.nodes["n1"]
+    new = make_config("n1", haresources=HARESOURCES, extra="auto_failback on\n",
+                      hbdconf=f"monitor {G1} interval=500ms timeout=1s\n")
+    reloaded_at = net.now
+    net._apply(n1, n1.failover.reconfigure(new, net.now, net.wall))
+    net.run_for(1.2)
+    checks = [t for t, a in net.events("n1", RunMonitor) if a.group == G1]
+    assert len(checks) == 2 and checks[0] >= reloaded_at + 0.5 - 1e-9
+    # and a reload without them stops checking
+    net._apply(n1, n1.failover.reconfigure(make_config(
+        "n1", haresources=HARESOURCES, extra="auto_failback on\n"), net.now, net.wall))
+    before = len(net.events("n1", RunMonitor))
+    net.run_for(2.0)
+    assert len(net.events("n1", RunMonitor)) == before
