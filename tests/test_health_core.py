@@ -67,6 +67,14 @@ def test_beyond_the_restarts_the_group_moves_and_stays_moved() -> None:
     assert net.holders(G1) == [] and net.holders(G2) == ["n1"]  # n1 takes only its fit group
     refused = [a.text for _, a in net.events("n1", Notice) if "not starting group" in a.text]
     assert refused and "unfit here" in refused[-1]
+    # n2 comes back: G1 runs nowhere, so n1 offers it (a standby of a set it does not
+    # hold) and n2 takes it; auto_failback gives G2 back to n2 as usual
+    net.nodes["n2"].alive = False
+    net.add_node("n2", make_config("n2", haresources=HARESOURCES, extra="auto_failback on\n",
+                                   hbdconf=MONITOR), generation=200)
+    net.run_for(5.0)
+    assert net.holders(G1) == ["n2"]
+    assert net.holders(G2) == ["n2"]
 
 
 def test_cleanup_lets_the_group_return_with_auto_failback() -> None:

@@ -379,6 +379,7 @@ class Failover(Recovery, EngineComponent):
             actions += self._become_stable(now, wall)
         if self.other_stable and self.state.state is RscState.STABLE:
             actions += self._maybe_failback(now, wall)
+            actions += self._recovery_on_peer_report(now, wall)
         return actions
 
     def _maybe_failback(self, now: float, wall: float) -> list[Action]:

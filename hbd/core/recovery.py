@@ -188,14 +188,35 @@ class Recovery(StandbyExchange):
 
     # --- handing over ------------------------------------------------------------------
 
+    def _unplaced(self) -> list[Group]:
+        """Unfit here, stopped here, and the live peer does not hold its set: it runs
+        nowhere (the peer restarted, say), though the peer could run it."""
+        if self.legacy or not self._peer_alive():
+            return []
+        peer_has = self.other_holds.mirror()
+        return [g for g in self.groups if g.state is GroupState.STOPPED
+                and self.health.unfit(g.key) and g.key not in self.retiring
+                and not peer_has & (Held.LOCAL if g.home == self.node else Held.FOREIGN)]
+
+    def _recovery_on_peer_report(self, now: float, wall: float) -> list[Action]:
+        """The peer said what it holds: offer it the unfit groups nobody runs."""
+        if self.health.handover_at is not None and now < self.health.handover_at:
+            return []  # an offer is under way, or the peer refused a moment ago
+        if not self._unplaced():
+            return []
+        return self._hand_over(now, wall)
+
     def _hand_over(self, now: float, wall: float) -> list[Action]:
-        """Give every RUNNING unfit group to the peer (its whole set), or strand it."""
+        """Give every RUNNING unfit group to the peer (its whole set), or strand it; offer
+        the peer the unfit groups that run nowhere (a standby of a set we do not hold
+        makes Heartbeat's peer acquire it)."""
         self.health.handover_at = None
         if self.shutdown_requested:
             return []
         unfit = [g for g in self.groups if g.state is GroupState.RUNNING
                  and self.health.unfit(g.key)]
-        if not unfit:
+        unplaced = self._unplaced()
+        if not unfit and not unplaced:
             return []
         if self.legacy or not self._peer_alive():
             why = ("auto_failback legacy has no standby to hand it over" if self.legacy
@@ -207,11 +228,11 @@ class Recovery(StandbyExchange):
             self.health.handover_at = now + HANDOVER_RETRY
             return []
         held = Held.NONE
-        for group in unfit:
+        for group in [*unfit, *unplaced]:
             held |= Held.LOCAL if group.home == self.node else Held.FOREIGN
         actions: list[Action] = [
             GroupRecovery(g.key, "move", "; ".join(r.detail for r in self.health.unfit(g.key)))
-            for g in unfit]
+            for g in [*unfit, *unplaced]]
         others = [g.key for g in self.groups.in_set(held) if g.active and g not in unfit]
         if others:
             actions.append(Notice("warning", f"handing [{held.wire}] to the peer: "
