@@ -249,3 +249,19 @@ def test_a_reload_with_monitor_lines_starts_checking_running_groups() -> None:
     before = len(net.events("n1", RunMonitor))
     net.run_for(2.0)
     assert len(net.events("n1", RunMonitor)) == before
+
+
+def test_a_bad_or_unexpected_refusal_changes_nothing() -> None:
+    net = cluster()
+    n2 = net.nodes["n2"]
+    since = net.now
+    for value in ("bogus\x01", "local"):  # malformed; well formed but no standby asked
+        tx = n2.engine.send("resource", [("rsc_hold", "local"), ("rtype", "full"),
+                                         ("isstable", "1"), ("hbd_refused", value)], net.wall)
+        net._apply(n2, [tx])
+        net.run_for(0.5)
+    warnings = [a.text for _, a in net.events("n1", Notice, since) if "hbd_refused" in a.text]
+    assert len(warnings) == 1 and "ignored" in warnings[0] and "\x01" not in warnings[0]
+    assert net.holders(G1) == ["n1"] and net.holders(G2) == ["n2"]
+    assert net.events("n1", GroupRecovery, since) == []
+    assert net.nodes["n1"].failover.standby.state.value == "not"

@@ -352,8 +352,13 @@ class Failover(Recovery, EngineComponent):
             self.other_holds |= held
         rx.peer.rsc_hold = self.other_holds.wire
         refused = message.get(REFUSED_FIELD)
-        if refused:
-            actions += self._standby_refused(rx.peer.name, shown(refused), now, wall)
+        if refused is not None:
+            refused_set = Held.parse(refused)
+            if refused_set is None:
+                actions.append(Notice("warning", f"bad {REFUSED_FIELD} '{shown(refused)}' "
+                                      f"from {rx.peer.name}: ignored"))
+            else:
+                actions += self._standby_refused(rx.peer.name, refused_set.wire, now, wall)
         was_stable = self.other_stable
         stable = message.get("isstable")
         if stable is not None:
