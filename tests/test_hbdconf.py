@@ -212,3 +212,14 @@ def test_check_config_describes_monitoring(tmp_path: Path) -> None:
     assert ("10.77.0.240/24/eth0: every 5000 ms, timeout 20000 ms, 1 failure(s); restart up "
             "to 2 time(s) in 3600 s, then hand 10.77.0.240/24/eth0 to the peer; failure kept "
             "until cleanup") in result.stdout
+
+
+def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
+    hacf = "cluster_stack corosync\nnode n1 n2\n"
+    texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
+                        0o100600, "hbd.conf", "\nmonitor 10.0.0.1\n")
+    config, problems = check(texts, node_name="n1")
+    assert config is not None
+    assert [str(p) for p in problems] == [
+        "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
+        "(yet); on cluster_stack corosync these lines have no effect"]
