@@ -152,6 +152,17 @@ def describe(config: ClusterConfig) -> str:
     lines.append(f"logging: {', '.join(logging_bits)}")
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
+    hbd = config.hbd
+    refresh = (f"every {hbd.garp_refresh_ms} ms while a group runs" if hbd.garp_refresh_ms
+               else "off")
+    lines.append(f"gratuitous ARP refresh: {refresh}")
+    places = list(hbd.notify)
+    if hbd.notify_dir is None:
+        places.append("notify.d in the configuration directory (if it exists)")
+    elif hbd.notify_dir:
+        places.append(f"{hbd.notify_dir}/")
+    lines.append(f"notify hooks: {', '.join(places) or 'none'}; "
+                 f"timeout {hbd.notify_timeout_ms} ms each")
     lines += _describe_health(config)
     return "\n".join(lines)
 

@@ -34,6 +34,7 @@ class MessageId:
     PARTITION_HEALED = "7880737a742a431d865aa114019e3a28"
     LOST_PACKETS = "fd6469fb6e884b70850fc435416e0c99"
     GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
+    HOOK_FAILED = "ce5f545a98e640bd94c746c3c5bb99f9"
     # resource monitoring (hbd.core.health, hbd.core.recovery)
     MONITOR_FAILURE = "6646effe062b4ac096d67490f5f41694"  # a check failed
     GROUP_RESTART = "b6f44628b1594ca39c52f9af04f0b448"  # restarted in place after a monitor failure

@@ -27,7 +27,7 @@ from hbd.core.haresources import IPv4Spec, IPv6Spec, parse_ipv4_spec, parse_ipv6
 from hbd.errors import HbdError, NetError
 from hbd.net import addresses, batch
 from hbd.net.addresses import AddressOutcome, VirtualAddress
-from hbd.net.arp import Announcement
+from hbd.net.arp import Announcement, announce_once
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,19 @@ class GroupRunner:
         vas = [self.resolved[r.id] for r in group.resources if r.id in self.resolved]
         if vas:
             self._announce(key, vas)
+
+    def refresh(self, key: str) -> None:
+        """One more round for the addresses of a group running here (hbd.conf garp_refresh).
+
+        A round of its own, beside any announcement still under way: the
+        sends are non-blocking and failures are logged by the Announcement.
+        """
+        group = self.groups.get(key)
+        if group is None:
+            return
+        vas = [self.resolved[r.id] for r in group.resources if r.id in self.resolved]
+        if vas:
+            announce_once(vas)
 
     async def prepare(self) -> None:
         """Resolve every native address now (one netlink dump), so a takeover only adds.

@@ -29,12 +29,21 @@ from typing import Any, ClassVar
 from hbd import configfiles, eventlog, logs
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
-from hbd.core.actions import Action, AnnounceGroup, RunMonitor, StartGroup, StopGroup
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    GroupStateChanged,
+    RunMonitor,
+    StartGroup,
+    StopGroup,
+)
 from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
 from hbd.core.recovery import Recovery
+from hbd.core.refresh import RefreshSchedule
 from hbd.errors import ConfigError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
+from hbd.hooks import HookRunner, HookSettings
 from hbd.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -77,6 +86,11 @@ class ServiceBase:
         self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
         self._timer_at: float | None = None  # when it fires
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
+        self._hurry = False  # a second SIGTERM: no waiting for anything any more
+        # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
+        self.hooks = HookRunner(options.node,
+                                HookSettings.from_conf(config.hbd, options.config_dir))
+        self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -134,7 +148,10 @@ class ServiceBase:
         # changes ResourcesHeld without a group event); _publish skips repeats.
         if self._loop is not None and any(not isinstance(a, self._ROUTINE) for a in actions):
             self._loop.call_soon(self._publish)
+            self.hooks.feed(actions, time.time())  # only queues: the hooks run elsewhere
         for action in actions:
+            if isinstance(action, GroupStateChanged) and self._loop is not None:
+                self.garp.group_state(action.group, action.new, self._loop.time())
             if isinstance(action, StartGroup):
                 assert self.runner is not None
                 eventlog.log_event(action)
@@ -163,7 +180,8 @@ class ServiceBase:
         cancel and re-arm per packet.
         """
         assert self._loop is not None
-        due = [t for t in (*self._deadlines(), self._watchdog_at) if t is not None]
+        due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer())
+               if t is not None]
         if not due:
             return
         deadline = min(due)
@@ -177,6 +195,9 @@ class ServiceBase:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         now, wall = self._now()
+        for key in self.garp.due(now):
+            if self.runner is not None:
+                self.runner.refresh(key)
         self._dispatch(self._timer_work(now, wall))
         self._feed_watchdog(now)
         self._arm()
@@ -239,6 +260,8 @@ class ServiceBase:
         self._arm()
         self._check_finished()
         await self._finished.wait()
+        # the hooks still see the last events (the groups' `stopped`), for a bounded time
+        await self.hooks.stop(0.0 if self._hurry else None)
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
         """The group runner finished a start or stop."""
@@ -291,6 +314,8 @@ class ServiceBase:
                     raise
                 self._configure_logging(new)
                 await self._apply(new)
+                self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
+                self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
                 self.config = new
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
@@ -311,6 +336,7 @@ class ServiceBase:
         if self._stopping:
             log.critical("%s received again: exiting now, without waiting for resources",
                          signame)
+            self._hurry = True
             self._finished.set()
             return
         log.info("%s received: stopping", signame)

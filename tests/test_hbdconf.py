@@ -61,6 +61,41 @@ def test_bad_lines_are_file_line_errors(text: str, message: str) -> None:
     assert config is None  # an error refuses the whole configuration
 
 
+def test_notify_and_garp_refresh_settings() -> None:
+    text = ("notify /usr/local/sbin/tell-db\nnotify /usr/local/sbin/page\n"
+            "notify_dir /srv/hbd/notify.d\nnotify_timeout 2.5\ngarp_refresh 60\n")
+    config, problems = check(_texts(text), node_name="n1")
+    assert config is not None and problems == []
+    hbd = config.hbd
+    assert hbd.notify == ("/usr/local/sbin/tell-db", "/usr/local/sbin/page")  # file order
+    assert (hbd.notify_dir, hbd.notify_timeout_ms, hbd.garp_refresh_ms) == (
+        "/srv/hbd/notify.d", 2500, 60_000)
+    default, _ = parse_hbdconf("")
+    assert (default.notify, default.notify_dir, default.notify_timeout_ms,
+            default.garp_refresh_ms) == ((), None, 10_000, 0)
+    off, problems = parse_hbdconf("notify_dir off\ngarp_refresh off\n")
+    assert (off.notify_dir, off.garp_refresh_ms, problems.items) == ("", 0, [])
+    assert parse_hbdconf("garp_refresh 250ms\n")[0].garp_refresh_ms == 250
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("notify tell-db\n", "hbd.conf:1: notify: 'tell-db' is not an absolute path"),
+    ("notify\n", "hbd.conf:1: notify: needs exactly one value, got 0"),
+    ("notify /a\nnotify /b\nnotify /a\n", "hbd.conf:3: notify: /a already listed at line 1"),
+    ("notify_dir notify.d\n",
+     "hbd.conf:1: notify_dir: 'notify.d' is not an absolute path (or 'off')"),
+    ("notify_dir /a\nnotify_dir /b\n", "hbd.conf:2: notify_dir: already set at line 1"),
+    ("notify_timeout 0\n", "hbd.conf:1: notify_timeout: bad time '0' (from 10 ms to 3600 s: "
+     "seconds like 2 or 1.5, or milliseconds like 500ms)"),
+    ("garp_refresh 50ms\n", "hbd.conf:1: garp_refresh: bad time '50ms' (0 or off, or from "
+     "100 ms to 86400 s: seconds like 60, or milliseconds like 500ms)"),
+    ("garp_refresh often\n", "hbd.conf:1: garp_refresh: bad time 'often' (0 or off, or from "
+     "100 ms to 86400 s: seconds like 60, or milliseconds like 500ms)"),
+])
+def test_bad_notify_and_garp_lines(text: str, message: str) -> None:
+    assert _messages(text) == [message]
+
+
 def test_every_problem_at_once() -> None:
     _, problems = parse_hbdconf("bogus\narp_count x\narp_interval 0\n")
     assert [p.line for p in problems.errors] == [1, 2, 3]

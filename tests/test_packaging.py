@@ -144,7 +144,7 @@ def test_deb_contents(deb: Built) -> None:
                  "/usr/share/doc/hbd/README.md",  # hbd.service's Documentation=
                  "/usr/share/doc/hbd/README.Debian",
                  "/usr/share/doc/hbd/examples/ha.cf", "/usr/share/doc/hbd/examples/haresources",
-                 "/usr/share/doc/hbd/examples/authkeys",
+                 "/usr/share/doc/hbd/examples/authkeys", "/usr/share/doc/hbd/examples/notify-log",
                  "/usr/share/doc/hbd/examples/50-hbd-haclient.rules.example",
                  "/usr/share/doc/hbd/examples/hbd-hardening.conf.example",
                  "/usr/lib/python3/dist-packages/hbd/daemon.py"):

@@ -19,6 +19,7 @@ DEFAULT_BAUD = 19200
 DEFAULT_HOPFUDGE = 1
 DEFAULT_MCAST_TTL = 1
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
+DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
 
 
 class Severity(enum.Enum):
@@ -284,6 +285,15 @@ class HbdConf:
     monitors: tuple[MonitorConf, ...] = ()
     restarts: tuple[RestartConf, ...] = ()
     expiries: tuple[ExpiryConf, ...] = ()
+    # notify hooks (hbd/hooks.py): `notify PATH` lines, run first, in file order
+    notify: tuple[str, ...] = ()
+    # `notify_dir`: a directory of hooks run after them, by name; None: `notify.d` in the
+    # configuration directory (when it exists); "": none (`notify_dir off`)
+    notify_dir: str | None = None
+    notify_timeout_ms: int = DEFAULT_NOTIFY_TIMEOUT_MS  # each hook's time limit
+    # keepalived's garp_master_refresh: re-announce the addresses of running groups this
+    # often; 0: never (only the arp_count rounds after a takeover)
+    garp_refresh_ms: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.config import ExpiryConf, HbdConf, MonitorConf, RestartConf
+from hbd.core.config import (
+    DEFAULT_NOTIFY_TIMEOUT_MS,
+    ExpiryConf,
+    HbdConf,
+    MonitorConf,
+    RestartConf,
+)
 from hbd.core.parsing import Problems, content_lines, is_decimal, parse_time_ms
 
 HBD_CONF = "hbd.conf"  # the file's name, beside ha.cf
@@ -205,10 +211,70 @@ def _failure_expiry(st: _State, line: int, args: list[str]) -> None:
     st.expiries.append(ExpiryConf(group, ms, line))
 
 
+def _path_problem(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "is not an absolute path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character"
+    if len(value) > 4096:
+        return "is longer than 4096 characters"
+    return None
+
+
+def _notify(st: _State, line: int, args: list[str]) -> None:
+    """`notify PATH`, repeatable: whether PATH exists is the run time's business (logged)."""
+    value = _one_value(st, line, "notify", args)
+    if value is None:
+        return
+    problem = _path_problem(value)
+    if problem is not None:
+        st.problems.error(line, f"notify: '{value}' {problem}")
+        return
+    hooks = st.values.setdefault("notify", {})
+    assert isinstance(hooks, dict)
+    if value in hooks:
+        st.problems.error(line, f"notify: {value} already listed at line {hooks[value]}")
+        return
+    hooks[value] = line
+    st.lines.setdefault("notify", line)
+
+
+def _notify_dir(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "notify_dir", args)
+    if value is None or not _once(st, line, "notify_dir"):
+        return
+    if value.lower() in ("off", "none"):
+        st.values["notify_dir"] = ""
+        return
+    problem = _path_problem(value)
+    if problem is not None:
+        st.problems.error(line, f"notify_dir: '{value}' {problem} (or 'off')")
+        return
+    st.values["notify_dir"] = value
+
+
+def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
+    value = _one_value(st, line, "garp_refresh", args)
+    if value is None or not _once(st, line, "garp_refresh"):
+        return
+    ms = 0 if value.lower() == "off" else parse_time_ms(value)
+    if ms is None or not (ms == 0 or 100 <= ms <= 86_400_000):
+        st.problems.error(line, f"garp_refresh: bad time '{value}' (0 or off, or from 100 ms "
+                          "to 86400 s: seconds like 60, or milliseconds like 500ms)")
+        return
+    st.values["garp_refresh"] = ms
+
+
 HANDLERS: dict[str, Handler] = {
     # gratuitous ARPs (unsolicited NAs) sent for each address a group brings up
     "arp_count": _int("arp_count", 0, 100),
     "arp_interval": _time("arp_interval", 1, 10_000),
+    # re-announce the addresses of running groups (keepalived's garp_master_refresh)
+    "garp_refresh": _garp_refresh,
+    # notify hooks (hbd/hooks.py)
+    "notify": _notify,
+    "notify_dir": _notify_dir,
+    "notify_timeout": _time("notify_timeout", 10, 3_600_000),
     # resource monitoring: a check, restarts in place, when a failure is forgotten
     "monitor": _monitor,
     "restart": _restart,
@@ -239,6 +305,14 @@ def _finish(st: _State) -> HbdConf:
     interval = st.values.get("arp_interval")
     assert count is None or isinstance(count, int)
     assert interval is None or isinstance(interval, int)
+    hooks = st.values.get("notify", {})
+    notify_dir = st.values.get("notify_dir")
+    timeout = st.values.get("notify_timeout", DEFAULT_NOTIFY_TIMEOUT_MS)
+    refresh = st.values.get("garp_refresh", 0)
+    assert isinstance(hooks, dict) and isinstance(timeout, int) and isinstance(refresh, int)
+    assert notify_dir is None or isinstance(notify_dir, str)
     return HbdConf(present=True, lines=dict(st.lines), arp_count=count,
-                   arp_interval_ms=interval, monitors=tuple(st.monitors),
-                   restarts=tuple(st.restarts), expiries=tuple(st.expiries))
+                   arp_interval_ms=interval, notify=tuple(hooks), notify_dir=notify_dir,
+                   notify_timeout_ms=timeout, garp_refresh_ms=refresh,
+                   monitors=tuple(st.monitors), restarts=tuple(st.restarts),
+                   expiries=tuple(st.expiries))
