@@ -298,6 +298,36 @@ class FenceSettings:
 
 
 @dataclass(frozen=True)
+class MonitorConf:
+    """hbd.conf `monitor TARGET interval= timeout= failures=`: a recurring health check."""
+
+    target: str  # a group key (all its resources) or one resource id, as in haresources
+    interval_ms: int = 10_000  # from the group's start (and each check's end) to the next
+    timeout_ms: int = 20_000  # a check still running then is killed and counts as failed
+    failures: int = 1  # consecutive failed checks that count as one failure of the group
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RestartConf:
+    """hbd.conf `restart GROUP max=N window=T`: restarts in place before handing over."""
+
+    group: str  # group key
+    max: int = 0  # restarts allowed within `window_ms`; 0: hand the group over at once
+    window_ms: int = 600_000
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ExpiryConf:
+    """hbd.conf `failure_expiry GROUP T|never`: when a failure here is forgotten."""
+
+    group: str
+    expiry_ms: int = 0  # 0: never (until `hbctl cleanup GROUP`)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class HbdConf:
     """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
 
@@ -307,6 +337,10 @@ class HbdConf:
     arp_count: int | None = None
     arp_interval_ms: int | None = None
     fencing: FenceSettings = field(default_factory=FenceSettings)
+    # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
+    monitors: tuple[MonitorConf, ...] = ()
+    restarts: tuple[RestartConf, ...] = ()
+    expiries: tuple[ExpiryConf, ...] = ()
     # notify hooks (hbd/hooks.py): `notify PATH` lines, run first, in file order
     notify: tuple[str, ...] = ()
     # `notify_dir`: a directory of hooks run after them, by name; None: `notify.d` in the

@@ -34,7 +34,14 @@ from hbd.core.config import (
     UcastLink,
 )
 from hbd.core.fields import DT_MAX_MS
-from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
+from hbd.core.parsing import (
+    Problems,
+    content_lines,
+    is_decimal,
+    one_value,
+    parse_bool,
+    parse_time_ms,
+)
 from hbd.core.stonithcf import check_stonith, parse_stonith, parse_stonith_host
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
@@ -82,16 +89,9 @@ def _need_args(st: _State, line: int, name: str, args: list[str], count: int) ->
     return True
 
 
-def _one_value(st: _State, line: int, name: str, args: list[str]) -> str | None:
-    if len(args) != 1:
-        st.problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
-        return None
-    return args[0]
-
-
 def _time(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         ms = parse_time_ms(value)
@@ -128,7 +128,7 @@ def _node(st: _State, line: int, args: list[str]) -> None:
 
 
 def _udpport(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "udpport", args)
+    value = one_value(st.problems, line, "udpport", args)
     if value is None:
         return
     port = _port(st, line, value, "udpport")
@@ -144,7 +144,7 @@ def _udpport(st: _State, line: int, args: list[str]) -> None:
 
 
 def _baud(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "baud", args)
+    value = one_value(st.problems, line, "baud", args)
     if value is None:
         return
     if not is_decimal(value) or int(value) not in BAUD_RATES:
@@ -229,7 +229,7 @@ def _serial(st: _State, line: int, args: list[str]) -> None:
 
 def _choice(name: str, parse: Callable[[str], object | None], hint: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         parsed = parse(value)
@@ -251,7 +251,7 @@ def _auto_failback_value(value: str) -> AutoFailback | None:
 
 
 def _nice_failback(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "nice_failback", args)
+    value = one_value(st.problems, line, "nice_failback", args)
     if value is None:
         return
     flag = parse_bool(value)
@@ -299,7 +299,7 @@ def _ping_group(st: _State, line: int, args: list[str]) -> None:
 
 
 def _logfacility(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "logfacility", args)
+    value = one_value(st.problems, line, "logfacility", args)
     if value is None:
         return
     lowered = value.lower()
@@ -314,7 +314,7 @@ def _logfacility(st: _State, line: int, args: list[str]) -> None:
 
 def _path(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
 
@@ -323,7 +323,7 @@ def _path(name: str) -> Handler:
 
 def _pacemaker(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         if parse_bool(value) is False:
@@ -339,7 +339,7 @@ def _pacemaker(name: str) -> Handler:
 
 
 def _autojoin(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "autojoin", args)
+    value = one_value(st.problems, line, "autojoin", args)
     if value is None:
         return
     if value.lower() != "none":
@@ -352,7 +352,7 @@ def _autojoin(st: _State, line: int, args: list[str]) -> None:
 
 def _positive_int(name: str, low: int, high: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         if not is_decimal(value) or not low <= int(value) <= high:
@@ -364,7 +364,7 @@ def _positive_int(name: str, low: int, high: int) -> Handler:
 
 
 def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "max_rexmit_delay", args)
+    value = one_value(st.problems, line, "max_rexmit_delay", args)
     if value is None:
         return
     # Heartbeat reads a bare number here as milliseconds.
@@ -376,7 +376,7 @@ def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
 
 
 def _msgfmt(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "msgfmt", args)
+    value = one_value(st.problems, line, "msgfmt", args)
     if value is None:
         return
     if value not in ("classic", "netstring"):
@@ -386,7 +386,7 @@ def _msgfmt(st: _State, line: int, args: list[str]) -> None:
 
 
 def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "cluster_stack", args)
+    value = one_value(st.problems, line, "cluster_stack", args)
     if value is None:
         return
     try:
@@ -436,7 +436,7 @@ def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
 

@@ -61,6 +61,7 @@ TEST_COMMANDS: Final = {
     "uname": "coreutils",  # platform.processor() and .architecture(), which Debian's
     "file": "file",  # pyroute2 0.7 calls when the system python3 imports it
     "kill": "procps",
+    "pgrep": "procps",  # no check's process left behind
     "nice": "coreutils",
     "rsyslogd": "rsyslog",  # the frozen-syslog test's receiver
     "socat": "socat",  # serial links as pty pairs
@@ -114,6 +115,8 @@ TEST_PATHS: Final = {
     "/usr/lib/polkit-1/polkitd": "polkitd",
     "/lib/systemd/systemd": "systemd",
     "/etc/init.d/hbd": OWN,  # installed from the .deb inside the systemd machine
+    # the monitoring test's LSB script, bind-mounted over /etc/init.d for each hbd
+    "/etc/init.d/udpsvc": OWN,
 }
 
 TESTS: Final = DEMO.extend(TEST_COMMANDS, TEST_PATHS)
