@@ -2,9 +2,10 @@
 
 The core (hbd.core.fencing) decides when to fence; this adapter carries out
 its FenceNode, CancelFence and CheckFenceDevices actions and reports back.
-Every device runs as its own process (asyncio subprocess, never a shell), in
-its own session so a timeout or a cancel kills it and its children, with a
-timeout (`fence_timeout`; none for meatware, which waits for an operator).
+Every device runs as its own process through hbd.childproc.run_child (never a
+shell), in its own session so a timeout or a cancel kills it and its children,
+with a timeout (`fence_timeout`; none for meatware, which waits for an
+operator).
 
 Secrets never reach an argv, a log line or D-Bus: ha.cf's `stonith_host`
 parameters go to `stonith -F` in a 0600 file under the runtime directory,
@@ -20,10 +21,11 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hbd.agents import DEFAULT_PATH
+from hbd.childproc import run_child
 from hbd.core.config import ClusterConfig, FenceAgent, FenceSettings, StonithDevice
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 STONITH = "stonith"  # cluster-glue's command
 AGENT_DIRS = ("/usr/sbin", "/sbin", "/usr/bin")
 OUTPUT_LIMIT = 4096  # bytes of a device's output kept for the masked detail
+ENV = {"PATH": DEFAULT_PATH, "LANG": "C", "LC_ALL": "C"}  # as the agents' and hooks'
 
 
 @dataclass(frozen=True)
@@ -167,23 +170,14 @@ class Fencer:
 
     async def _run(self, argv: list[str], stdin: bytes | None, timeout: float | None,
                    secrets: list[str]) -> _Outcome:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None
-                else asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, cwd="/", start_new_session=True)
-        except OSError as err:
-            return _Outcome(False, f"cannot run {argv[0]}: {err.strerror}")
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
-        except (TimeoutError, asyncio.CancelledError) as err:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its children
-            await proc.wait()
-            if isinstance(err, asyncio.CancelledError):
-                raise
+        # hbd.childproc: its own session (a timeout or a cancel kills it and its
+        # children), a small environment, output and stderr in one pipe of our own
+        run = await run_child(argv, ENV, timeout, OUTPUT_LIMIT, merge_stderr=True, stdin=stdin)
+        if run.error is not None:
+            return _Outcome(False, f"cannot run {argv[0]}: {_mask(run.error, secrets)}")
+        if run.timed_out:
             return _Outcome(False, f"timed out after {timeout:g} s")
-        said = _last_line(out, secrets)
-        if proc.returncode == 0:
+        said = _last_line(run.stdout, secrets)
+        if run.rc == 0:
             return _Outcome(True, "OK")
-        return _Outcome(False, f"exit code {proc.returncode}" + (f": {said}" if said else ""))
+        return _Outcome(False, f"exit code {run.rc}" + (f": {said}" if said else ""))
