@@ -14,7 +14,7 @@ The rules follow hb_resource.c (see docs/heartbeat-protocol.md §3.5-§3.9):
   takes over at once without waiting for deadtime;
 * a dead peer's groups are taken (`resource … info=mach_down`) and
   `stonith node=… result=…` is announced; with fence devices configured,
-  only after the peer was fenced (fencing.py: `_fence_then`);
+  only after the peer was fenced (peerloss.py, fencing.py);
 * split brain: see `_resolve_contest`.
 
 Group work (start/stop) goes out as actions; the daemon reports back with
@@ -34,13 +34,14 @@ from hbd.core.actions import (
 )
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, EngineComponent, Handler, Received
-from hbd.core.fencing import Fencing, race_delay
+from hbd.core.fencing import Fencing
 from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
 from hbd.core.health import Health
 from hbd.core.membership import NodeStatus, Peer
-from hbd.core.recovery import REFUSED_FIELD, Recovery
+from hbd.core.peerloss import PeerLoss
+from hbd.core.recovery import REFUSED_FIELD
 from hbd.core.resources import (
     Group,
     GroupState,
@@ -56,7 +57,7 @@ DECLARED_DEAD_FIELD = "hbd_declared_dead"
 CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
 
 
-class Failover(Recovery, EngineComponent):
+class Failover(PeerLoss, EngineComponent):
     """The resource side of one node: a component of the Engine (see Engine.attach)."""
 
     def __init__(self, engine: Engine, config: ClusterConfig) -> None:
@@ -482,52 +483,7 @@ class Failover(Recovery, EngineComponent):
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
             actions.append(Notice("warning", "standby cancelled: the peer died"))
-        if self.fencing.configured and not self.peer_shut_down:
-            return actions + self._fence_then_take(peer, theirs, now)
-        result = "unneeded" if held_nothing else "n_stnth"
-        if held_nothing:
-            actions.append(Notice("info", f"Dead node {peer.name} gave up resources."))
-        else:
-            actions.append(Notice("warning", "No STONITH device configured: taking over "
-                                  f"{peer.name}'s groups without fencing it."))
-        actions.append(self._send("stonith", [("node", peer.name), ("result", result)], wall))
-        if self.shutdown_requested:
-            return actions
-        if self.state.state is not RscState.STABLE:
-            self.state.move(RscState.STABLE)
-        self.needs_failback = True
-        missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-        return actions + self._start(missing, f"{peer.name} is dead",
-                                     self._tell_peer(stable=True, info="mach_down"), now, wall)
-
-    def _race_delay(self, theirs: int) -> float:
-        ours = sum(1 for g in self.groups if g.state in (GroupState.RUNNING, GroupState.STARTING))
-        nodes = self.engine.config.hacf.nodes
-        return race_delay(ours, theirs, bool(nodes) and nodes[0] == self.node,
-                          self.fencing.settings)
-
-    def _fence_then_take(self, peer: Peer, theirs: int, now: float) -> list[Action]:
-        """Fence the lost peer; its groups are started here only once that succeeded.
-
-        The continuation runs seconds (or an admin's confirmation) later: it
-        re-checks that the peer is still lost and that we are not stopping.
-        """
-        def then(now: float, wall: float) -> list[Action]:
-            actions = [self._send("stonith", [("node", peer.name), ("result", "OK")], wall)]
-            if self.shutdown_requested or peer.alive:
-                return actions
-            if self.state.state is not RscState.STABLE:
-                self.state.move(RscState.STABLE)
-            self.needs_failback = True
-            missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-            return actions + self._start(missing, f"{peer.name} is dead (fenced)",
-                                         self._tell_peer(stable=True, info="mach_down"),
-                                         now, wall)
-        return self.fencing.begin(peer.name, self._race_delay(theirs), then, now)
-
-    def fencing_confirm(self, node: str, now: float, wall: float) -> list[Action]:
-        """An admin confirms `node` is down (hbctl fence confirm); raises NotFencing."""
-        return self.fencing.confirm(node, now, wall)
+        return actions + self._take_lost_peer(peer, held_nothing, theirs, now, wall)
 
     def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""
