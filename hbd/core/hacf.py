@@ -443,14 +443,11 @@ def _simple(name: str) -> Handler:
     return handle
 
 
-def _stonith(st: _State, line: int, args: list[str]) -> None:
-    if (device := parse_stonith(st.problems, line, args)) is not None:
-        st.stonith.append(device)
-
-
-def _stonith_host(st: _State, line: int, args: list[str]) -> None:
-    if (device := parse_stonith_host(st.problems, line, args)) is not None:
-        st.stonith.append(device)
+def _stonith(parse: Callable[[Problems, int, list[str]], StonithDevice | None]) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        if (device := parse(st.problems, line, args)) is not None:
+            st.stonith.append(device)
+    return handle
 
 
 HANDLERS: dict[str, Handler] = {
@@ -484,8 +481,8 @@ HANDLERS: dict[str, Handler] = {
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
     "group_order": _group_order,
-    "stonith": _stonith,
-    "stonith_host": _stonith_host,
+    "stonith": _stonith(parse_stonith),
+    "stonith_host": _stonith(parse_stonith_host),
     "arp_count": _positive_int("arp_count", 0, 100),
     "arp_interval": _time("arp_interval"),
 }
@@ -543,10 +540,8 @@ def _finish(st: _State) -> HaCf:
         ping_groups=tuple(st.ping_groups),
         stonith=tuple(st.stonith),
     )
-    check_stonith(st.problems, st.stonith, st.nodes)
-    if st.stonith and st.values.get("cluster_stack") is ClusterStack.COROSYNC:
-        st.problems.warning(st.stonith[0].line, "stonith: not used on the corosync stack "
-                            "(hbd fences only on its own heartbeat stack)")
+    check_stonith(st.problems, st.stonith, st.nodes,
+                  corosync=st.values.get("cluster_stack") is ClusterStack.COROSYNC)
     overrides: dict[str, object] = {}
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),

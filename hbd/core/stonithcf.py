@@ -64,8 +64,13 @@ def parse_stonith_host(problems: Problems, line: int, args: list[str]) -> Stonit
     return StonithDevice(type=kind, hostfrom=host.lower(), params=" ".join(params), line=line)
 
 
-def check_stonith(problems: Problems, devices: list[StonithDevice], nodes: list[str]) -> None:
-    """Cross-checks once every line is read: a HOSTFROM that is no node is a typo."""
+def check_stonith(problems: Problems, devices: list[StonithDevice], nodes: list[str], *,
+                  corosync: bool = False) -> None:
+    """Cross-checks once every line is read: a HOSTFROM that is no node is a typo; the
+    corosync stack (`corosync`) does not fence."""
+    if devices and corosync:
+        problems.warning(devices[0].line, "stonith: not used on the corosync stack "
+                         "(hbd fences only on its own heartbeat stack)")
     for device in devices:
         if device.hostfrom != "*" and nodes and device.hostfrom not in nodes:
             problems.warning(device.line, f"stonith_host: '{device.hostfrom}' is not a node "
