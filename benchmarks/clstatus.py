@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
 from benchmarks.common import ROOT, median, save, table
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.hbpeer import HeartbeatPeer
 from tests.infra.netns import Lab, wait_for
 
@@ -28,7 +28,7 @@ QUERIES = [("nodestatus", "n2"), ("listnodes", "-v"), ("rscstatus",)]
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, capture_output=True, timeout=30, env=env)
+    commands.run(argv, capture_output=True, timeout=30, env=env)
     return time.perf_counter() - t0
 
 

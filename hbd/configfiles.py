@@ -117,6 +117,23 @@ def _link_text(link: object) -> str:
     return repr(link)
 
 
+def _fencing_text(config: ClusterConfig) -> str:
+    """Which devices this node fences with; never their parameters (passwords)."""
+    device = config.hacf.stonith_for(config.node_name)
+    fencing = config.hbd.fencing
+    devices = []
+    if device is not None:
+        where = f"ha.cf:{device.line}" if device.line else "ha.cf"
+        devices.append(f"{device.type} ({where}"
+                       + (f", parameters in {device.config_file})" if device.config_file else ")"))
+    devices += [f"{agent.agent} ({HBD_CONF}:{agent.line})" for agent in fencing.agents]
+    if not devices:
+        return "fencing: none (no stonith, stonith_host or fence_agent for this node)"
+    return (f"fencing: {', '.join(devices)}; race delay {fencing.race_delay_ms} ms, retry "
+            f"every {fencing.retry_ms} ms, timeout {fencing.timeout_ms} ms, status check "
+            f"every {fencing.status_interval_ms} ms")
+
+
 def describe(config: ClusterConfig) -> str:
     """The effective cluster as an admin wants to see it (hbd --check-config)."""
     hacf = config.hacf
@@ -165,6 +182,40 @@ def describe(config: ClusterConfig) -> str:
             for a in hacf.apiauth)
         lines.append(f"client API (cl_status): apiauth {entries}; Heartbeat's defaults "
                      "for other clients")
+    lines.append(_fencing_text(config))
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
+    hbd = config.hbd
+    refresh = (f"every {hbd.garp_refresh_ms} ms while a group runs" if hbd.garp_refresh_ms
+               else "off")
+    lines.append(f"gratuitous ARP refresh: {refresh}")
+    places = list(hbd.notify)
+    if hbd.notify_dir is None:
+        places.append("notify.d in the configuration directory (if it exists)")
+    elif hbd.notify_dir:
+        places.append(f"{hbd.notify_dir}/")
+    lines.append(f"notify hooks: {', '.join(places) or 'none'}; "
+                 f"timeout {hbd.notify_timeout_ms} ms each")
+    lines += _describe_health(config)
     return "\n".join(lines)
+
+
+def _describe_health(config: ClusterConfig) -> list[str]:
+    hbd = config.hbd
+    if not hbd.monitors:
+        return ["monitoring: none"]
+    restarts = {r.group: r for r in hbd.restarts}
+    expiries = {e.group: e.expiry_ms for e in hbd.expiries}
+    owner = {r.id: g.key for g in config.groups for r in g.resources}
+    lines = ["monitoring:"]
+    for m in hbd.monitors:
+        keys = {g.key for g in config.groups}
+        key = m.target if m.target in keys else owner.get(m.target, m.target)
+        restart = restarts.get(key)
+        policy = (f"restart up to {restart.max} time(s) in {restart.window_ms // 1000} s"
+                  if restart is not None and restart.max else "no restart")
+        expiry = expiries.get(key, 0)
+        lines.append(f"  {m.target}: every {m.interval_ms} ms, timeout {m.timeout_ms} ms, "
+                     f"{m.failures} failure(s); {policy}, then hand {key} to the peer; "
+                     "failure kept " + (f"{expiry // 1000} s" if expiry else "until cleanup"))
+    return lines

@@ -40,6 +40,18 @@ class GroupInfo:
     home: str  # the haresources node
     owner: str  # the node running it, "" when nobody does
     state: str  # stopped, starting, running, stopping, blocked (our side's view)
+    # resource monitoring on this node (hbd.core.health); defaults: not monitored
+    fail_count: int = 0  # failures since the last cleanup or expiry
+    last_monitor: str = ""  # "", "ok" or "failed: <detail>"
+    last_monitor_at: float = 0.0  # wall clock of that check's end, 0 for none
+    unfit: str = ""  # why it must not run here ("" when it may), e.g. a monitor failure
+
+
+@dataclass(frozen=True)
+class FenceInfo:
+    node: str  # the peer being (or last) fenced
+    state: str  # delayed, fencing, waiting-confirmation, failed, fenced (hbd.core.fencing)
+    detail: str  # what is happening, for admins (never a device parameter)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class Snapshot:
     quorum_votes: int = 0  # votes needed for quorum
     placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
     ping_nodes: tuple[PingInfo, ...] = ()  # ha.cf ping and ping_group (heartbeat stack)
+    fencing: tuple[FenceInfo, ...] = ()  # peers whose fencing is not "none"
+    fence_device: str = "none"  # none (no device), unknown (not checked yet), ok, failed
 
     @property
     def quorum(self) -> str:
@@ -77,5 +91,7 @@ class Controller(Protocol):
     async def reload(self) -> None: ...
 
     async def cleanup(self, group: str) -> None: ...
+
+    async def fence_confirm(self, node: str) -> None: ...
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]: ...

@@ -29,12 +29,22 @@ from typing import Any, ClassVar
 from hbd import configfiles, eventlog, logs
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
-from hbd.core.actions import Action, AnnounceGroup, StartGroup, StopGroup
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    GroupStateChanged,
+    RunMonitor,
+    StartGroup,
+    StopGroup,
+)
 from hbd.core.config import ClusterConfig
 from hbd.core.fifomsg import FifoCommand
 from hbd.core.groupwork import GroupWork
-from hbd.errors import ConfigError, HbdError, NoSuchGroup
+from hbd.core.recovery import Recovery
+from hbd.core.refresh import RefreshSchedule
+from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
+from hbd.hooks import HookRunner, HookSettings
 from hbd.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -83,6 +93,11 @@ class ServiceBase:
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
         self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
         self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
+        self._hurry = False  # a second SIGTERM: no waiting for anything any more
+        # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
+        self.hooks = HookRunner(options.node,
+                                HookSettings.from_conf(config.hbd, options.config_dir))
+        self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -140,7 +155,10 @@ class ServiceBase:
         # changes ResourcesHeld without a group event); _publish skips repeats.
         if self._loop is not None and any(not isinstance(a, self._ROUTINE) for a in actions):
             self._loop.call_soon(self._publish)
+            self.hooks.feed(actions, time.time())  # only queues: the hooks run elsewhere
         for action in actions:
+            if isinstance(action, GroupStateChanged) and self._loop is not None:
+                self.garp.group_state(action.group, action.new, self._loop.time())
             if isinstance(action, StartGroup):
                 assert self.runner is not None
                 eventlog.log_event(action)
@@ -152,6 +170,10 @@ class ServiceBase:
             elif isinstance(action, AnnounceGroup):
                 assert self.runner is not None
                 self.runner.announce(action.group)
+            elif isinstance(action, RunMonitor):
+                assert self.runner is not None
+                self.runner.monitor(action.group, action.resources, action.timeout,
+                                    action.token)
             elif self._carry_out(action):
                 pass
             elif not eventlog.log_event(action):
@@ -165,7 +187,8 @@ class ServiceBase:
         cancel and re-arm per packet.
         """
         assert self._loop is not None
-        due = [t for t in (*self._deadlines(), self._watchdog_at) if t is not None]
+        due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer())
+               if t is not None]
         if not due:
             return
         deadline = min(due)
@@ -179,6 +202,9 @@ class ServiceBase:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         now, wall = self._now()
+        for key in self.garp.due(now):
+            if self.runner is not None:
+                self.runner.refresh(key)
         self._dispatch(self._timer_work(now, wall))
         self._feed_watchdog(now)
         self._arm()
@@ -199,7 +225,7 @@ class ServiceBase:
         """Before joining: resolve the addresses, and stop whatever a previous hbd left up."""
         assert self._loop is not None
         self.runner = GroupRunner(self.config, make_agent_runner(self.options, self.config),
-                                  self._group_done)
+                                  self._group_done, self._monitor_done)
         await self.runner.prepare()
         for key, error in (await self.runner.stop_stale()).items():
             log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
@@ -298,6 +324,8 @@ class ServiceBase:
         self._arm()
         self._check_finished()
         await self._finished.wait()
+        # the hooks still see the last events (the groups' `stopped`), for a bounded time
+        await self.hooks.stop(0.0 if self._hurry else None)
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
         """The group runner finished a start or stop."""
@@ -308,6 +336,18 @@ class ServiceBase:
             self._dispatch(self._group_work().group_done(key, operation, ok, detail, now, wall))
         except HbdError as err:
             log.error("group %s: %s", key, err)
+        self._arm()
+        self._check_finished()
+
+    def _monitor_done(self, key: str, token: int, ok: bool, detail: str) -> None:
+        """The group runner finished a check (RunMonitor)."""
+        work = self._group_work()
+        if not isinstance(work, Recovery):
+            return
+        now, wall = self._now()
+        log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,
+                "ok" if ok else "FAILED", detail)
+        self._dispatch(work.monitor_done(key, token, ok, detail, now, wall))
         self._arm()
         self._check_finished()
 
@@ -338,6 +378,8 @@ class ServiceBase:
                     raise
                 self._configure_logging(new)
                 await self._apply(new)
+                self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
+                self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
                 self.config = new
                 if self.api is not None:
                     from hbd.apiserver import resolve_apiauth
@@ -362,6 +404,7 @@ class ServiceBase:
         if self._stopping:
             log.critical("%s received again: exiting now, without waiting for resources",
                          signame)
+            self._hurry = True
             self._finished.set()
             return
         log.info("%s received: stopping", signame)
@@ -403,6 +446,10 @@ class ServiceBase:
     async def release(self, scope: str) -> None:
         log.info("standby [%s] requested", scope)
         self._command("release", scope)
+
+    async def fence_confirm(self, node: str) -> None:
+        """Overridden by the stacks that fence (the Heartbeat stack)."""
+        raise NotFencing(f"this stack does not fence: nothing to confirm for {node!r}")
 
     async def cleanup(self, group: str) -> None:
         if group not in self._group_work().groups.groups:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
+from hbd.control import FenceInfo, GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
 from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
 from hbd.core.membership import LinkStatus
@@ -62,10 +62,28 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
     def owner(key: str) -> str:
         return peer.name if key in peer_groups and peer is not None else ""
 
-    return replace(_build(engine.node, nodes, failover, owner, failover.rscstatus()),
-                   links=tuple(links),
+    fencing = failover.fencing
+    fence_rows = tuple(FenceInfo(node, t.fsm.state.value, t.detail)
+                       for node, t in fencing.targets.items() if t.fsm.state.value != "none")
+    device = ("none" if not fencing.configured else "unknown" if fencing.device_ok is None
+              else "ok" if fencing.device_ok else "failed")
+    snap = _build(engine.node, nodes, failover, owner, failover.rscstatus())
+    return replace(snap, groups=tuple(_with_health(g, failover) for g in snap.groups),
+                   links=tuple(links), fencing=fence_rows, fence_device=device,
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
                                     for name, up in pings or ()))
+
+
+def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
+    health = failover.health.groups.get(group.key)
+    if health is None:
+        return group
+    last = health.last_result
+    if last == "failed":
+        last = f"failed: {health.last_detail}"
+    return replace(group, fail_count=health.fail_count, last_monitor=last,
+                   last_monitor_at=health.last_at,
+                   unfit="; ".join(r.detail for r in health.unfit.values()))
 
 
 def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],

@@ -15,7 +15,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, SendPing, StartGroup, StopGroup, Transmit
+from hbd.core.actions import (
+    Action,
+    CheckFenceDevices,
+    FenceNode,
+    RunMonitor,
+    SendPing,
+    StartGroup,
+    StopGroup,
+    Transmit,
+)
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.engine import Engine, EngineComponent
@@ -28,12 +37,13 @@ WALL0 = 1_800_000_000.0
 def make_config(node: str, *, nodes: tuple[str, ...] = ("n1", "n2"), links: int = 2,
                 keepalive: str = "100ms", deadtime: str = "500ms", warntime: str = "300ms",
                 initdead: str = "1", extra: str = "", haresources: str = "",
-                authkeys: str = "auth 1\n1 sha1 simsecret\n") -> ClusterConfig:
+                authkeys: str = "auth 1\n1 sha1 simsecret\n",
+                hbdconf: str | None = None) -> ClusterConfig:
     media = "".join(f"bcast eth{i}\n" for i in range(links))
     hacf = (f"keepalive {keepalive}\ndeadtime {deadtime}\nwarntime {warntime}\n"
             f"initdead {initdead}\n{media}node {' '.join(nodes)}\n{extra}")
     return assemble(ConfigTexts("ha.cf", hacf, "haresources", haresources, "authkeys",
-                                authkeys, 0o100600), node_name=node)
+                                authkeys, 0o100600, "hbd.conf", hbdconf), node_name=node)
 
 
 @dataclass
@@ -61,6 +71,20 @@ class GroupRunner:
     hang_start: set[str] = field(default_factory=set)  # group keys whose start never ends
     hang_stop: set[str] = field(default_factory=set)
     timeout: float = 60.0  # --start-timeout / --stop-timeout: a hang fails after this
+    # monitors: a group in `broken` fails its checks until a start repairs it (unless it is
+    # also in `stays_broken`); `hang_monitor` checks never answer (a failure at timeout)
+    broken: set[str] = field(default_factory=set)
+    stays_broken: set[str] = field(default_factory=set)
+    hang_monitor: set[str] = field(default_factory=set)
+    monitor_delay: float = 0.002
+
+    def check(self, monitor: RunMonitor) -> tuple[float, bool, str]:
+        """(seconds until the runner reports, ok, detail) for one monitor."""
+        if monitor.group in self.hang_monitor:
+            return monitor.timeout, False, f"monitor timed out after {monitor.timeout:g}s"
+        if monitor.group in self.broken:
+            return self.monitor_delay, False, "monitor: not running (rc=7)"
+        return self.monitor_delay, True, "monitor: running (rc=0)"
 
     def outcome(self, group: str, start: bool) -> tuple[float, bool, str]:
         """(seconds until the runner reports, ok, detail) for one operation."""
@@ -101,6 +125,13 @@ class SimNet:
         self._work: list[tuple[float, int, SimNode, str, str, bool, str]] = []
         # drop(sender, receiver, link, payload) -> True drops that copy
         self.drop: Callable[[str, str, int, bytes], bool] | None = None
+        # a simulated power switch: a reset takes fence_delay s and powers the target off
+        # (a reset issued is carried out even if its issuer dies meanwhile); resets of
+        # the nodes in fence_fail fail
+        self.fence_delay = 0.05
+        self.fence_fail: set[str] = set()
+        self.fenced: list[tuple[float, str, str]] = []  # (when, by, target) resets done
+        self._fences: list[tuple[float, int, SimNode, str, int]] = []
         self._counter = 0
         self._make = make_engine or (lambda cfg, now, gen: Engine(
             cfg, uuid=cfg.node_name.encode().ljust(16, b"\0"), generation=gen, now=now))
@@ -139,6 +170,17 @@ class SimNet:
             elif isinstance(action, SendPing):
                 if action.address not in node.unreachable:
                     node.pings.ping_reply(action.address, self.now + 0.001)
+            elif isinstance(action, FenceNode):
+                self._counter += 1
+                heapq.heappush(self._fences, (self.now + self.fence_delay, self._counter, node,
+                                              action.node, action.attempt))
+            elif isinstance(action, CheckFenceDevices):
+                self._apply(node, node.failover.fencing.devices_checked(True, "ok", self.now))
+            elif isinstance(action, RunMonitor):
+                delay, ok, detail = node.runner.check(action)
+                self._counter += 1
+                heapq.heappush(self._work, (self.now + delay, self._counter, node, action.group,
+                                            f"monitor:{action.token}", ok, detail))
             elif isinstance(action, StartGroup | StopGroup):
                 start = isinstance(action, StartGroup)
                 delay, ok, detail = node.runner.outcome(action.group, start)
@@ -156,13 +198,33 @@ class SimNet:
             heapq.heappush(self._work, (self.now + 0.001, self._counter, node, group,
                                         operation, ok, detail))
             return
+        if operation.startswith("monitor:"):
+            token = int(operation.partition(":")[2])
+            self._apply(node, node.failover.monitor_done(group, token, ok, detail,
+                                                         self.now, self.wall))
+            return
         if operation == "start":
             if ok:
                 node.running.add(group)
+                if group not in node.runner.stays_broken:
+                    node.runner.broken.discard(group)
         elif ok:
             node.running.discard(group)
         self._apply(node, node.failover.group_done(group, operation, ok, detail,
                                                    self.now, self.wall))
+
+    def _finish_fence(self) -> None:
+        _, _, issuer, target, attempt = heapq.heappop(self._fences)
+        ok = target not in self.fence_fail
+        victim = self.nodes.get(target)
+        if ok and victim is not None:
+            victim.alive = False  # powered off: its resources are gone with it
+            victim.running.clear()
+            self.fenced.append((self.now, issuer.name, target))
+        if issuer.alive and self.nodes.get(issuer.name) is issuer:
+            self._apply(issuer, issuer.failover.fencing.fence_done(
+                target, attempt, ok, "" if ok else "simulated device failure", self.now,
+                self.wall))
 
     def holders(self, group: str) -> list[str]:
         """Nodes where the group's resources are up right now."""
@@ -211,12 +273,15 @@ class SimNet:
             packet_at = self._queue[0][0] if self._queue else inf
             work_at = self._work[0][0] if self._work else inf
             t_at = timer_at if timer_at is not None else inf
-            nxt = min(packet_at, t_at, work_at)
+            fence_at = self._fences[0][0] if self._fences else inf
+            nxt = min(packet_at, t_at, work_at, fence_at)
             if nxt > end:
                 self.now = end
                 return
             self.now = max(self.now, nxt)
-            if work_at <= min(packet_at, t_at):
+            if fence_at <= min(packet_at, t_at, work_at):
+                self._finish_fence()
+            elif work_at <= min(packet_at, t_at):
                 self._finish_work()
             elif packet_at <= t_at:
                 _, _, name, link, data = heapq.heappop(self._queue)

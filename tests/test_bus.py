@@ -43,6 +43,7 @@ from hbd.bus.names import (
 from hbd.bus.service import BusService
 from hbd.control import GroupInfo, LinkInfo, NodeInfo, Snapshot
 from hbd.errors import Busy, ConfigError, HbdError
+from tests.infra import commands
 from tests.infra.privbus import PrivateBus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,8 +221,8 @@ def dbus_send(bus: PrivateBus, user: str, member: str, *args: str,
     argv = ["dbus-send", "--system", "--print-reply", f"--dest={BUS_NAME}", OBJECT_PATH,
             f"{MANAGER_IFACE}.{member}", *args]
     if user == "root":
-        return subprocess.run(argv, env=bus.env(), capture_output=True, text=True, timeout=30,
-                              check=False)
+        return commands.run(argv, env=bus.env(), capture_output=True, text=True, timeout=30,
+                            check=False)
     return bus.run_as(user, argv)
 
 
@@ -431,6 +432,30 @@ def test_properties_changed_and_signals(hbd_bus: PrivateBus, served: ServiceThre
         assert watcher.summary() == []
     finally:
         watcher.close()
+
+
+def test_monitoring_state_emits_properties_changed(hbd_bus: PrivateBus,
+                                                   served: ServiceThread) -> None:
+    watcher = SignalWatcher(hbd_bus.address)
+    try:
+        failed = replace(SNAP, groups=(GroupInfo(VIP, "n1", "n2", "stopped", 1,
+                                                 "failed: apache: monitor failed: rc=1",
+                                                 1_800_000_000.5, "monitor failed"),))
+        served.publish(failed)
+        msg = watcher.wait(properties_changed(OBJECT_PATH, MANAGER_IFACE, "GroupHealth"))
+        assert msg.body[1]["GroupHealth"].value == [
+            [VIP, 1, "failed: apache: monitor failed: rc=1", 1_800_000_000_500_000,
+             "monitor failed"]]
+        msg = watcher.wait(properties_changed(group_path(VIP), GROUP_IFACE, "FailCount"))
+        changed = {k: v.value for k, v in msg.body[1].items()}
+        assert {k: changed[k] for k in ("FailCount", "LastMonitor", "LastMonitorTime",
+                                        "FailedHere")} == {
+            "FailCount": 1,
+            "LastMonitor": "failed: apache: monitor failed: rc=1",
+            "LastMonitorTime": 1_800_000_000_500_000, "FailedHere": "monitor failed"}
+    finally:
+        watcher.close()
+        served.publish(SNAP)
 
 
 # --- losing the bus --------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import HbPeerFactory, LabFactory
 from tests.infra.hbpeer import HeartbeatPeer
 from tests.infra.netns import Lab, wait_for
@@ -42,7 +42,7 @@ class Pair:
     ping: str
 
     def on_hbd(self, *args: str) -> tuple[int, str]:
-        result = subprocess.run(self.lab.argv(self.hbd.node, self.hbd.cl_status_argv(*args)),
+        result = commands.run(self.lab.argv(self.hbd.node, self.hbd.cl_status_argv(*args)),
                                 capture_output=True, text=True, timeout=30,
                                 env={**os.environ, "HA_LOGFACILITY": "none"})
         return result.returncode, result.stdout
@@ -52,7 +52,7 @@ class Pair:
         script = 'mount --bind "$0" /run && exec "$@"'
         argv = ["unshare", "-m", "sh", "-c", script, str(self.hbd.api_run), sys.executable,
                 "-m", "hbd.cli.clstatus", *args]
-        result = subprocess.run(self.lab.argv(self.hbd.node, argv), capture_output=True,
+        result = commands.run(self.lab.argv(self.hbd.node, argv), capture_output=True,
                                 text=True, timeout=30, env={**os.environ, "PYTHONPATH": ROOT})
         return result.returncode, result.stdout
 
@@ -95,7 +95,7 @@ def pair(request: pytest.FixtureRequest, lab: Lab,
             lab.run(node, ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"], check=False)
 
 
-def commands(ping: str) -> list[tuple[str, ...]]:
+def queries(ping: str) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = [
         ("hbstatus",), ("hbstatus", "-v"),
         ("listnodes",), ("listnodes", "-n"), ("listnodes", "-p"), ("listnodes", "-v"),
@@ -119,7 +119,7 @@ def commands(ping: str) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("pair", PLACEMENTS, indirect=True)
 def test_every_subcommand_answers_as_on_heartbeat(pair: Pair) -> None:
     differences = []
-    for args in commands(pair.ping):
+    for args in queries(pair.ping):
         hbd, heartbeat = pair.on_hbd(*args), pair.on_heartbeat(*args)
         # the version's build note differs: "3.0.6 (node: <changeset>)" / "3.0.6 (hbd X)"
         hbd = hbd[0], re.sub(r"3\.0\.6 \(hbd [^)]*\)", "3.0.6 (build)", hbd[1])
@@ -134,7 +134,7 @@ def test_every_subcommand_answers_as_on_heartbeat(pair: Pair) -> None:
 def test_our_cl_status_says_what_debians_says(pair: Pair) -> None:
     """The Python cl_status shipped for machines without heartbeat, against the same node."""
     differences = []
-    for args in [*commands(pair.ping), ("rscstatus",), ("rscstatus", "-m"), ("listnodes", "-m"),
+    for args in [*queries(pair.ping), ("rscstatus",), ("rscstatus", "-m"), ("listnodes", "-m"),
                  ("nodestatus",), ("listhblinks",), ("listnodes", "-x"), ()]:
         ours, debians = pair.ours_on_hbd(*args), pair.on_hbd(*args)
         if ours != debians:
@@ -202,7 +202,7 @@ def test_junk_and_strangers_on_the_api_socket(pair: Pair) -> None:
         reply = dict(decode(body))
         assert reply["result"] == "badreq" and reply["info"] == "bad pid"
     # cl_status is setgid haclient: any user may run it, as with Heartbeat
-    result = subprocess.run(pair.lab.argv(pair.hbd.node, [
+    result = commands.run(pair.lab.argv(pair.hbd.node, [
         "unshare", "-m", "sh", "-c", 'mount --bind "$0" /run && exec setpriv --reuid=nobody '
         '--regid=nogroup --clear-groups cl_status nodestatus n2', str(pair.hbd.api_run)]),
         capture_output=True, text=True, timeout=30)

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from hbd.core.fifomsg import (
     interpret,
 )
 from hbd.fifo import FIFO_MODE, HeartbeatFifo
+from tests.infra import commands as cmds
 
 HB_STANDBY = b">>>\nt=ask_resources\nrsc_hold=local\ninfo=me\n<<<\n"
 
@@ -185,8 +185,8 @@ def test_real_ha_clustermsg_writes_what_we_read(tmp_path: Path) -> None:
         fifo = HeartbeatFifo(str(tmp_path), commands.append)
         fifo.open(asyncio.get_running_loop())
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "sh", "-c", script, env={**os.environ, "HA_FIFO": fifo.path})
+            proc = await cmds.spawn(
+                ["sh", "-c", script], env={**os.environ, "HA_FIFO": fifo.path})
             assert await proc.wait() == 0
             await asyncio.sleep(0.2)
         finally:
@@ -200,7 +200,7 @@ def test_hb_scripts_refuse_bad_scopes_before_writing(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for tool in ("hb_standby", "hb_takeover"):
-        result = subprocess.run([f"/usr/share/heartbeat/{tool}", "bogus"], capture_output=True,
+        result = cmds.run([f"/usr/share/heartbeat/{tool}", "bogus"], capture_output=True,
                                 text=True, env={**os.environ, "HA_FIFO": str(fifo)},
                                 timeout=10)
         assert result.returncode == 1, result
@@ -210,7 +210,7 @@ def _read_all(path: Path, run: list[str], env: dict[str, str]) -> tuple[int, byt
     """Run a tool writing to the FIFO at `path`; what it wrote, and its exit code."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        result = subprocess.run(run, capture_output=True, env=env, timeout=10)
+        result = cmds.run(run, capture_output=True, env=env, timeout=10)
         data = b""
         try:
             while chunk := os.read(fd, 4096):

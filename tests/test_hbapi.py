@@ -28,6 +28,7 @@ from hbd.core.hbapi import (
     decode,
     encode,
 )
+from tests.infra import commands
 
 SIGNON = (b"N\x00\x00\x00\xcd\xab\x00\x00>>>\nt=hbapi-req\nreqtype=signon\ndest=n1\npid=390\n"
           b"from_id=390\nuid=0\ngid=105\n<<<\n\x00")
@@ -140,8 +141,6 @@ def test_no_question_before_signon_and_no_relaying() -> None:
 
 def test_apiauth_from_real_credentials() -> None:
     """A real socket: root passes anon's uid=root; nobody (not in haclient) is refused."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv missing")
     directory = tempfile.mkdtemp(prefix="hbapi-")
     os.chmod(directory, 0o755)
     path = os.path.join(directory, "register")
@@ -162,8 +161,8 @@ def test_apiauth_from_real_credentials() -> None:
             results = []
             for prefix in ([], ["setpriv", "--reuid=nobody", "--regid=nogroup",
                                 "--clear-groups"]):
-                proc = await asyncio.create_subprocess_exec(
-                    *prefix, sys.executable, "-c", client, path, env=env,
+                proc = await commands.spawn(
+                    [*prefix, sys.executable, "-c", client, path], env=env,
                     stdout=subprocess.PIPE)
                 out, _ = await proc.communicate()
                 results.append(out.decode().strip())

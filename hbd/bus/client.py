@@ -18,7 +18,7 @@ from dbus_next.constants import BusType, MessageFlag, MessageType
 from dbus_next.message import Message
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
+from hbd.control import FenceInfo, GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
 
 T = TypeVar("T")
 
@@ -89,18 +89,23 @@ def _state_from(props: dict[str, Any]) -> State:
         return props[name].value if name in props else default  # older hbds lack some
 
     votes = value("Votes", [0, 0, 0])
+    health = {str(k): (int(n), str(last), int(at) / 1e6, str(unfit))
+              for k, n, last, at, unfit in value("GroupHealth", [])}
     snapshot = Snapshot(
         node_name=str(value("NodeName")),
         nodes=tuple(NodeInfo(str(n), str(s), bool(local)) for n, s, local in value("Nodes")),
         links=tuple(LinkInfo(str(n), str(lk), str(s)) for n, lk, s in value("Links")),
         resources_held=str(value("ResourcesHeld")),
-        groups=tuple(GroupInfo(str(k), str(h), str(o), str(s)) for k, h, o, s in value("Groups")),
+        groups=tuple(GroupInfo(str(k), str(h), str(o), str(s), *health.get(str(k), ()))
+                     for k, h, o, s in value("Groups")),
         stack=str(value("Stack", "heartbeat")),
         quorate={"quorate": True, "inquorate": False}.get(str(value("Quorum", ""))),
         votes=int(votes[0]), expected_votes=int(votes[1]), quorum_votes=int(votes[2]),
         placement=tuple((str(k), tuple(str(n) for n in nodes))
                         for k, nodes in value("Placement", [])),
         ping_nodes=tuple(PingInfo(str(n), str(s)) for n, s in value("PingNodes", [])),
+        fencing=tuple(FenceInfo(str(n), str(s), str(d)) for n, s, d in value("Fencing", [])),
+        fence_device=str(value("FenceDevice", "none")),
     )
     return State(snapshot, str(value("Version")))
 
@@ -119,7 +124,8 @@ def read_state(address: str | None = None) -> State:
 
 def call(method: str, *args: str, address: str | None = None,
          interactive: bool = False) -> None:
-    """Call a Manager method taking string arguments (Takeover, Release, Reload, Cleanup).
+    """Call a Manager method taking string arguments (Takeover, Release, Reload, Cleanup,
+    FenceConfirm).
 
     `interactive`: allow polkit to ask the user for a password through an
     authentication agent, when one is running.

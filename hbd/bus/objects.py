@@ -20,6 +20,7 @@ from dbus_next.service import ServiceInterface
 from hbd import __version__
 from hbd.bus.members import dbus_method, dbus_readonly, dbus_signal
 from hbd.bus.names import (
+    FENCE_ACTION,
     GROUP_IFACE,
     MANAGE_ACTION,
     MANAGER_IFACE,
@@ -48,6 +49,10 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "Votes": lambda s: [s.votes, s.expected_votes, s.quorum_votes],
     "Placement": lambda s: [[key, list(nodes)] for key, nodes in s.placement],
     "PingNodes": lambda s: [[p.name, p.status] for p in s.ping_nodes],
+    "Fencing": lambda s: [[f.node, f.state, f.detail] for f in s.fencing],
+    "FenceDevice": lambda s: s.fence_device,
+    "GroupHealth": lambda s: [[g.key, g.fail_count, g.last_monitor,
+                               int(g.last_monitor_at * 1e6), g.unfit] for g in s.groups],
 }
 
 
@@ -100,6 +105,12 @@ class Manager(ServiceInterface):
         """Forget a group's failures (a blocked group may be started again)."""
         await self._authorize(MANAGE_ACTION)
         await self._controller.cleanup(group)
+
+    @dbus_method(node="s")
+    async def FenceConfirm(self, node: str) -> None:
+        """The admin confirms a lost node is down: its takeover goes on without a reset."""
+        await self._authorize(FENCE_ACTION)
+        await self._controller.fence_confirm(node)
 
     # --- properties (free to read) ----------------------------------------------------
 
@@ -156,7 +167,27 @@ class Manager(ServiceInterface):
         """(ping node address or ping_group name, status); status: ping, dead."""
         return list(self._read("PingNodes"))
 
+    @dbus_readonly("a(sss)")
+    def Fencing(self) -> list[list[str]]:
+        """(node, state, detail) of each peer whose fencing is under way or done."""
+        return list(self._read("Fencing"))
+
+    @dbus_readonly("s")
+    def FenceDevice(self) -> str:
+        """none (no device configured), unknown (not checked yet), ok or failed."""
+        return str(self._read("FenceDevice"))
+
+    @dbus_readonly("a(susts)")
+    def GroupHealth(self) -> list[list[Any]]:
+        """(group, fail count, last monitor "ok"/"failed: ..."/"", its end in usec since
+        the epoch or 0, why it must not run here or "")."""
+        return list(self._read("GroupHealth"))
+
     # --- signals --------------------------------------------------------------------
+
+    @dbus_signal(node="s", state="s", detail="s")
+    def FencingChanged(self, node: str, state: str, detail: str) -> list[str]:
+        return [node, state, detail]
 
     @dbus_signal(node="s", status="s")
     def NodeStatusChanged(self, node: str, status: str) -> list[str]:
@@ -185,6 +216,12 @@ class Manager(ServiceInterface):
         for link in snap.links:
             if links.get((link.node, link.link)) != link.status:
                 self.LinkStatusChanged(link.node, link.link, link.status)
+        fencing = {f.node: f.state for f in old.fencing}
+        for fence in snap.fencing:
+            if fencing.pop(fence.node, None) != fence.state:
+                self.FencingChanged(fence.node, fence.state, fence.detail)
+        for back in fencing:  # back to none: the node rejoined or was heard again
+            self.FencingChanged(back, "none", "")
         groups = {g.key: (g.owner, g.state) for g in old.groups}
         for group in snap.groups:
             if groups.get(group.key) != (group.owner, group.state):
@@ -239,7 +276,8 @@ class NodeObject(_Item):
 class GroupObject(_Item):
     """org.linuxha.hbd1.Group at /org/linuxha/hbd1/group/<escaped key>."""
 
-    FIELDS = ("Key", "Home", "Owner", "State")
+    FIELDS = ("Key", "Home", "Owner", "State", "FailCount", "LastMonitor", "LastMonitorTime",
+              "FailedHere")
 
     @dbus_readonly("s")
     def Key(self) -> str:
@@ -257,6 +295,26 @@ class GroupObject(_Item):
     def State(self) -> str:
         return str(self._get("State"))
 
+    @dbus_readonly("u")
+    def FailCount(self) -> int:
+        """Monitor failures here since the last cleanup or expiry."""
+        return int(self._get("FailCount"))
+
+    @dbus_readonly("s")
+    def LastMonitor(self) -> str:
+        """"ok", "failed: <detail>", or "" (never checked)."""
+        return str(self._get("LastMonitor"))
+
+    @dbus_readonly("t")
+    def LastMonitorTime(self) -> int:
+        """When the last check ended, microseconds since the epoch; 0 for never."""
+        return int(self._get("LastMonitorTime"))
+
+    @dbus_readonly("s")
+    def FailedHere(self) -> str:
+        """Why the group must not run on this node ("" when it may)."""
+        return str(self._get("FailedHere"))
+
 
 def _node_values(node: NodeInfo, snap: Snapshot) -> tuple[Any, ...]:
     links = [[lk.link, lk.status] for lk in snap.links if lk.node == node.name]
@@ -264,7 +322,8 @@ def _node_values(node: NodeInfo, snap: Snapshot) -> tuple[Any, ...]:
 
 
 def _group_values(group: GroupInfo) -> tuple[Any, ...]:
-    return (group.key, group.home, group.owner, group.state)
+    return (group.key, group.home, group.owner, group.state, group.fail_count,
+            group.last_monitor, int(group.last_monitor_at * 1e6), group.unfit)
 
 
 class Tree:

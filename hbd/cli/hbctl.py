@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from hbd import __version__, configfiles
 from hbd.bus import client
 from hbd.cli import export_pacemaker
-from hbd.control import Snapshot
+from hbd.control import GroupInfo, Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_AUTHORIZED = 0, 1, 2, 3, 4
 _NOT_AUTHORIZED = {"NotAuthorized", "AccessDenied", "InteractiveAuthorizationRequired"}
@@ -83,8 +84,21 @@ def _groups_table(snap: Snapshot) -> str:
         rows = [[g.key, g.home, g.owner or "-", g.state, " ".join(order.get(g.key, ()))]
                 for g in snap.groups]
         return _table(["GROUP", "HOME", "OWNER", "STATE", "ORDER"], rows)
-    rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
-    return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+    if not any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups):
+        rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
+        return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+    rows = [[g.key, g.home, g.owner or "-", g.state, str(g.fail_count), _monitor_text(g)]
+            for g in snap.groups]
+    text = _table(["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST MONITOR"], rows)
+    unfit = [f"{g.key}: not on this node: {g.unfit}" for g in snap.groups if g.unfit]
+    return "\n".join([text, *unfit])
+
+
+def _monitor_text(group: GroupInfo) -> str:
+    if not group.last_monitor:
+        return "-"
+    when = time.strftime("%H:%M:%S", time.localtime(group.last_monitor_at))
+    return f"{group.last_monitor} at {when}"
 
 
 def _stack_line(snap: Snapshot) -> str:
@@ -107,7 +121,9 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
                     "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
                     "placement": {key: list(nodes) for key, nodes in snap.placement},
-                    "ping_nodes": [asdict(p) for p in snap.ping_nodes]})
+                    "ping_nodes": [asdict(p) for p in snap.ping_nodes],
+                    "fence_device": snap.fence_device,
+                    "fencing": [asdict(f) for f in snap.fencing]})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
     if snap.stack != "heartbeat":
@@ -117,6 +133,12 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     if snap.groups:
         print()
         print(_groups_table(snap))
+    if snap.fence_device != "none" or snap.fencing:
+        print()
+        print(f"fence device: {snap.fence_device}")
+        if snap.fencing:
+            print(_table(["FENCING", "STATE", "DETAIL"],
+                         [[f.node, f.state, f.detail] for f in snap.fencing]))
     return EXIT_OK
 
 
@@ -338,6 +360,11 @@ def _register_cluster_commands(sub: Any) -> None:
     parser = _add(sub, changing, "cleanup", "forget a resource group's failures",
                   _guarded(_command("Cleanup", "group")))
     parser.add_argument("group", help="the group's key (first resource of its haresources line)")
+    parser = _add(sub, changing, "fence", "fencing: confirm by hand that a lost node is down",
+                  _guarded(_command("FenceConfirm", "node")))
+    parser.add_argument("action", choices=["confirm"],
+                        help="confirm: NODE is powered off; its groups start here unfenced")
+    parser.add_argument("node", help="the lost node (as in ha.cf's node lines)")
     # cl_status compatible
     _add(sub, common, "hbstatus", "cl_status hbstatus: is hbd running here?", _hbstatus,
          cl_status="mv")

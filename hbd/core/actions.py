@@ -38,6 +38,17 @@ class StopGroup:
 
 
 @dataclass(frozen=True)
+class RunMonitor:
+    """Check a running group's resources (off the loop, killed after `timeout` seconds);
+    report with monitor_done(group, token, ...)."""
+
+    group: str
+    resources: tuple[str, ...]  # resource ids as in haresources, left to right
+    timeout: float  # seconds
+    token: int  # hands the result back to this very check
+
+
+@dataclass(frozen=True)
 class AnnounceGroup:
     """Re-send gratuitous ARP for a group we keep (after a split brain heals)."""
 
@@ -65,6 +76,29 @@ class CpgSend:
 
     payload: bytes
     what: str  # for logs
+
+
+@dataclass(frozen=True)
+class FenceNode:
+    """Reset `node` with our fence devices, in order, until one succeeds (fencing.py).
+
+    Report with fence_done(node, attempt, ok, detail).
+    """
+
+    node: str
+    attempt: int  # numbers this try: a late result of an older one is ignored
+
+
+@dataclass(frozen=True)
+class CancelFence:
+    """Stop a running attempt on `node` (confirmed by hand, or the peer came back)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class CheckFenceDevices:
+    """Ask every fence device for its status; report with fence_devices_checked(ok, detail)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +186,16 @@ class SplitBrain:
 @dataclass(frozen=True)
 class GroupFailed:
     group: str
-    operation: str  # "start" or "stop"
+    operation: str  # "start", "stop" or "monitor"
+    detail: str
+
+
+@dataclass(frozen=True)
+class GroupRecovery:
+    """What this node does about a group's health (hbd.core.health)."""
+
+    group: str
+    what: str  # restart, move, stop (nobody can take it), unfit, fit (cleanup, expiry...)
     detail: str
 
 
@@ -174,6 +217,24 @@ class MembershipChanged:
 
 
 @dataclass(frozen=True)
+class FenceStateChanged:
+    """Fencing of a peer moved (none/delayed/fencing/confirm/failed/fenced)."""
+
+    node: str
+    old: str
+    new: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FenceDeviceStatus:
+    """The result of a device status check (at start, then every fence_status_interval)."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain log line the engine wants at a given level (info/warning/error)."""
 
@@ -186,4 +247,6 @@ Action = (
     | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
     | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
+    | FenceNode | CancelFence | CheckFenceDevices | FenceStateChanged | FenceDeviceStatus
+    | RunMonitor | GroupRecovery
 )

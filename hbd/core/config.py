@@ -20,6 +20,7 @@ DEFAULT_HOPFUDGE = 1
 DEFAULT_MCAST_TTL = 1
 MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
+DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
 
 
 class Severity(enum.Enum):
@@ -170,6 +171,22 @@ class ApiAuth:
 
 
 @dataclass(frozen=True)
+class StonithDevice:
+    """ha.cf `stonith TYPE FILE` or `stonith_host HOSTFROM TYPE PARAMS...` (cluster-glue).
+
+    Heartbeat's rule (config.c): a line applies on the node it names, or on
+    every node with `*` (`stonith` lines apply everywhere); of the lines that
+    apply, the last wins.  The parameters often hold a password: never shown.
+    """
+
+    type: str  # cluster-glue plugin: null, meatware, ipmilan, external/ipmi...
+    hostfrom: str = "*"  # the node that uses it, lower-cased; "*": every node
+    config_file: str | None = None  # `stonith`: the plugin's parameters are in this file
+    params: str = field(default="", repr=False)  # `stonith_host`: parameters (secret)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Timers:
     """Heartbeat's timing parameters, all in milliseconds."""
 
@@ -212,6 +229,15 @@ class HaCf:
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200
+    stonith: tuple[StonithDevice, ...] = ()  # every stonith/stonith_host line, in file order
+
+    def stonith_for(self, node: str) -> StonithDevice | None:
+        """The device `node` fences with: the last line that applies to it (Heartbeat's)."""
+        found = None
+        for device in self.stonith:
+            if device.hostfrom in ("*", node):
+                found = device
+        return found
 
 
 class AgentKind(enum.Enum):
@@ -293,6 +319,66 @@ class AuthKeys:
 
 
 @dataclass(frozen=True)
+class FenceAgent:
+    """hbd.conf `fence_agent fence_NAME key=value...`: a fence-agents device.
+
+    Run as Pacemaker's fencer does: `action=` and `plug=` (the node) are added,
+    everything goes to the agent's stdin, never its argv.
+    """
+
+    agent: str  # fence_ipmilan, fence_virsh...
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold passwords
+    line: int = 0
+
+
+DEFAULT_FENCE_RETRY_MS = 5000  # hb_resource.c: "STONITH of %s failed.  Retrying..." after 5 s
+DEFAULT_FENCE_STATUS_MS = 3600_000  # hb_resource.c: the device status check runs hourly
+DEFAULT_FENCE_TIMEOUT_MS = 120_000
+DEFAULT_FENCE_RACE_DELAY_MS = 3000
+
+
+@dataclass(frozen=True)
+class FenceSettings:
+    """hbd.conf's fencing settings (Heartbeat has none of these)."""
+
+    agents: tuple[FenceAgent, ...] = ()  # tried after ha.cf's stonith device, in order
+    race_delay_ms: int = DEFAULT_FENCE_RACE_DELAY_MS  # the side that held less waits this
+    retry_ms: int = DEFAULT_FENCE_RETRY_MS  # between failed attempts
+    timeout_ms: int = DEFAULT_FENCE_TIMEOUT_MS  # one device's attempt (not meatware's)
+    status_interval_ms: int = DEFAULT_FENCE_STATUS_MS  # device status check; 0: only at start
+
+
+@dataclass(frozen=True)
+class MonitorConf:
+    """hbd.conf `monitor TARGET interval= timeout= failures=`: a recurring health check."""
+
+    target: str  # a group key (all its resources) or one resource id, as in haresources
+    interval_ms: int = 10_000  # from the group's start (and each check's end) to the next
+    timeout_ms: int = 20_000  # a check still running then is killed and counts as failed
+    failures: int = 1  # consecutive failed checks that count as one failure of the group
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RestartConf:
+    """hbd.conf `restart GROUP max=N window=T`: restarts in place before handing over."""
+
+    group: str  # group key
+    max: int = 0  # restarts allowed within `window_ms`; 0: hand the group over at once
+    window_ms: int = 600_000
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ExpiryConf:
+    """hbd.conf `failure_expiry GROUP T|never`: when a failure here is forgotten."""
+
+    group: str
+    expiry_ms: int = 0  # 0: never (until `hbctl cleanup GROUP`)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class HbdConf:
     """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
 
@@ -301,6 +387,20 @@ class HbdConf:
     # gratuitous ARP rounds and spacing; None: not set here (ha.cf's, else IPaddr2's default)
     arp_count: int | None = None
     arp_interval_ms: int | None = None
+    fencing: FenceSettings = field(default_factory=FenceSettings)
+    # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
+    monitors: tuple[MonitorConf, ...] = ()
+    restarts: tuple[RestartConf, ...] = ()
+    expiries: tuple[ExpiryConf, ...] = ()
+    # notify hooks (hbd/hooks.py): `notify PATH` lines, run first, in file order
+    notify: tuple[str, ...] = ()
+    # `notify_dir`: a directory of hooks run after them, by name; None: `notify.d` in the
+    # configuration directory (when it exists); "": none (`notify_dir off`)
+    notify_dir: str | None = None
+    notify_timeout_ms: int = DEFAULT_NOTIFY_TIMEOUT_MS  # each hook's time limit
+    # keepalived's garp_master_refresh: re-announce the addresses of running groups this
+    # often; 0: never (only the arp_count rounds after a takeover)
+    garp_refresh_ms: int = 0
 
 
 @dataclass(frozen=True)
