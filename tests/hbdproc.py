@@ -140,8 +140,8 @@ class HbdNode:
     def cl_status_argv(self, *args: str) -> list[str]:
         """Debian's unmodified cl_status, in a private mount namespace whose /run is this
         node's (it only knows /var/run/heartbeat/register); run it with lab.argv/run."""
-        script = 'mount --bind "$0" /run && exec cl_status "$@"'
-        return ["unshare", "-m", "sh", "-c", script, str(self.api_run), *args]
+        script = 'mount --bind "$0" /run && exec "$@"'
+        return ["unshare", "-m", "sh", "-c", script, str(self.api_run), "cl_status", *args]
 
     def mark(self) -> int:
         """An offset into the log for later `wait_log(..., since=mark)`."""

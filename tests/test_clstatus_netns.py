@@ -203,8 +203,9 @@ def test_junk_and_strangers_on_the_api_socket(pair: Pair) -> None:
         assert reply["result"] == "badreq" and reply["info"] == "bad pid"
     # cl_status is setgid haclient: any user may run it, as with Heartbeat
     result = commands.run(pair.lab.argv(pair.hbd.node, [
-        "unshare", "-m", "sh", "-c", 'mount --bind "$0" /run && exec setpriv --reuid=nobody '
-        '--regid=nogroup --clear-groups cl_status nodestatus n2', str(pair.hbd.api_run)]),
+        "unshare", "-m", "sh", "-c", 'mount --bind "$0" /run && exec "$@"', str(pair.hbd.api_run),
+        "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+        "cl_status", "nodestatus", "n2"]),
         capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stdout) == (0, "active\n"), result
     assert pair.hbd.running()
