@@ -14,10 +14,12 @@ from hbd.core.assemble import ConfigTexts, check
 from hbd.core.config import (
     BcastLink,
     ClusterConfig,
+    Mcast6Link,
     McastLink,
     Problem,
     SerialLink,
     Severity,
+    Ucast6Link,
     UcastLink,
 )
 from hbd.core.hbdconf import HBD_CONF
@@ -74,9 +76,9 @@ def load(
     local_addresses: Collection[str] | None = None,
 ) -> tuple[ClusterConfig | None, list[Problem]]:
     if local_addresses is None:
-        from hbd.net.addresses import local_ipv4_addresses
+        from hbd.net.addresses import local_ip_addresses
 
-        local_addresses = local_ipv4_addresses()
+        local_addresses = local_ip_addresses()
     return check(
         read_texts(config_dir),
         node_name=node_name or default_node_name(),
@@ -104,6 +106,12 @@ def _link_text(link: object) -> str:
         return f"mcast {link.interface} {link.group} udp/{link.port} ttl {link.ttl} {loop}"
     if isinstance(link, UcastLink):
         return f"ucast {link.interface} -> {link.peer} udp/{link.port}"
+    if isinstance(link, Ucast6Link):
+        return f"ucast6 {link.interface} -> [{link.peer}] udp/{link.port}"
+    if isinstance(link, Mcast6Link):
+        loop = "loop" if link.loop else "no loop"
+        return (f"mcast6 {link.interface} [{link.group}] udp/{link.port} hops {link.hops} "
+                f"{loop}")
     if isinstance(link, SerialLink):
         return f"serial {link.device} {link.baud} baud"
     return repr(link)
@@ -167,6 +175,13 @@ def describe(config: ClusterConfig) -> str:
     if hacf.debugfile:
         logging_bits.append(f"debugfile {hacf.debugfile}")
     lines.append(f"logging: {', '.join(logging_bits)}")
+    if hacf.apiauth:
+        entries = "; ".join(
+            f"{a.client}" + "".join(f" {k}={','.join(v)}" for k, v in
+                                    (("uid", a.users), ("gid", a.groups)) if v)
+            for a in hacf.apiauth)
+        lines.append(f"client API (cl_status): apiauth {entries}; Heartbeat's defaults "
+                     "for other clients")
     lines.append(_fencing_text(config))
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")

@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime-dir", default="/run/hbd",
                         help="reserved for runtime files; hbd keeps nothing there yet "
                         "(%(default)s)")
+    parser.add_argument("--heartbeat-dir", default="/var/lib/heartbeat",
+                        help="where Heartbeat's tools find the daemon: the FIFO that "
+                        "hb_standby and hb_takeover write to; '' for none (%(default)s)")
+    parser.add_argument("--api-socket", default="/var/run/heartbeat/register",
+                        help="Heartbeat's client API socket, where cl_status signs on; '' "
+                        "for none (%(default)s)")
     parser.add_argument("--node", default=None,
                         help="this node's name (default: uname -n, lower-cased)")
     parser.add_argument("--no-dbus", action="store_true", help="do not use the system bus")
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         node=node,
         dbus=not args.no_dbus,
         debug=args.debug,
+        heartbeat_dir=args.heartbeat_dir,
+        api_socket=args.api_socket,
         agent_timeouts={op: getattr(args, f"{op}_timeout") for op in DEFAULT_TIMEOUTS},
     )
     if config.hacf.cluster_stack is ClusterStack.COROSYNC:  # membership from Corosync

@@ -38,6 +38,7 @@ from hbd.core.actions import (
     StopGroup,
 )
 from hbd.core.config import ClusterConfig
+from hbd.core.fifomsg import FifoCommand
 from hbd.core.groupwork import GroupWork
 from hbd.core.recovery import Recovery
 from hbd.core.refresh import RefreshSchedule
@@ -57,6 +58,10 @@ class Options:
     node: str
     dbus: bool
     debug: bool
+    # Heartbeat's run-time directory: its FIFO (hb_standby, hb_takeover); "" for none
+    heartbeat_dir: str = "/var/lib/heartbeat"
+    # Heartbeat's client API registration socket (cl_status); "" for none
+    api_socket: str = "/var/run/heartbeat/register"
     agent_timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
@@ -86,6 +91,8 @@ class ServiceBase:
         self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
         self._timer_at: float | None = None  # when it fires
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
+        self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
+        self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
         self._hurry = False  # a second SIGTERM: no waiting for anything any more
         # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
         self.hooks = HookRunner(options.node,
@@ -233,6 +240,63 @@ class ServiceBase:
             self.bus = BusService(self)
             await self.bus.start()
 
+    def _start_fifo(self) -> None:
+        """Read Heartbeat's FIFO, so hb_standby and hb_takeover work unchanged."""
+        if not self.options.heartbeat_dir:
+            return
+        from hbd.fifo import HeartbeatFifo
+
+        assert self._loop is not None
+        fifo = HeartbeatFifo(self.options.heartbeat_dir, self._fifo_command)
+        try:
+            fifo.open(self._loop)
+        except OSError as err:
+            log.error("cannot open Heartbeat's FIFO %s (%s): hb_standby and hb_takeover "
+                      "will not work; hbctl does", fifo.path, err.strerror or err)
+            return
+        self.fifo = fifo
+
+    def _stop_fifo(self) -> None:
+        if self.fifo is not None:
+            self.fifo.close()
+            self.fifo = None
+
+    async def _start_api(self) -> None:
+        """Serve Heartbeat's client API, so cl_status works unchanged."""
+        if not self.options.api_socket:
+            return
+        from hbd.apiserver import ApiServer, build_view, resolve_apiauth
+
+        table = await asyncio.to_thread(resolve_apiauth, self.config)  # NSS may block
+        server = ApiServer(self.options.api_socket,
+                           lambda: build_view(self.snapshot(), self.config), table,
+                           self._api_clients_changed)
+        try:
+            await server.start()
+        except OSError as err:
+            log.error("cannot serve Heartbeat's client API on %s (%s): cl_status will not "
+                      "work; hbctl does", server.path, err.strerror or err)
+            return
+        self.api = server
+
+    def _api_clients_changed(self, named: frozenset[str]) -> None:
+        """The named API clients signed on here changed (a stack may tell its peers)."""
+
+    async def _stop_api(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+
+    def _fifo_command(self, request: FifoCommand) -> None:
+        """hb_standby / hb_takeover through the FIFO: as the same D-Bus command would."""
+        if self._stopping:
+            log.warning("%s [%s] ignored: hbd is stopping", request.tool, request.scope)
+            return
+        try:
+            self._command(request.command, request.scope)
+        except HbdError as err:
+            log.error("%s [%s] refused: %s", request.tool, request.scope, err)
+
     def _ready(self, what: str) -> None:
         """READY=1, and the watchdog's first beat from the timer path."""
         log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
@@ -317,6 +381,10 @@ class ServiceBase:
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
                 self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
                 self.config = new
+                if self.api is not None:
+                    from hbd.apiserver import resolve_apiauth
+
+                    self.api.auth = await asyncio.to_thread(resolve_apiauth, new)
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
             finally:

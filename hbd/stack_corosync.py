@@ -340,10 +340,14 @@ class CorosyncDaemon(ServiceBase):
         await self._start_runner()
         await self._connect()
         await self._start_bus()
+        self._start_fifo()
+        await self._start_api()
         self._publish()
         self._ready(f"corosync {'connected' if self.placement.connected else 'not reachable yet'}")
         self._arm()
         await self._serve_until_stopped()
+        self._stop_fifo()
+        await self._stop_api()
         await self._shut_down()
         return 0
 

@@ -30,6 +30,7 @@ from hbd.core.actions import (
     SendPing,
     Transmit,
 )
+from hbd.core.apiquery import ClientStatusResponder
 from hbd.core.config import AuthMethod, ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
@@ -60,7 +61,12 @@ class HeartbeatDaemon(ServiceBase):
         self.pingnodes: PingNodes | None = None
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
         self.links: LinkSet | None = None
+        self.clientstatus: ClientStatusResponder | None = None
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
+
+    def _api_clients_changed(self, named: frozenset[str]) -> None:
+        if self.clientstatus is not None:
+            self.clientstatus.named_clients = named
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -173,7 +179,8 @@ class HeartbeatDaemon(ServiceBase):
                              peer_generations=peers)
         self.failover = Failover(self.engine, self.config)
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
-        self.engine.attach(self.failover, self.pingnodes)
+        self.clientstatus = ClientStatusResponder(self.engine)
+        self.engine.attach(self.failover, self.pingnodes, self.clientstatus)
         if self.pingnodes.addresses:
             from hbd.net.icmp import Pinger
 
@@ -210,6 +217,8 @@ class HeartbeatDaemon(ServiceBase):
         self._dispatch(self.engine.start(now, wall))
         self._arm()
         await self._start_bus()
+        self._start_fifo()
+        await self._start_api()
         # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).
@@ -219,6 +228,8 @@ class HeartbeatDaemon(ServiceBase):
             "" if self.bus is None else
             f", D-Bus name {'owned' if self.bus.owned else 'not (yet) owned'}"))
         await self._serve_until_stopped()
+        self._stop_fifo()
+        await self._stop_api()
         self.engine.stop_heartbeats()
         self._cancel_timer()
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain

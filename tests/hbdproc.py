@@ -46,6 +46,10 @@ class HbdNode:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.write_config(hacf, haresources, authkeys)
         self.log_path = self.dir / "hbd.log"
+        self.heartbeat_dir = self.dir / "heartbeat"  # its FIFO: HA_FIFO for hb_standby
+        # cl_status's socket: bind-mount api_run over /run to reach it (cl_status_argv)
+        self.api_run = self.dir / "run-api"
+        self.api_socket = self.api_run / "heartbeat" / "register"
         self.extra_args = extra_args
         self.env = env
         self.proc: subprocess.Popen[Any] | None = None
@@ -65,7 +69,8 @@ class HbdNode:
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "hbd.daemon", "--config-dir", str(self.config_dir),
                 "--state-dir", str(self.dir / "state"), "--runtime-dir", str(self.dir / "run"),
-                "--node", self.name, *self.extra_args]
+                "--heartbeat-dir", str(self.heartbeat_dir),
+                "--api-socket", str(self.api_socket), "--node", self.name, *self.extra_args]
 
     def start(self) -> HbdNode:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -131,6 +136,12 @@ class HbdNode:
                 raise AssertionError(f"{self.name}: hbd exited ({self.proc.returncode}) "
                                      f"before /{pattern}/; log:\n{self.log()[-4000:]}")
             time.sleep(0.05)
+
+    def cl_status_argv(self, *args: str) -> list[str]:
+        """Debian's unmodified cl_status, in a private mount namespace whose /run is this
+        node's (it only knows /var/run/heartbeat/register); run it with lab.argv/run."""
+        script = 'mount --bind "$0" /run && exec "$@"'
+        return ["unshare", "-m", "sh", "-c", script, str(self.api_run), "cl_status", *args]
 
     def mark(self) -> int:
         """An offset into the log for later `wait_log(..., since=mark)`."""

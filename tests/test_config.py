@@ -106,7 +106,7 @@ def test_debian_sample_hacf_as_shipped_needs_nodes_and_media() -> None:
     assert hacf.auto_failback is AutoFailback.ON
     assert [str(p) for p in problems.errors] == [
         "ha.cf: no node directive: list every cluster node with 'node NAME'",
-        "ha.cf: no heartbeat media: add bcast, mcast, ucast or serial lines",
+        "ha.cf: no heartbeat media: add bcast, mcast, ucast, mcast6, ucast6 or serial lines",
     ]
 
 
@@ -290,7 +290,7 @@ BAD_CASES = [
         id="initdead-below-deadtime"),
     pytest.param(
         dict(hacf=GOOD_HACF.replace("bcast eth0\n", "")),
-        ["ha.cf: no heartbeat media: add bcast, mcast, ucast or serial lines"],
+        ["ha.cf: no heartbeat media: add bcast, mcast, ucast, mcast6, ucast6 or serial lines"],
         id="no-media"),
     pytest.param(
         dict(hacf=GOOD_HACF + "mcast eth0 10.0.0.1 694 1 0\n"),

@@ -41,6 +41,7 @@ class Proc:
         self.proc = commands.popen(
             [sys.executable, "-m", "hbd.daemon", "--config-dir", str(config_dir),
              "--state-dir", str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run"),
+             "--heartbeat-dir", str(tmp_path / "hb"), "--api-socket", str(tmp_path / "hb" / "api"),
              "--node", "n1", "--no-dbus"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 

@@ -395,12 +395,37 @@ def test_pinger_matches_only_its_own_replies(net: Lab) -> None:
     assert other == []  # the second pinger sees the replies but they are not its own
 
 
+def test_pinger_ipv6_matches_only_its_own_replies(net: Lab) -> None:
+    """ping6 nodes: ICMPv6 echo, global and link-local (named with their interface)."""
+    net.run("n1", ["ip", "-6", "addr", "replace", "fe80::79:1/64", "dev", "eth0", "nodad"])
+    link_local = "fe80::79:1%eth0"
+
+    async def go() -> tuple[list[str], list[str], bool]:
+        mine: list[str] = []
+        other: list[str] = []
+        with Pinger(mine.append) as pinger, Pinger(other.append) as second:
+            second.send("fd79::77")  # its ICMPv6 socket is open too, and sees our replies
+            for _ in range(3):
+                pinger.send("fd79::1")
+                pinger.send(link_local)
+                pinger.send("fd79::77")  # nobody has it
+                pinger.send(net.ip("n2"))  # IPv4 beside it, on its own socket
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+            return mine, other, pinger.raw6
+
+    mine, other, raw6 = in_ns(net, "client", lambda: asyncio.run(go()))
+    assert raw6
+    assert sorted(mine) == sorted(["fd79::1", link_local, net.ip("n2")] * 3)
+    assert other == []
+
+
 def test_pinger_rejects_a_non_address(net: Lab) -> None:
     async def go() -> None:
         with Pinger(lambda _a: None) as pinger:
             pinger.send("not-an-address")
 
-    with pytest.raises(NetError, match="not an IPv4 address"):
+    with pytest.raises(NetError, match="not an IP address"):
         in_ns(net, "client", lambda: asyncio.run(go()))
 
 

@@ -105,7 +105,7 @@ def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = _run([str(PACKAGING / "build-rpm"), str(out)])
     assert res.returncode == 0, res.stdout + res.stderr
     print(f"built the .rpm in {time.monotonic() - t0:.1f}s")
-    return next(out.glob("hbd-*.noarch.rpm"))
+    return next(out.glob("hbd-[0-9]*.noarch.rpm"))
 
 
 def _rpm_query(rpm: Path, *args: str) -> str:
@@ -163,6 +163,25 @@ def test_deb_does_not_clash_with_heartbeat(deb: Built) -> None:
     assert not ours & theirs
     # Heartbeat's manual pages keep their names: ours is hbd-ha.cf(5).
     assert "/usr/share/man/man5/ha.cf.5.gz" in theirs
+
+
+def test_heartbeat_tools_deb_replaces_heartbeats_tools(deb: Built) -> None:
+    """hbd-heartbeat-tools: cl_status, hb_standby, hb_takeover where Heartbeat has them,
+    declared as a conflict with (and replacement of) the heartbeat package."""
+    tools = next(deb.deb.parent.glob("hbd-heartbeat-tools_*_all.deb"))
+    fields = dict(re.findall(r"^([\w-]+): (.*)$", _run(["dpkg-deb", "-f", str(tools)]).stdout,
+                             re.M))
+    assert fields["Conflicts"] == "heartbeat" and fields["Replaces"] == "heartbeat"
+    assert fields["Depends"].startswith("hbd (= ")
+    listing = _run(["dpkg-deb", "-c", str(tools)]).stdout
+    files = {line.split()[5][1:] for line in listing.splitlines()}
+    wanted = {"/usr/bin/cl_status", "/usr/share/heartbeat/hb_standby",
+              "/usr/share/heartbeat/hb_takeover", "/usr/share/man/man1/cl_status.1.gz"}
+    assert wanted <= files
+    owned = Path("/var/lib/dpkg/info/heartbeat.list")
+    if owned.exists():  # the very files Heartbeat's package owns: hence the conflict
+        assert wanted - {"/usr/share/man/man1/cl_status.1.gz"} <= set(
+            owned.read_text().splitlines())
 
 
 def _control_file(deb: Built, name: str, tmp_path: Path) -> str:
@@ -478,7 +497,8 @@ class InitScript:
                   "STATE_DIR": str(self.work / "state"), "RUNTIME_DIR": str(self.work / "run"),
                   "PIDFILE": str(self.pidfile), "LOCKFILE": str(self.work / "lock"),
                   "HEARTBEAT_PIDFILE": str(self.work / "heartbeat.pid"), "STOP_TIMEOUT": "30",
-                  "HBD_OPTS": "--no-dbus --node n1", **overrides}
+                  "HBD_OPTS": f"--no-dbus --node n1 --heartbeat-dir {self.work / 'hb'} "
+                              f"--api-socket {self.work / 'hb' / 'register'}", **overrides}
         self.settings.write_text("".join(f'{k}="{v}"\n' for k, v in values.items()))
 
     def __call__(self, action: str) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ DEFAULT_UDPPORT = 694
 DEFAULT_BAUD = 19200
 DEFAULT_HOPFUDGE = 1
 DEFAULT_MCAST_TTL = 1
+MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
 DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
 
@@ -102,6 +103,40 @@ class UcastLink:
 
 
 @dataclass(frozen=True)
+class Ucast6Link:
+    """`ucast6 IFACE PEER-ADDRESS`: UDP over IPv6 to one peer (Heartbeat's ucast6 plugin).
+
+    A link-local peer is reached through IFACE (its scope id is the interface's
+    index, as Heartbeat sets it); `peer` is canonical, without a `%scope`.
+    """
+
+    interface: str
+    peer: str
+    port: int = DEFAULT_UDPPORT
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
+class Mcast6Link:
+    """`mcast6 IFACE GROUP PORT HOPS LOOP`: UDP over IPv6 multicast (Heartbeat's mcast6)."""
+
+    interface: str
+    group: str  # canonical; ff02::/16-style scopes 2, 4, 5 or 8 only (as Heartbeat)
+    port: int = DEFAULT_UDPPORT
+    hops: int = DEFAULT_MCAST_TTL
+    loop: bool = False
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.interface
+
+
+@dataclass(frozen=True)
 class SerialLink:
     """`serial /dev/ttyX`: a null-modem cable at `baud`."""
 
@@ -114,7 +149,7 @@ class SerialLink:
         return self.device
 
 
-Link = BcastLink | McastLink | UcastLink | SerialLink
+Link = BcastLink | McastLink | UcastLink | Ucast6Link | Mcast6Link | SerialLink
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,16 @@ class PingGroup:
 
     name: str
     addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ApiAuth:
+    """`apiauth CLIENT uid=USERS gid=GROUPS`: who may sign on to the client API as CLIENT."""
+
+    client: str  # a client name, `anon` (casual clients) or `default`
+    users: tuple[str, ...]  # names or numbers, as written
+    groups: tuple[str, ...]
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,7 +208,7 @@ class HaCf:
     udpport: int = DEFAULT_UDPPORT
     baud: int = DEFAULT_BAUD
     auto_failback: AutoFailback = AutoFailback.LEGACY
-    ping_nodes: tuple[str, ...] = ()
+    ping_nodes: tuple[str, ...] = ()  # `ping` (IPv4) and `ping6` (IPv6) addresses, in order
     ping_groups: tuple[PingGroup, ...] = ()
     logfacility: str | None = None  # syslog facility name, None = no syslog
     logfile: str | None = None
@@ -175,6 +220,12 @@ class HaCf:
     cluster_stack: ClusterStack = ClusterStack.HEARTBEAT
     # hbd-specific `group_order KEY NODE...` lines (corosync stack): a group's node order
     group_orders: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # every node and ping node in ha.cf order (Heartbeat's node table, for its client API)
+    node_order: tuple[str, ...] = ()
+    # what Heartbeat's client API reports as parameters (hbparams.py): (name, value)
+    parameters: tuple[tuple[str, str], ...] = ()
+    # `apiauth CLIENT uid=... gid=...` lines as written
+    apiauth: tuple[ApiAuth, ...] = ()
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200

@@ -1,6 +1,7 @@
 """Parser for Heartbeat's ha.cf.
 
-Every directive of Heartbeat 3.0.6's ha.cf(5) is known here: each is either
+Every directive of Heartbeat 3.0.6's ha.cf(5) is known here (the media and ping
+lines are parsed in hacfmedia.py, stonith/stonith_host in stonithcf.py): each is either
 implemented, accepted with a warning that hbd does not implement it, or
 refused with an error that says what to do instead.  Nothing is ignored
 silently.  Heartbeat's own rules are kept: udpport and baud apply to the
@@ -11,29 +12,23 @@ keepalive and initdead must be at least deadtime.  Defaults are Heartbeat's.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
+from hbd.core import hacfmedia, hbparams
 from hbd.core.config import (
-    DEFAULT_BAUD,
     DEFAULT_DEADTIME_MS,
     DEFAULT_KEEPALIVE_MS,
     DEFAULT_MAX_REXMIT_DELAY_MS,
-    DEFAULT_UDPPORT,
     AutoFailback,
-    BcastLink,
     ClusterStack,
     HaCf,
-    Link,
-    McastLink,
-    PingGroup,
-    SerialLink,
     StonithDevice,
     Timers,
-    UcastLink,
 )
 from hbd.core.fields import DT_MAX_MS
+from hbd.core.hacfmedia import BAUD_RATES as BAUD_RATES
+from hbd.core.hacfstate import Handler, State, need_args
 from hbd.core.parsing import (
     Problems,
     content_lines,
@@ -50,47 +45,10 @@ SYSLOG_FACILITIES = frozenset(
      "user", "uucp"]
     + [f"local{i}" for i in range(8)]
 )
-BAUD_RATES = frozenset(
-    (300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800)
-)
-
-_UDP_MEDIA = ("bcast", "mcast", "ucast")
-
-
-@dataclass
-class _State:
-    """Mutable accumulator while walking the file; frozen into HaCf at the end."""
-
-    problems: Problems
-    local_addresses: Collection[str]
-    nodes: list[str] = field(default_factory=list)
-    node_lines: list[int] = field(default_factory=list)  # the line of each name in `nodes`
-    links: list[Link] = field(default_factory=list)
-    ping_nodes: list[str] = field(default_factory=list)
-    ping_groups: list[PingGroup] = field(default_factory=list)
-    times: dict[str, int] = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)  # directive -> last line seen
-    values: dict[str, object] = field(default_factory=dict)
-    udpport: int = DEFAULT_UDPPORT
-    baud: int = DEFAULT_BAUD
-    first_udp_media_line: int = 0
-    first_serial_line: int = 0
-    bad_times: set[str] = field(default_factory=set)  # skip cross-checks on these
-    stonith: list[StonithDevice] = field(default_factory=list)
-
-
-Handler = Callable[[_State, int, list[str]], None]
-
-
-def _need_args(st: _State, line: int, name: str, args: list[str], count: int) -> bool:
-    if len(args) < count:
-        st.problems.error(line, f"{name}: needs {count} value(s), got {len(args)}")
-        return False
-    return True
 
 
 def _time(name: str) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is None:
             return
@@ -108,15 +66,8 @@ def _time(name: str) -> Handler:
     return handle
 
 
-def _port(st: _State, line: int, value: str, what: str) -> int | None:
-    if not is_decimal(value) or not 0 < int(value) < 65536:
-        st.problems.error(line, f"{what}: bad UDP port '{value}' (1-65535)")
-        return None
-    return int(value)
-
-
-def _node(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "node", args, 1):
+def _node(st: State, line: int, args: list[str]) -> None:
+    if not need_args(st, line, "node", args, 1):
         return
     for name in args:
         lowered = name.lower()  # Heartbeat lower-cases node names (add_node)
@@ -125,110 +76,11 @@ def _node(st: _State, line: int, args: list[str]) -> None:
         else:
             st.nodes.append(lowered)
             st.node_lines.append(line)
-
-
-def _udpport(st: _State, line: int, args: list[str]) -> None:
-    value = one_value(st.problems, line, "udpport", args)
-    if value is None:
-        return
-    port = _port(st, line, value, "udpport")
-    if port is None:
-        return
-    if st.first_udp_media_line:
-        st.problems.warning(
-            line,
-            f"udpport comes after the UDP medium at line {st.first_udp_media_line}; "
-            "as in Heartbeat it applies only to media below it: move it above them",
-        )
-    st.udpport = port
-
-
-def _baud(st: _State, line: int, args: list[str]) -> None:
-    value = one_value(st.problems, line, "baud", args)
-    if value is None:
-        return
-    if not is_decimal(value) or int(value) not in BAUD_RATES:
-        rates = ", ".join(str(r) for r in sorted(BAUD_RATES))
-        st.problems.error(line, f"baud: unsupported rate '{value}' (one of {rates})")
-        return
-    if st.first_serial_line:
-        st.problems.warning(
-            line,
-            f"baud comes after the serial line at line {st.first_serial_line}; "
-            "as in Heartbeat it applies only to serial lines below it: move it above them",
-        )
-    st.baud = int(value)
-
-
-def _mark_udp(st: _State, line: int) -> None:
-    if not st.first_udp_media_line:
-        st.first_udp_media_line = line
-
-
-def _bcast(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "bcast", args, 1):
-        return
-    _mark_udp(st, line)
-    for iface in args:
-        st.links.append(BcastLink(interface=iface, port=st.udpport, line=line))
-
-
-def _mcast(st: _State, line: int, args: list[str]) -> None:
-    if len(args) != 5:
-        st.problems.error(line, "mcast: needs 'mcast IFACE GROUP PORT TTL LOOP', e.g. "
-                          "'mcast eth0 225.0.0.1 694 1 0'")
-        return
-    iface, group, port_s, ttl_s, loop_s = args
-    _mark_udp(st, line)
-    ok = True
-    try:
-        if not ipaddress.IPv4Address(group).is_multicast:
-            st.problems.error(line, f"mcast: '{group}' is not a multicast group (224.0.0.0/4)")
-            ok = False
-    except ValueError:
-        st.problems.error(line, f"mcast: '{group}' is not an IPv4 address")
-        ok = False
-    port = _port(st, line, port_s, "mcast")
-    if not is_decimal(ttl_s) or not 0 <= int(ttl_s) <= 255:
-        st.problems.error(line, f"mcast: bad ttl '{ttl_s}' (0-255)")
-        ok = False
-    if loop_s not in ("0", "1"):
-        st.problems.error(line, f"mcast: bad loop '{loop_s}' (0 or 1)")
-        ok = False
-    if ok and port is not None:
-        st.links.append(McastLink(iface, group, port, int(ttl_s), loop_s == "1", line))
-
-
-def _ucast(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "ucast", args, 2):
-        return
-    iface, peers = args[0], args[1:]
-    _mark_udp(st, line)
-    for peer in peers:
-        try:
-            ipaddress.IPv4Address(peer)
-        except ValueError:
-            st.problems.error(line, f"ucast: '{peer}' is not an IPv4 address")
-            continue
-        if peer in st.local_addresses:
-            continue  # our own address: this line is the peer's half of a shared ha.cf
-        st.links.append(UcastLink(interface=iface, peer=peer, port=st.udpport, line=line))
-
-
-def _serial(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "serial", args, 1):
-        return
-    if not st.first_serial_line:
-        st.first_serial_line = line
-    for device in args:
-        if not device.startswith("/"):
-            st.problems.error(line, f"serial: '{device}' is not a device path like /dev/ttyS0")
-            continue
-        st.links.append(SerialLink(device=device, baud=st.baud, line=line))
+            st.order.append((line, lowered))
 
 
 def _choice(name: str, parse: Callable[[str], object | None], hint: str) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is None:
             return
@@ -250,7 +102,7 @@ def _auto_failback_value(value: str) -> AutoFailback | None:
     return AutoFailback.ON if flag else AutoFailback.OFF
 
 
-def _nice_failback(st: _State, line: int, args: list[str]) -> None:
+def _nice_failback(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "nice_failback", args)
     if value is None:
         return
@@ -268,37 +120,7 @@ def _nice_failback(st: _State, line: int, args: list[str]) -> None:
     st.values["auto_failback"] = mapped
 
 
-def _ping(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "ping", args, 1):
-        return
-    for address in args:
-        try:
-            ipaddress.IPv4Address(address)
-        except ValueError:
-            st.problems.error(line, f"ping: '{address}' is not an IPv4 address")
-            continue
-        st.ping_nodes.append(address)
-
-
-def _ping_group(st: _State, line: int, args: list[str]) -> None:
-    if not _need_args(st, line, "ping_group", args, 2):
-        return
-    name, addresses = args[0], args[1:]
-    good: list[str] = []
-    for address in addresses:
-        try:
-            ipaddress.IPv4Address(address)
-        except ValueError:
-            st.problems.error(line, f"ping_group: '{address}' is not an IPv4 address")
-            continue
-        good.append(address)
-    if any(g.name == name for g in st.ping_groups):
-        st.problems.error(line, f"ping_group: group '{name}' is defined twice")
-    elif good:
-        st.ping_groups.append(PingGroup(name=name, addresses=tuple(good)))
-
-
-def _logfacility(st: _State, line: int, args: list[str]) -> None:
+def _logfacility(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "logfacility", args)
     if value is None:
         return
@@ -313,7 +135,7 @@ def _logfacility(st: _State, line: int, args: list[str]) -> None:
 
 
 def _path(name: str) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
@@ -322,7 +144,7 @@ def _path(name: str) -> Handler:
 
 
 def _pacemaker(name: str) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is None:
             return
@@ -338,7 +160,7 @@ def _pacemaker(name: str) -> Handler:
     return handle
 
 
-def _autojoin(st: _State, line: int, args: list[str]) -> None:
+def _autojoin(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "autojoin", args)
     if value is None:
         return
@@ -351,7 +173,7 @@ def _autojoin(st: _State, line: int, args: list[str]) -> None:
 
 
 def _positive_int(name: str, low: int, high: int) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is None:
             return
@@ -363,7 +185,7 @@ def _positive_int(name: str, low: int, high: int) -> Handler:
     return handle
 
 
-def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
+def _max_rexmit_delay(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "max_rexmit_delay", args)
     if value is None:
         return
@@ -375,7 +197,7 @@ def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
     st.times["max_rexmit_delay"] = ms
 
 
-def _msgfmt(st: _State, line: int, args: list[str]) -> None:
+def _msgfmt(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "msgfmt", args)
     if value is None:
         return
@@ -385,7 +207,7 @@ def _msgfmt(st: _State, line: int, args: list[str]) -> None:
     st.values["msgfmt"] = value
 
 
-def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
+def _cluster_stack(st: State, line: int, args: list[str]) -> None:
     value = one_value(st.problems, line, "cluster_stack", args)
     if value is None:
         return
@@ -395,7 +217,7 @@ def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
         st.problems.error(line, f"cluster_stack: bad value '{value}' (heartbeat or corosync)")
 
 
-def _group_order(st: _State, line: int, args: list[str]) -> None:
+def _group_order(st: State, line: int, args: list[str]) -> None:
     """hbd-only `group_order KEY NODE...`: a group's node order on the corosync stack."""
     nodes = tuple(n.lower() for n in args[1:])
     orders = st.values.setdefault("group_orders", {})
@@ -406,7 +228,7 @@ def _group_order(st: _State, line: int, args: list[str]) -> None:
         orders[args[0]] = (nodes, line)
 
 
-def _check_group_orders(st: _State, orders: dict[str, tuple[tuple[str, ...], int]]
+def _check_group_orders(st: State, orders: dict[str, tuple[tuple[str, ...], int]]
                         ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     for key, (nodes, line) in orders.items():
         if unknown := [n for n in nodes if n not in st.nodes]:
@@ -416,7 +238,7 @@ def _check_group_orders(st: _State, orders: dict[str, tuple[tuple[str, ...], int
     return tuple((key, nodes) for key, (nodes, _) in orders.items())
 
 
-def _check_two_nodes(st: _State) -> None:
+def _check_two_nodes(st: State) -> None:
     """Heartbeat's own stack runs two nodes: its resource protocol knows one peer.
 
     With a third node, hb_resource.c's rules (and hbd's, which follow them) read
@@ -435,7 +257,7 @@ def _check_two_nodes(st: _State) -> None:
 def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
@@ -444,7 +266,7 @@ def _simple(name: str) -> Handler:
 
 
 def _stonith(parse: Callable[[Problems, int, list[str]], StonithDevice | None]) -> Handler:
-    def handle(st: _State, line: int, args: list[str]) -> None:
+    def handle(st: State, line: int, args: list[str]) -> None:
         if (device := parse(st.problems, line, args)) is not None:
             st.stonith.append(device)
     return handle
@@ -457,16 +279,19 @@ HANDLERS: dict[str, Handler] = {
     "warntime": _time("warntime"),
     "initdead": _time("initdead"),
     "deadping": _time("deadping"),
-    "udpport": _udpport,
-    "baud": _baud,
-    "bcast": _bcast,
-    "mcast": _mcast,
-    "ucast": _ucast,
-    "serial": _serial,
+    "udpport": hacfmedia.udpport,
+    "baud": hacfmedia.baud,
+    "bcast": hacfmedia.bcast,
+    "mcast": hacfmedia.mcast,
+    "ucast": hacfmedia.ucast,
+    "ucast6": hacfmedia.ucast6,
+    "mcast6": hacfmedia.mcast6,
+    "serial": hacfmedia.serial,
     "auto_failback": _choice("auto_failback", _auto_failback_value, "on, off or legacy"),
     "nice_failback": _nice_failback,
-    "ping": _ping,
-    "ping_group": _ping_group,
+    "ping": hacfmedia.ping,
+    "ping6": hacfmedia.ping6,
+    "ping_group": hacfmedia.ping_group,
     "logfacility": _logfacility,
     "logfile": _path("logfile"),
     "debugfile": _path("debugfile"),
@@ -487,7 +312,7 @@ HANDLERS: dict[str, Handler] = {
     "arp_interval": _time("arp_interval"),
 }
 
-KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED)
+KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED) | {"apiauth"}
 
 
 def parse_hacf(
@@ -501,7 +326,7 @@ def parse_hacf(
     Never raises on bad input: the caller decides what errors mean (refuse to
     start, keep the old config on reload).
     """
-    st = _State(problems=Problems(filename), local_addresses=frozenset(local_addresses))
+    st = State(problems=Problems(filename), local_addresses=frozenset(local_addresses))
     for line, content in content_lines(text):
         # a line of commas only splits into nothing: report it as it is
         directive, *args = content.replace(",", " ").split() or [content]
@@ -510,7 +335,19 @@ def parse_hacf(
         handler = HANDLERS.get(directive)
         if handler is not None:
             st.lines[directive] = line
+            if args:
+                st.last_values[directive] = args[-1]
             handler(st, line, args)
+        elif directive == "apiauth":
+            # a whole-line directive in Heartbeat: its lists are comma-separated
+            parsed = hbparams.parse_apiauth(content.split()[1:], line)
+            if isinstance(parsed, str):
+                st.problems.error(line, parsed)
+            elif any(entry.client == parsed.client for entry in st.apiauth):
+                st.problems.warning(line, f"apiauth: client '{parsed.client}' is listed twice: "
+                                    "Heartbeat refuses that; hbd keeps the first line")
+            else:
+                st.apiauth.append(parsed)
         elif directive in NOT_IMPLEMENTED:
             st.problems.warning(
                 line, f"{directive}: not implemented by hbd, ignored ({NOT_IMPLEMENTED[directive]})"
@@ -520,13 +357,14 @@ def parse_hacf(
     return _finish(st), st.problems
 
 
-def _finish(st: _State) -> HaCf:
+def _finish(st: State) -> HaCf:
     timers = _timers(st)
     _check_two_nodes(st)
     if not st.nodes:
         st.problems.error(0, "no node directive: list every cluster node with 'node NAME'")
     if not st.links and st.values.get("cluster_stack") is not ClusterStack.COROSYNC:
-        st.problems.error(0, "no heartbeat media: add bcast, mcast, ucast or serial lines")
+        st.problems.error(0, "no heartbeat media: add bcast, mcast, ucast, mcast6, ucast6 "
+                          "or serial lines")
     auto_failback = st.values.get("auto_failback", AutoFailback.LEGACY)
     assert isinstance(auto_failback, AutoFailback)
     hacf = HaCf(
@@ -538,6 +376,9 @@ def _finish(st: _State) -> HaCf:
         auto_failback=auto_failback,
         ping_nodes=tuple(st.ping_nodes),
         ping_groups=tuple(st.ping_groups),
+        node_order=tuple(name for _line, name in sorted(st.order, key=lambda e: e[0])),
+        parameters=tuple(sorted(hbparams.parameters(st.last_values).items())),
+        apiauth=tuple(st.apiauth),
         stonith=tuple(st.stonith),
     )
     check_stonith(st.problems, st.stonith, st.nodes,
@@ -558,7 +399,7 @@ def _finish(st: _State) -> HaCf:
     return replace(hacf, **overrides)  # type: ignore[arg-type]
 
 
-def _timers(st: _State) -> Timers:
+def _timers(st: State) -> Timers:
     """Apply Heartbeat's defaults and cross-checks (config.c: init_config)."""
     t = st.times
     keepalive = t.get("keepalive", DEFAULT_KEEPALIVE_MS)

@@ -26,7 +26,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "traditional_compression": "hbd never compresses messages",
     "env": "hbd runs no respawned clients",
     "memreserve": "not needed by hbd",
-    "apiauth": "hbd has no Heartbeat client API; use D-Bus and polkit",
     "respawn": "hbd runs no respawned clients; use systemd units",
     "failfast": "hbd runs no respawned clients",
     "normalpoll": "not applicable to hbd",
@@ -37,9 +36,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "enable_config_writes": "only meaningful with Pacemaker",
     "quorum_server": "hbd has no quorum server; see cluster_stack corosync",
     "hbaping": "the hbaping medium is not supported",
-    "mcast6": "IPv6 multicast media are not supported",
-    "ucast6": "IPv6 unicast media are not supported",
-    "ping6": "IPv6 ping nodes are not supported",
     "rds": "the rds medium is not supported",
     "tipc": "the tipc medium is not supported",
 }

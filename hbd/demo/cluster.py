@@ -142,7 +142,9 @@ class Node:
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "hbd.daemon", "--config-dir", str(self.config_dir),
                 "--state-dir", str(self.dir / "state"), "--runtime-dir", str(self.dir / "run"),
-                "--node", self.name]
+                # each demo node its own Heartbeat FIFO and API socket, not the host's
+                "--heartbeat-dir", str(self.dir / "heartbeat"),
+                "--api-socket", str(self.dir / "heartbeat" / "register"), "--node", self.name]
         return argv if self.bus_address else [*argv, "--no-dbus"]
 
 

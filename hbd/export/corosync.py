@@ -21,8 +21,10 @@ from hbd.core.config import (
     AuthMethod,
     BcastLink,
     ClusterConfig,
+    Mcast6Link,
     McastLink,
     SerialLink,
+    Ucast6Link,
     UcastLink,
 )
 from hbd.export.agents import slug
@@ -69,9 +71,15 @@ def _links(config: ClusterConfig, sources: Sources, notes: list[Note]) -> list[_
             notes.append(Note(sources.hacf, link.line, f"mcast {link.interface} {link.group}: "
                               "knet sends unicast UDP between node addresses; the multicast "
                               f"group, ttl {link.ttl} and loop setting are not used"))
-        elif isinstance(link, UcastLink):
-            entry.media.append(f"ucast {link.interface} {link.peer}")
+        elif isinstance(link, UcastLink | Ucast6Link):
+            kind = "ucast" if isinstance(link, UcastLink) else "ucast6"
+            entry.media.append(f"{kind} {link.interface} {link.peer}")
             entry.peers.append(link.peer)
+        elif isinstance(link, Mcast6Link):
+            entry.media.append(f"mcast6 {link.interface} {link.group}")
+            notes.append(Note(sources.hacf, link.line, f"mcast6 {link.interface} {link.group}: "
+                              "knet sends unicast UDP between node addresses; the multicast "
+                              f"group, hops {link.hops} and loop setting are not used"))
     result = list(links.values())
     for extra in result[MAX_LINKS:]:
         notes.append(Note(sources.hacf, extra.line, f"{', '.join(extra.media)}: not carried "

@@ -225,6 +225,9 @@ def _unimplemented_directives(b: _Builder) -> None:
             continue
         fate = _DIRECTIVE_FATE.get(directive, "no Pacemaker or Corosync equivalent")
         b.notes.append(Note(problem.file, problem.line, f"{directive}: not carried over: {fate}"))
+    for entry in b.config.hacf.apiauth:  # honoured by hbd, meaningless to Pacemaker
+        b.notes.append(Note(b.sources.hacf, entry.line,
+                            f"apiauth: not carried over: {_DIRECTIVE_FATE['apiauth']}"))
 
 
 def build_plan(config: ClusterConfig, host: HostView | None = None,

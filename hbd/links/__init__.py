@@ -16,7 +16,7 @@ from hbd.core.actions import Transmit
 from hbd.core.config import HaCf, SerialLink
 from hbd.errors import LinkError
 from hbd.links.serial import SerialEndpoint
-from hbd.links.udp import UdpEndpoint, UdpLink
+from hbd.links.udp import IPV6_LINKS, UdpEndpoint, UdpLink
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,15 @@ class LinkSet:
     def __init__(self, hacf: HaCf, deliver: Callable[[bytes, int], None]) -> None:
         self.deliver = deliver
         self.slots: list[_Slot] = []
-        udp: dict[tuple[str, int], dict[int, UdpLink]] = {}
+        udp: dict[tuple[bool, str, int], dict[int, UdpLink]] = {}
         for index, link in enumerate(hacf.links):
             if isinstance(link, SerialLink):
                 self.slots.append(_Slot(SerialEndpoint(index, link, deliver,
                                                        self._serial_failed)))
             else:
-                udp.setdefault((link.interface, link.port), {})[index] = link
-        for (interface, port), links in udp.items():
+                ipv6 = isinstance(link, IPV6_LINKS)
+                udp.setdefault((ipv6, link.interface, link.port), {})[index] = link
+        for (_ipv6, interface, port), links in udp.items():
             self.slots.append(_Slot(UdpEndpoint(interface, port, links, deliver)))
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -95,7 +96,8 @@ class LinkSet:
             if isinstance(endpoint, SerialEndpoint):
                 out[endpoint.link.device] = endpoint.is_open
             else:
-                out[endpoint.interface] = endpoint.is_open
+                # an interface carrying IPv4 and IPv6 media is one link, as in Heartbeat
+                out[endpoint.interface] = out.get(endpoint.interface, False) or endpoint.is_open
         return out
 
     def open_count(self) -> int:

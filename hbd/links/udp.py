@@ -7,6 +7,12 @@ datagram belongs to: a multicast destination means the mcast link, a
 broadcast destination the bcast link, a unicast one the ucast link of that
 peer.  The kernel loops our own broadcasts back to us; a socket filter drops
 them before they wake us (Heartbeat reads and discards them).
+
+The IPv6 media (ucast6, mcast6) get a socket of their own per interface and
+port (IPV6_V6ONLY, so it never sees the IPv4 links' datagrams), told apart
+the same way with IPV6_PKTINFO.  Link-local peers and groups are reached
+through the line's interface (the scope id is its index, as Heartbeat sets
+it).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import socket
 import struct
 from collections.abc import Callable
 
-from hbd.core.config import BcastLink, McastLink, UcastLink
+from hbd.core.config import BcastLink, Mcast6Link, McastLink, Ucast6Link, UcastLink
 from hbd.errors import LinkError
 
 log = logging.getLogger(__name__)
 
-UdpLink = BcastLink | McastLink | UcastLink
+UdpLink = BcastLink | McastLink | UcastLink | Ucast6Link | Mcast6Link
+IPV6_LINKS = (Ucast6Link, Mcast6Link)
 Deliver = Callable[[bytes, int], None]  # (payload, link index)
 
 SIOCGIFADDR = 0x8915
@@ -38,6 +45,8 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # real heartbeats out of a default-sized buffer while the loop is busy.
 RECEIVE_BUFFER = 1024 * 1024
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MAX_DATAGRAM = 65535
 
 
@@ -91,12 +100,15 @@ class UdpEndpoint:
 
     def __init__(self, interface: str, port: int, links: dict[int, UdpLink],
                  deliver: Deliver) -> None:
+        self.ipv6 = all(isinstance(link, IPV6_LINKS) for link in links.values())
+        if not self.ipv6 and any(isinstance(link, IPV6_LINKS) for link in links.values()):
+            raise ValueError("IPv4 and IPv6 links never share an endpoint")
         self.interface = interface
         self.port = port
         self.links = links
         self.deliver = deliver
         self.sock: socket.socket | None = None
-        self._targets: dict[int, tuple[str, int]] = {}
+        self._targets: dict[int, tuple[str, int] | tuple[str, int, int, int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failed_sends = 0
 
@@ -115,7 +127,10 @@ class UdpEndpoint:
             ifindex = socket.if_nametoindex(self.interface)
         except OSError:
             raise LinkError(f"{self.describe()}: no such interface") from None
-        targets: dict[int, tuple[str, int]] = {}
+        if self.ipv6:
+            self._install(self._open6(ifindex), loop)
+            return
+        targets: dict[int, tuple[str, int] | tuple[str, int, int, int]] = {}
         echo_filtered = False
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -141,7 +156,7 @@ class UdpEndpoint:
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP,
                                     1 if link.loop else 0)
                     targets[index] = (link.group, link.port)
-                else:
+                elif isinstance(link, UcastLink):
                     targets[index] = (link.peer, link.port)
             sock.bind(("", self.port))
             sock.setblocking(False)
@@ -151,10 +166,47 @@ class UdpEndpoint:
         except LinkError:
             sock.close()
             raise
-        self.sock = sock
-        self._targets = targets
+        self._install((sock, targets), loop)
+
+    def _install(self, opened: tuple[socket.socket, dict[int, tuple[str, int] |
+                                                         tuple[str, int, int, int]]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.sock, self._targets = opened
         self._loop = loop
-        loop.add_reader(sock.fileno(), self._readable)
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _open6(self, ifindex: int) -> tuple[socket.socket, dict[int, tuple[str, int] |
+                                                                tuple[str, int, int, int]]]:
+        """The IPv6 socket and each link's destination.  Raises LinkError."""
+        targets: dict[int, tuple[str, int] | tuple[str, int, int, int]] = {}
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as err:
+            raise LinkError(f"{self.describe()}: {err.strerror or err}") from err
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            _grow_receive_buffer(sock)
+            for index, link in self.links.items():
+                if isinstance(link, Mcast6Link):
+                    group = socket.inet_pton(socket.AF_INET6, link.group)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                                    group + struct.pack("@I", ifindex))
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, link.hops)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP,
+                                    1 if link.loop else 0)
+                    targets[index] = (link.group, link.port, 0, _scope(link.group, ifindex))
+                elif isinstance(link, Ucast6Link):
+                    targets[index] = (link.peer, link.port, 0, _scope(link.peer, ifindex))
+            sock.bind(("::", self.port))
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
+            raise LinkError(f"{self.describe()}: {err.strerror or err}") from err
+        return sock, targets
 
     def close(self) -> None:
         if self.sock is None:
@@ -167,6 +219,14 @@ class UdpEndpoint:
     def _link_for(self, source: str, destination: str) -> int | None:
         if len(self.links) == 1:
             return next(iter(self.links))
+        if self.ipv6:
+            source = source.split("%")[0]
+            for index, link in self.links.items():
+                if isinstance(link, Mcast6Link) and link.group == destination:
+                    return index
+                if isinstance(link, Ucast6Link) and link.peer == source:
+                    return index
+            return None
         dest = ipaddress.IPv4Address(destination)
         for index, link in self.links.items():
             if isinstance(link, McastLink) and dest.is_multicast and link.group == destination:
@@ -185,7 +245,7 @@ class UdpEndpoint:
         for _ in range(64):  # bounded, so a flood cannot starve the timer
             try:
                 data, ancdata, _flags, address = sock.recvmsg(
-                    MAX_DATAGRAM, socket.CMSG_SPACE(12))
+                    MAX_DATAGRAM, socket.CMSG_SPACE(20))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
@@ -195,6 +255,9 @@ class UdpEndpoint:
             for level, kind, value in ancdata:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
                     destination = socket.inet_ntoa(value[8:12])
+                elif (level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO
+                      and len(value) >= 16):
+                    destination = socket.inet_ntop(socket.AF_INET6, value[:16])
             index = self._link_for(address[0], destination)
             if index is not None:
                 self.deliver(data, index)
@@ -215,6 +278,14 @@ class UdpEndpoint:
                 if self.failed_sends in (1, 10, 100) or self.failed_sends % 1000 == 0:
                     log.warning("%s: send to %s failed (%d so far): %s", self.describe(),
                                 target[0], self.failed_sends, err.strerror)
+
+
+def _scope(address: str, ifindex: int) -> int:
+    """The scope id a destination needs: the interface's for link-local ones, else 0."""
+    parsed = ipaddress.IPv6Address(address)
+    if parsed.is_link_local or (parsed.is_multicast and parsed.packed[1] & 0x0F == 0x2):
+        return ifindex
+    return 0
 
 
 def _grow_receive_buffer(sock: socket.socket) -> None:

@@ -158,6 +158,18 @@ def local_ipv4_addresses() -> frozenset[str]:
         return frozenset()
 
 
+def local_ip_addresses() -> frozenset[str]:
+    """This host's IPv4 and IPv6 addresses (canonical text), for skipping ucast and ucast6
+    lines that name ourselves."""
+    found = set(local_ipv4_addresses())
+    try:
+        found.update(str(ipaddress.IPv6Address(a.address))
+                     for a in list_addresses(socket.AF_INET6))
+    except NetError as err:
+        log.warning("%s; ucast6 lines naming this host will not be skipped", err)
+    return frozenset(found)
+
+
 def _best_subnet(target: ipaddress.IPv4Address | ipaddress.IPv6Address,
                  entries: Sequence[InterfaceAddress],
                  interface: str | None) -> InterfaceAddress | None:

@@ -68,7 +68,13 @@ TEST_COMMANDS: Final = {
     "tcpdump": "tcpdump",
     # real peers and their tools
     "keepalived": "keepalived",
-    "cl_status": "heartbeat",
+    "cl_status": "heartbeat",  # Heartbeat's client-API tool, against hbd too (issue 19)
+    # run by hb_standby/hb_takeover's shellfuncs (ha_log, ha_clustermsg) inside their sh
+    "ha_logger": "cluster-glue",
+    "logger": "bsdutils",
+    "basename": "coreutils",
+    "expr": "coreutils",
+    "setpriv": "util-linux",  # cl_status and API clients as nobody (issue 19)
     "corosync": "corosync",
     "corosync-keygen": "corosync",
     "corosync-quorumtool": "corosync",
