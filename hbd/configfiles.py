@@ -163,4 +163,26 @@ def describe(config: ClusterConfig) -> str:
         places.append(f"{hbd.notify_dir}/")
     lines.append(f"notify hooks: {', '.join(places) or 'none'}; "
                  f"timeout {hbd.notify_timeout_ms} ms each")
+    lines += _describe_health(config)
     return "\n".join(lines)
+
+
+def _describe_health(config: ClusterConfig) -> list[str]:
+    hbd = config.hbd
+    if not hbd.monitors:
+        return ["monitoring: none"]
+    restarts = {r.group: r for r in hbd.restarts}
+    expiries = {e.group: e.expiry_ms for e in hbd.expiries}
+    owner = {r.id: g.key for g in config.groups for r in g.resources}
+    lines = ["monitoring:"]
+    for m in hbd.monitors:
+        key = m.target if m.target in restarts or any(g.key == m.target for g in config.groups) \
+            else owner.get(m.target, m.target)
+        restart = restarts.get(key)
+        policy = (f"restart up to {restart.max} time(s) in {restart.window_ms // 1000} s"
+                  if restart is not None and restart.max else "no restart")
+        expiry = expiries.get(key, 0)
+        lines.append(f"  {m.target}: every {m.interval_ms} ms, timeout {m.timeout_ms} ms, "
+                     f"{m.failures} failure(s); {policy}, then hand {key} to the peer; "
+                     "failure kept " + (f"{expiry // 1000} s" if expiry else "until cleanup"))
+    return lines

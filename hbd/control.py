@@ -40,6 +40,11 @@ class GroupInfo:
     home: str  # the haresources node
     owner: str  # the node running it, "" when nobody does
     state: str  # stopped, starting, running, stopping, blocked (our side's view)
+    # resource monitoring on this node (hbd.core.health); defaults: not monitored
+    fail_count: int = 0  # failures since the last cleanup or expiry
+    last_monitor: str = ""  # "", "ok" or "failed: <detail>"
+    last_monitor_at: float = 0.0  # wall clock of that check's end, 0 for none
+    unfit: str = ""  # why it must not run here ("" when it may), e.g. a monitor failure
 
 
 @dataclass(frozen=True)

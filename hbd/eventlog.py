@@ -35,6 +35,25 @@ class MessageId:
     LOST_PACKETS = "fd6469fb6e884b70850fc435416e0c99"
     GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
     HOOK_FAILED = "ce5f545a98e640bd94c746c3c5bb99f9"
+    # resource monitoring (hbd.core.health, hbd.core.recovery)
+    MONITOR_FAILURE = "6646effe062b4ac096d67490f5f41694"  # a check failed
+    GROUP_RESTART = "b6f44628b1594ca39c52f9af04f0b448"  # restarted in place after a monitor failure
+    GROUP_MOVE = "422fe2bdb36146138ac48a594d984f36"  # handed to the peer: unfit here
+    GROUP_STRANDED = "fd36818a2e4040f4a7e9c509a0e35265"  # nobody can take it: stopped
+    GROUP_UNFIT = "826735c438a248a192fed6e7bef11b87"  # marked unfit here
+    GROUP_FIT = "a110608e89494fdc9c0ef30ff6d1e69b"  # may run here again
+
+
+_RECOVERY: dict[str, tuple[int, str, str]] = {
+    "restart": (logging.WARNING, MessageId.GROUP_RESTART,
+                "group %s: restarting in place after a monitor failure (%s)"),
+    "move": (logging.WARNING, MessageId.GROUP_MOVE, "group %s: handing it to the peer, unfit "
+             "here (%s)"),
+    "stop": (logging.CRITICAL, MessageId.GROUP_STRANDED, "group %s: failed here and %s: "
+             "stopped and left stopped"),
+    "unfit": (logging.WARNING, MessageId.GROUP_UNFIT, "group %s: unfit on this node (%s)"),
+    "fit": (logging.INFO, MessageId.GROUP_FIT, "group %s: may run on this node again (%s)"),
+}
 
 
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
@@ -103,8 +122,14 @@ def log_event(event: object) -> bool:
         _emit(logging.CRITICAL, MessageId.SPLIT_BRAIN, "split brain on group %s: %s keeps it; %s",
               event.group, event.keeper, event.detail, group=event.group, node=event.keeper)
     elif isinstance(event, a.GroupFailed):
-        _emit(logging.ERROR, MessageId.RESOURCE_FAILURE, "group %s: %s failed: %s",
-              event.group, event.operation, event.detail, group=event.group)
+        message_id = (MessageId.MONITOR_FAILURE if event.operation == "monitor"
+                      else MessageId.RESOURCE_FAILURE)
+        _emit(logging.ERROR, message_id, "group %s: %s failed: %s",
+              event.group, event.operation, event.detail, group=event.group,
+              operation=event.operation)
+    elif isinstance(event, a.GroupRecovery):
+        level, message_id, text = _RECOVERY[event.what]
+        _emit(level, message_id, text, event.group, event.detail, group=event.group)
     elif isinstance(event, a.Notice):
         level = {"info": logging.INFO, "warning": logging.WARNING,
                  "error": logging.ERROR}.get(event.level, logging.INFO)

@@ -35,6 +35,7 @@ STOP_ATTEMPTS = 3
 STOP_RETRY_DELAY = 1.0
 
 Done = Callable[[str, str, bool, str], None]  # (group key, "start"|"stop", ok, detail)
+MonitorDone = Callable[[str, int, bool, str], None]  # (group key, token, ok, detail)
 
 
 def _spec(resource: Resource) -> IPv4Spec | IPv6Spec:
@@ -53,10 +54,14 @@ def _resolve(resource: Resource) -> VirtualAddress:
 
 
 class GroupRunner:
-    def __init__(self, config: ClusterConfig, agents: AgentRunner, done: Done) -> None:
+    def __init__(self, config: ClusterConfig, agents: AgentRunner, done: Done,
+                 monitor_done: MonitorDone | None = None) -> None:
         self.groups: dict[str, ResourceGroup] = {g.key: g for g in config.groups}
         self.agents = agents
         self.done = done
+        self.monitor_done = monitor_done
+        # the checks running, by (group key, token): a group may have several monitor lines
+        self.monitors: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.arp_count = config.hacf.arp_count
         self.arp_interval = config.hacf.arp_interval_ms / 1000.0
         self.resolved: dict[str, VirtualAddress] = {}  # by resource id, kept while held
@@ -74,10 +79,27 @@ class GroupRunner:
     # --- entry points (from the daemon, on the loop) -------------------------------
 
     def start(self, key: str) -> None:
+        self._cancel_monitor(key)
         self._spawn(key, self._start(key))
 
     def stop(self, key: str) -> None:
+        self._cancel_monitor(key)
         self._spawn(key, self._stop(key))
+
+    def monitor(self, key: str, resource_ids: tuple[str, ...], timeout: float,
+                token: int) -> None:
+        """Check the group's resources off the loop; a check past `timeout` is killed."""
+        task = asyncio.get_running_loop().create_task(
+            self._monitor(key, resource_ids, timeout, token), name=f"monitor {key}")
+        self.monitors[(key, token)] = task
+
+    def _cancel_monitor(self, key: str) -> None:
+        # A check must not run beside a start or stop of the same agents; its result
+        # would be stale anyway (the engine ignores it).
+        for running in [k for k in self.monitors if k[0] == key]:
+            task = self.monitors.pop(running)
+            if not task.done():
+                task.cancel()
 
     def announce(self, key: str) -> None:
         """Re-send gratuitous ARP for the addresses of a group we keep."""
@@ -209,6 +231,50 @@ class GroupRunner:
     def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"group {key}")
         self.tasks[key] = task
+
+    # --- monitor -----------------------------------------------------------------
+
+    async def _monitor(self, key: str, resource_ids: tuple[str, ...], timeout: float,
+                       token: int) -> None:
+        group = self.groups.get(key)
+        if group is None:
+            ok, detail = False, "no such group in haresources"
+        else:
+            wanted = [r for r in group.resources if r.id in resource_ids]
+            try:
+                ok, detail = await asyncio.wait_for(self._check(wanted, timeout), timeout)
+            except TimeoutError:
+                ok, detail = False, (f"monitor timed out after {timeout:g}s; the check was "
+                                     "killed")
+        self.monitors.pop((key, token), None)
+        if self.monitor_done is not None:
+            self.monitor_done(key, token, ok, detail)
+
+    async def _check(self, resources: list[Resource], timeout: float) -> tuple[bool, str]:
+        """Left to right; the first resource found not running ends the check."""
+        for resource in resources:
+            if resource.kind is AgentKind.NATIVE_IP:
+                problem = await self._check_address(resource)
+                if problem is not None:
+                    return False, f"{resource.id}: {problem}"
+                continue
+            try:
+                result = await self.agents.run(resource, "status", timeout=timeout)
+            except HbdError as err:
+                return False, f"{resource.id}: {err}"
+            if not result.ok or not result.running:
+                return False, f"{resource.id}: {result.detail}"
+        return True, f"{len(resources)} resource(s) running"
+
+    async def _check_address(self, resource: Resource) -> str | None:
+        def work() -> str | None:
+            va = self.resolved.get(resource.id) or _resolve(resource)
+            return addresses.check_held([va])[0]
+
+        try:
+            return await asyncio.to_thread(work)
+        except (HbdError, OSError) as err:
+            return str(err)
 
     # --- start -------------------------------------------------------------------
 

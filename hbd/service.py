@@ -29,9 +29,17 @@ from typing import Any, ClassVar
 from hbd import configfiles, eventlog, logs
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
-from hbd.core.actions import Action, AnnounceGroup, GroupStateChanged, StartGroup, StopGroup
+from hbd.core.actions import (
+    Action,
+    AnnounceGroup,
+    GroupStateChanged,
+    RunMonitor,
+    StartGroup,
+    StopGroup,
+)
 from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
+from hbd.core.recovery import Recovery
 from hbd.core.refresh import RefreshSchedule
 from hbd.errors import ConfigError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
@@ -155,6 +163,10 @@ class ServiceBase:
             elif isinstance(action, AnnounceGroup):
                 assert self.runner is not None
                 self.runner.announce(action.group)
+            elif isinstance(action, RunMonitor):
+                assert self.runner is not None
+                self.runner.monitor(action.group, action.resources, action.timeout,
+                                    action.token)
             elif self._carry_out(action):
                 pass
             elif not eventlog.log_event(action):
@@ -206,7 +218,7 @@ class ServiceBase:
         """Before joining: resolve the addresses, and stop whatever a previous hbd left up."""
         assert self._loop is not None
         self.runner = GroupRunner(self.config, make_agent_runner(self.options, self.config),
-                                  self._group_done)
+                                  self._group_done, self._monitor_done)
         await self.runner.prepare()
         for key, error in (await self.runner.stop_stale()).items():
             log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
@@ -260,6 +272,18 @@ class ServiceBase:
             self._dispatch(self._group_work().group_done(key, operation, ok, detail, now, wall))
         except HbdError as err:
             log.error("group %s: %s", key, err)
+        self._arm()
+        self._check_finished()
+
+    def _monitor_done(self, key: str, token: int, ok: bool, detail: str) -> None:
+        """The group runner finished a check (RunMonitor)."""
+        work = self._group_work()
+        if not isinstance(work, Recovery):
+            return
+        now, wall = self._now()
+        log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,
+                "ok" if ok else "FAILED", detail)
+        self._dispatch(work.monitor_done(key, token, ok, detail, now, wall))
         self._arm()
         self._check_finished()
 

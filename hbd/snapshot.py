@@ -62,10 +62,23 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
     def owner(key: str) -> str:
         return peer.name if key in peer_groups and peer is not None else ""
 
-    return replace(_build(engine.node, nodes, failover, owner, failover.rscstatus()),
+    snap = _build(engine.node, nodes, failover, owner, failover.rscstatus())
+    return replace(snap, groups=tuple(_with_health(g, failover) for g in snap.groups),
                    links=tuple(links),
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
                                     for name, up in pings or ()))
+
+
+def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
+    health = failover.health.groups.get(group.key)
+    if health is None:
+        return group
+    last = health.last_result
+    if last == "failed":
+        last = f"failed: {health.last_detail}"
+    return replace(group, fail_count=health.fail_count, last_monitor=last,
+                   last_monitor_at=health.last_at,
+                   unfit="; ".join(r.detail for r in health.unfit.values()))
 
 
 def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],

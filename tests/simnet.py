@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, SendPing, StartGroup, StopGroup, Transmit
+from hbd.core.actions import Action, RunMonitor, SendPing, StartGroup, StopGroup, Transmit
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.engine import Engine, EngineComponent
@@ -28,12 +28,13 @@ WALL0 = 1_800_000_000.0
 def make_config(node: str, *, nodes: tuple[str, ...] = ("n1", "n2"), links: int = 2,
                 keepalive: str = "100ms", deadtime: str = "500ms", warntime: str = "300ms",
                 initdead: str = "1", extra: str = "", haresources: str = "",
-                authkeys: str = "auth 1\n1 sha1 simsecret\n") -> ClusterConfig:
+                authkeys: str = "auth 1\n1 sha1 simsecret\n",
+                hbdconf: str | None = None) -> ClusterConfig:
     media = "".join(f"bcast eth{i}\n" for i in range(links))
     hacf = (f"keepalive {keepalive}\ndeadtime {deadtime}\nwarntime {warntime}\n"
             f"initdead {initdead}\n{media}node {' '.join(nodes)}\n{extra}")
     return assemble(ConfigTexts("ha.cf", hacf, "haresources", haresources, "authkeys",
-                                authkeys, 0o100600), node_name=node)
+                                authkeys, 0o100600, "hbd.conf", hbdconf), node_name=node)
 
 
 @dataclass
@@ -61,6 +62,20 @@ class GroupRunner:
     hang_start: set[str] = field(default_factory=set)  # group keys whose start never ends
     hang_stop: set[str] = field(default_factory=set)
     timeout: float = 60.0  # --start-timeout / --stop-timeout: a hang fails after this
+    # monitors: a group in `broken` fails its checks until a start repairs it (unless it is
+    # also in `stays_broken`); `hang_monitor` checks never answer (a failure at timeout)
+    broken: set[str] = field(default_factory=set)
+    stays_broken: set[str] = field(default_factory=set)
+    hang_monitor: set[str] = field(default_factory=set)
+    monitor_delay: float = 0.002
+
+    def check(self, monitor: RunMonitor) -> tuple[float, bool, str]:
+        """(seconds until the runner reports, ok, detail) for one monitor."""
+        if monitor.group in self.hang_monitor:
+            return monitor.timeout, False, f"monitor timed out after {monitor.timeout:g}s"
+        if monitor.group in self.broken:
+            return self.monitor_delay, False, "monitor: not running (rc=7)"
+        return self.monitor_delay, True, "monitor: running (rc=0)"
 
     def outcome(self, group: str, start: bool) -> tuple[float, bool, str]:
         """(seconds until the runner reports, ok, detail) for one operation."""
@@ -139,6 +154,11 @@ class SimNet:
             elif isinstance(action, SendPing):
                 if action.address not in node.unreachable:
                     node.pings.ping_reply(action.address, self.now + 0.001)
+            elif isinstance(action, RunMonitor):
+                delay, ok, detail = node.runner.check(action)
+                self._counter += 1
+                heapq.heappush(self._work, (self.now + delay, self._counter, node, action.group,
+                                            f"monitor:{action.token}", ok, detail))
             elif isinstance(action, StartGroup | StopGroup):
                 start = isinstance(action, StartGroup)
                 delay, ok, detail = node.runner.outcome(action.group, start)
@@ -156,9 +176,16 @@ class SimNet:
             heapq.heappush(self._work, (self.now + 0.001, self._counter, node, group,
                                         operation, ok, detail))
             return
+        if operation.startswith("monitor:"):
+            token = int(operation.partition(":")[2])
+            self._apply(node, node.failover.monitor_done(group, token, ok, detail,
+                                                         self.now, self.wall))
+            return
         if operation == "start":
             if ok:
                 node.running.add(group)
+                if group not in node.runner.stays_broken:
+                    node.runner.broken.discard(group)
         elif ok:
             node.running.discard(group)
         self._apply(node, node.failover.group_done(group, operation, ok, detail,

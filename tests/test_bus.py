@@ -433,6 +433,30 @@ def test_properties_changed_and_signals(hbd_bus: PrivateBus, served: ServiceThre
         watcher.close()
 
 
+def test_monitoring_state_emits_properties_changed(hbd_bus: PrivateBus,
+                                                   served: ServiceThread) -> None:
+    watcher = SignalWatcher(hbd_bus.address)
+    try:
+        failed = replace(SNAP, groups=(GroupInfo(VIP, "n1", "n2", "stopped", 1,
+                                                 "failed: apache: monitor failed: rc=1",
+                                                 1_800_000_000.5, "monitor failed"),))
+        served.publish(failed)
+        msg = watcher.wait(properties_changed(OBJECT_PATH, MANAGER_IFACE, "GroupHealth"))
+        assert msg.body[1]["GroupHealth"].value == [
+            [VIP, 1, "failed: apache: monitor failed: rc=1", 1_800_000_000_500_000,
+             "monitor failed"]]
+        msg = watcher.wait(properties_changed(group_path(VIP), GROUP_IFACE, "FailCount"))
+        changed = {k: v.value for k, v in msg.body[1].items()}
+        assert {k: changed[k] for k in ("FailCount", "LastMonitor", "LastMonitorTime",
+                                        "FailedHere")} == {
+            "FailCount": 1,
+            "LastMonitor": "failed: apache: monitor failed: rc=1",
+            "LastMonitorTime": 1_800_000_000_500_000, "FailedHere": "monitor failed"}
+    finally:
+        watcher.close()
+        served.publish(SNAP)
+
+
 # --- losing the bus --------------------------------------------------------------------
 
 

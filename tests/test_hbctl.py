@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from hbd.cli.hbctl import main
-from hbd.control import LinkInfo, NodeInfo, PingInfo
+from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo
 from hbd.errors import Busy
 from tests.infra.privbus import PrivateBus
 from tests.test_bus import SNAP, VIP, FakeController, ServiceThread, install_hbd_files
@@ -85,13 +85,38 @@ def test_status_table(fake: FakeController, capsys: pytest.CaptureFixture[str]) 
     ]
 
 
+def test_status_shows_monitoring_through_the_bus(served: ServiceThread,
+                                                fake: FakeController,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    at = 1_800_000_000.25
+    failed = replace(SNAP, groups=(GroupInfo(VIP, "n1", "n2", "stopped", 2,
+                                             "failed: udpsvc: status: dead (rc=1)", at,
+                                             "monitor failed: udpsvc: status: dead"),))
+    served.publish(failed)
+    rc, out, _ = run(capsys, "status")
+    assert rc == 0
+    lines = out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("GROUP")))
+    assert lines[header].split() == ["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST",
+                                     "MONITOR"]
+    assert lines[header + 1].split()[:5] == [VIP, "n1", "n2", "stopped", "2"]
+    assert "failed: udpsvc: status: dead (rc=1) at" in lines[header + 1]
+    assert lines[header + 2] == f"{VIP}: not on this node: monitor failed: udpsvc: status: dead"
+    status = json.loads(run(capsys, "status", "--json")[1])
+    group = status["groups"][0]
+    assert (group["fail_count"], group["last_monitor_at"], group["unfit"]) == (
+        2, at, "monitor failed: udpsvc: status: dead")
+
+
 def test_json_everywhere(fake: FakeController, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--json", "status"], ["status", "--json"]):
         rc, out, _ = run(capsys, *argv)
         status = json.loads(out)
         assert rc == 0 and status["node_name"] == "n1" and status["resources_held"] == "all"
         assert status["groups"] == [{"key": VIP, "home": "n1", "owner": "n1",
-                                     "state": "running"}]
+                                     "state": "running", "fail_count": 0,
+                                     "last_monitor": "", "last_monitor_at": 0.0,
+                                     "unfit": ""}]
     assert json.loads(run(capsys, "nodes", "--json")[1]) == [
         {"name": "n1", "status": "active", "local": True},
         {"name": "n2", "status": "active", "local": False}]

@@ -148,10 +148,10 @@ def test_check_config_and_hbctl_config_show_it(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "hbd.conf: read; gratuitous ARPs: 1 every 1000 ms" in result.stdout
-    (d / "hbd.conf").write_text("arp_count 1\nmonitor web\n")
+    (d / "hbd.conf").write_text("arp_count 1\nfrobnicate web\n")
     result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
     assert result.returncode == 1
-    assert f"{d}/hbd.conf:2: unknown directive 'monitor'" in result.stderr
+    assert f"{d}/hbd.conf:2: unknown directive 'frobnicate'" in result.stderr
     (d / "hbd.conf").unlink()
     (d / "hbd.conf").mkdir()
     result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
@@ -177,3 +177,73 @@ def test_reload_with_a_bad_hbdconf_keeps_the_running_configuration(tmp_path: Pat
         assert proc.proc.wait(20) == 0
     finally:
         proc.stop()
+
+
+HEALTH_RES = "n1 10.0.0.1 Dummy::state=/run/x\nn2 10.0.0.2\n"
+
+
+def _health(hbdconf: str) -> tuple[object, list[str]]:
+    texts = ConfigTexts("ha.cf", GOOD_HACF, "haresources", HEALTH_RES, "authkeys",
+                        GOOD_AUTHKEYS, 0o100600, "hbd.conf", hbdconf)
+    config, problems = check(texts, node_name="n1")
+    return config, [str(p) for p in problems]
+
+
+def test_monitor_restart_and_expiry_lines() -> None:
+    config, problems = _health(
+        "monitor 10.0.0.1 interval=2s timeout=500ms failures=2\n"
+        "monitor Dummy::state=/run/x\n"
+        "restart 10.0.0.1 max=3 window=10min\n"
+        "failure_expiry 10.0.0.1 1h\nfailure_expiry 10.0.0.2 never\n")
+    assert problems == []
+    assert config is not None
+    hbd = config.hbd  # type: ignore[attr-defined]
+    assert [(m.target, m.interval_ms, m.timeout_ms, m.failures, m.line) for m in hbd.monitors] \
+        == [("10.0.0.1", 2000, 500, 2, 1), ("Dummy::state=/run/x", 10_000, 20_000, 1, 2)]
+    assert [(r.group, r.max, r.window_ms) for r in hbd.restarts] == [("10.0.0.1", 3, 600_000)]
+    assert [(e.group, e.expiry_ms) for e in hbd.expiries] == [("10.0.0.1", 3_600_000),
+                                                              ("10.0.0.2", 0)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("monitor web\n", "hbd.conf:1: monitor: no group or resource 'web' in haresources "
+     "(groups: 10.0.0.1, 10.0.0.2; other resources: Dummy::state=/run/x)"),
+    ("monitor\n", "hbd.conf:1: monitor: needs a group or resource first (monitor "
+     "GROUP|RESOURCE [interval=10s] [timeout=20s] [failures=1])"),
+    ("monitor 10.0.0.1 every=1s\n", "hbd.conf:1: monitor: 'every=1s' is not one of "
+     "interval=, timeout=, failures="),
+    ("monitor 10.0.0.1 interval=soon\n", "hbd.conf:1: monitor: interval='soon' is not a time "
+     "from 100ms to 1d (a number with ms, s, min, h or d (plain: seconds), like 10s, 500ms, "
+     "10min, 1h)"),
+    ("monitor 10.0.0.1 failures=0\n", "hbd.conf:1: monitor: failures='0' is not a whole "
+     "number from 1 to 100"),
+    ("monitor 10.0.0.1\nmonitor 10.0.0.1\n", "hbd.conf:2: monitor: 10.0.0.1 is already "
+     "monitored at line 1"),
+    ("restart 10.0.0.1 window=1h\n", "hbd.conf:1: restart: max= is missing (restart GROUP "
+     "max=N [window=10min])"),
+    ("restart Dummy::state=/run/x max=1\n", "hbd.conf:1: restart: no group "
+     "'Dummy::state=/run/x' in haresources (groups: 10.0.0.1, 10.0.0.2; a group is named by "
+     "its first resource)"),
+    ("restart 10.0.0.1 max=x\n", "hbd.conf:1: restart: max='x' is not a whole number from "
+     "0 to 1000"),
+    ("failure_expiry 10.0.0.1\n", "hbd.conf:1: failure_expiry: needs a group and a time or "
+     "never (failure_expiry GROUP 1h), got 1 value(s)"),
+    ("failure_expiry 10.0.0.1 later\n", "hbd.conf:1: failure_expiry: 'later' is not never or "
+     "a time up to 365d (a number with ms, s, min, h or d (plain: seconds), like 10s, 500ms, "
+     "10min, 1h)"),
+])
+def test_bad_health_lines_are_file_line_errors(text: str, message: str) -> None:
+    config, problems = _health(text)
+    assert problems == [message]
+    assert config is None
+
+
+def test_check_config_describes_monitoring(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    (d / "hbd.conf").write_text("monitor 10.77.0.240/24/eth0 interval=5s\n"
+                                "restart 10.77.0.240/24/eth0 max=2 window=1h\n")
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert ("10.77.0.240/24/eth0: every 5000 ms, timeout 20000 ms, 1 failure(s); restart up "
+            "to 2 time(s) in 3600 s, then hand 10.77.0.240/24/eth0 to the peer; failure kept "
+            "until cleanup") in result.stdout

@@ -70,7 +70,8 @@ def lab(module_make_lab: LabFactory) -> Lab:
 @pytest.fixture
 def mixed(request: pytest.FixtureRequest, lab: Lab, hb_peer_factory: HbPeerFactory,
           private_bus: PrivateBus) -> Iterator[Mixed]:
-    placement, failback = request.param
+    placement, failback, *rest = request.param
+    hbdconf = rest[0] if rest else None
     hbd_name, hb_name = ("n1", "n2") if placement == "hbd-primary" else ("n2", "n1")
     install_hbd_files(private_bus)
     with PtyCable() as cable:
@@ -84,7 +85,10 @@ def mixed(request: pytest.FixtureRequest, lab: Lab, hb_peer_factory: HbPeerFacto
         heartbeat = hb_peer_factory(lab, hb_name, conf(hb_name), HARESOURCES, AUTHKEYS,
                                     daemon=True)
         hbd = HbdNode(lab, hbd_name, conf(hbd_name), HARESOURCES, AUTHKEYS, extra_args=(),
-                      env={"DBUS_SYSTEM_BUS_ADDRESS": private_bus.address}).start()
+                      env={"DBUS_SYSTEM_BUS_ADDRESS": private_bus.address})
+        if hbdconf is not None:  # hbd's own file: Heartbeat never reads it
+            (hbd.config_dir / "hbd.conf").write_text(hbdconf)
+        hbd.start()
         try:
             heartbeat.wait_status(hbd_name, "active", timeout=30)
             hbd.wait_log(rf"Status update for node {hb_name}: status active", 30)
@@ -186,3 +190,24 @@ def test_restart_of_either_daemon_rejoins_without_a_second_owner(mixed: Mixed) -
     mixed.heartbeat.wait_status(mixed.hbd_name, "active", timeout=30)
     watch(12.0)  # Heartbeat's 10 s resource hand-shake
     assert len(mixed.holders()) == 1
+
+
+MONITORED = (f"monitor IPaddr2::{VIP}/24/eth0 interval=500ms timeout=2s\n"
+             f"failure_expiry IPaddr2::{VIP}/24/eth0 never\n")
+
+
+@pytest.mark.parametrize("mixed", [("hbd-primary", "on", MONITORED)], indirect=True,
+                         ids=["hbd-primary-monitored"])
+def test_monitor_failure_on_hbd_hands_the_group_to_heartbeat(mixed: Mixed) -> None:
+    """hbd.conf with monitoring on the hbd node: the cluster forms as usual, and a failed
+    monitor hands the group to Heartbeat through its own standby exchange."""
+    assert mixed.heartbeat.node_status(mixed.hbd_name) == "active"
+    mixed.hbd.wait_log(r"monitor: every 500 ms|group \S+ start done")
+    mark = mixed.hbd.mark()
+    # someone removes the address behind hbd's back: the native check sees it is gone
+    mixed.lab.run("n1", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+    mixed.hbd.wait_log(rf"monitor failed: .*{VIP} is no longer on eth0", since=mark)
+    mixed.wait_holder("n2", 20)
+    time.sleep(3.0)  # auto_failback on, yet it stays with Heartbeat: it failed on hbd's node
+    assert mixed.holders() == ["n2"]
+    assert "not on this node: monitor failed" in mixed.hbctl("status")

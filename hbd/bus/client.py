@@ -89,12 +89,15 @@ def _state_from(props: dict[str, Any]) -> State:
         return props[name].value if name in props else default  # older hbds lack some
 
     votes = value("Votes", [0, 0, 0])
+    health = {str(k): (int(n), str(last), int(at) / 1e6, str(unfit))
+              for k, n, last, at, unfit in value("GroupHealth", [])}
     snapshot = Snapshot(
         node_name=str(value("NodeName")),
         nodes=tuple(NodeInfo(str(n), str(s), bool(local)) for n, s, local in value("Nodes")),
         links=tuple(LinkInfo(str(n), str(lk), str(s)) for n, lk, s in value("Links")),
         resources_held=str(value("ResourcesHeld")),
-        groups=tuple(GroupInfo(str(k), str(h), str(o), str(s)) for k, h, o, s in value("Groups")),
+        groups=tuple(GroupInfo(str(k), str(h), str(o), str(s), *health.get(str(k), ()))
+                     for k, h, o, s in value("Groups")),
         stack=str(value("Stack", "heartbeat")),
         quorate={"quorate": True, "inquorate": False}.get(str(value("Quorum", ""))),
         votes=int(votes[0]), expected_votes=int(votes[1]), quorum_votes=int(votes[2]),

@@ -48,6 +48,8 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "Votes": lambda s: [s.votes, s.expected_votes, s.quorum_votes],
     "Placement": lambda s: [[key, list(nodes)] for key, nodes in s.placement],
     "PingNodes": lambda s: [[p.name, p.status] for p in s.ping_nodes],
+    "GroupHealth": lambda s: [[g.key, g.fail_count, g.last_monitor,
+                               int(g.last_monitor_at * 1e6), g.unfit] for g in s.groups],
 }
 
 
@@ -156,6 +158,12 @@ class Manager(ServiceInterface):
         """(ping node address or ping_group name, status); status: ping, dead."""
         return list(self._read("PingNodes"))
 
+    @dbus_readonly("a(susts)")
+    def GroupHealth(self) -> list[list[Any]]:
+        """(group, fail count, last monitor "ok"/"failed: ..."/"", its end in usec since
+        the epoch or 0, why it must not run here or "")."""
+        return list(self._read("GroupHealth"))
+
     # --- signals --------------------------------------------------------------------
 
     @dbus_signal(node="s", status="s")
@@ -239,7 +247,8 @@ class NodeObject(_Item):
 class GroupObject(_Item):
     """org.linuxha.hbd1.Group at /org/linuxha/hbd1/group/<escaped key>."""
 
-    FIELDS = ("Key", "Home", "Owner", "State")
+    FIELDS = ("Key", "Home", "Owner", "State", "FailCount", "LastMonitor", "LastMonitorTime",
+              "FailedHere")
 
     @dbus_readonly("s")
     def Key(self) -> str:
@@ -257,6 +266,26 @@ class GroupObject(_Item):
     def State(self) -> str:
         return str(self._get("State"))
 
+    @dbus_readonly("u")
+    def FailCount(self) -> int:
+        """Monitor failures here since the last cleanup or expiry."""
+        return int(self._get("FailCount"))
+
+    @dbus_readonly("s")
+    def LastMonitor(self) -> str:
+        """"ok", "failed: <detail>", or "" (never checked)."""
+        return str(self._get("LastMonitor"))
+
+    @dbus_readonly("t")
+    def LastMonitorTime(self) -> int:
+        """When the last check ended, microseconds since the epoch; 0 for never."""
+        return int(self._get("LastMonitorTime"))
+
+    @dbus_readonly("s")
+    def FailedHere(self) -> str:
+        """Why the group must not run on this node ("" when it may)."""
+        return str(self._get("FailedHere"))
+
 
 def _node_values(node: NodeInfo, snap: Snapshot) -> tuple[Any, ...]:
     links = [[lk.link, lk.status] for lk in snap.links if lk.node == node.name]
@@ -264,7 +293,8 @@ def _node_values(node: NodeInfo, snap: Snapshot) -> tuple[Any, ...]:
 
 
 def _group_values(group: GroupInfo) -> tuple[Any, ...]:
-    return (group.key, group.home, group.owner, group.state)
+    return (group.key, group.home, group.owner, group.state, group.fail_count,
+            group.last_monitor, int(group.last_monitor_at * 1e6), group.unfit)
 
 
 class Tree:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from hbd import __version__, configfiles
 from hbd.bus import client
 from hbd.cli import export_pacemaker
-from hbd.control import Snapshot
+from hbd.control import GroupInfo, Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_AUTHORIZED = 0, 1, 2, 3, 4
 _NOT_AUTHORIZED = {"NotAuthorized", "AccessDenied", "InteractiveAuthorizationRequired"}
@@ -83,8 +84,21 @@ def _groups_table(snap: Snapshot) -> str:
         rows = [[g.key, g.home, g.owner or "-", g.state, " ".join(order.get(g.key, ()))]
                 for g in snap.groups]
         return _table(["GROUP", "HOME", "OWNER", "STATE", "ORDER"], rows)
-    rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
-    return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+    if not any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups):
+        rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
+        return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
+    rows = [[g.key, g.home, g.owner or "-", g.state, str(g.fail_count), _monitor_text(g)]
+            for g in snap.groups]
+    text = _table(["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST MONITOR"], rows)
+    unfit = [f"{g.key}: not on this node: {g.unfit}" for g in snap.groups if g.unfit]
+    return "\n".join([text, *unfit])
+
+
+def _monitor_text(group: GroupInfo) -> str:
+    if not group.last_monitor:
+        return "-"
+    when = time.strftime("%H:%M:%S", time.localtime(group.last_monitor_at))
+    return f"{group.last_monitor} at {when}"
 
 
 def _stack_line(snap: Snapshot) -> str:

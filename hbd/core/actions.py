@@ -38,6 +38,17 @@ class StopGroup:
 
 
 @dataclass(frozen=True)
+class RunMonitor:
+    """Check a running group's resources (off the loop, killed after `timeout` seconds);
+    report with monitor_done(group, token, ...)."""
+
+    group: str
+    resources: tuple[str, ...]  # resource ids as in haresources, left to right
+    timeout: float  # seconds
+    token: int  # hands the result back to this very check
+
+
+@dataclass(frozen=True)
 class AnnounceGroup:
     """Re-send gratuitous ARP for a group we keep (after a split brain heals)."""
 
@@ -152,7 +163,16 @@ class SplitBrain:
 @dataclass(frozen=True)
 class GroupFailed:
     group: str
-    operation: str  # "start" or "stop"
+    operation: str  # "start", "stop" or "monitor"
+    detail: str
+
+
+@dataclass(frozen=True)
+class GroupRecovery:
+    """What this node does about a group's health (hbd.core.health)."""
+
+    group: str
+    what: str  # restart, move, stop (nobody can take it), unfit, fit (cleanup, expiry...)
     detail: str
 
 
@@ -186,4 +206,5 @@ Action = (
     | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
     | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
+    | RunMonitor | GroupRecovery
 )

@@ -93,6 +93,11 @@ def check(
         problems += hbd_problems.items
     hacf = _apply_hbdconf(texts, hacf, hbd, problems)
 
+    _check_health_names(texts.hbdconf_name, hbd, groups, problems)
+    if hbd.monitors and hacf.cluster_stack is ClusterStack.COROSYNC:
+        problems.append(Problem(texts.hbdconf_name, hbd.monitors[0].line, (
+            "monitor: resource monitoring runs on the heartbeat stack only (yet); "
+            "on cluster_stack corosync these lines have no effect"), Severity.WARNING))
     keys = {g.key for g in groups}
     for key, _ in hacf.group_orders:
         if key not in keys:
@@ -135,6 +140,25 @@ def _apply_hbdconf(texts: ConfigTexts, hacf: HaCf, hbd: HbdConf,
         if value is not None:
             overrides[attr] = value
     return replace(hacf, **overrides) if overrides else hacf  # type: ignore[arg-type]
+
+
+def _check_health_names(filename: str, hbd: HbdConf, groups: tuple[ResourceGroup, ...],
+                        problems: list[Problem]) -> None:
+    """hbd.conf's monitor/restart/failure_expiry lines must name haresources' groups."""
+    keys = [g.key for g in groups]
+    ids = [r.id for g in groups for r in g.resources if r.id not in keys]
+    known_groups = ", ".join(keys) or "none"
+    for monitor in hbd.monitors:
+        if monitor.target not in keys and monitor.target not in ids:
+            problems.append(Problem(filename, monitor.line, (
+                f"monitor: no group or resource '{monitor.target}' in haresources (groups: "
+                f"{known_groups}; other resources: {', '.join(ids) or 'none'})")))
+    for name, entries in (("restart", hbd.restarts), ("failure_expiry", hbd.expiries)):
+        for entry in entries:
+            if entry.group not in keys:
+                problems.append(Problem(filename, entry.line, (
+                    f"{name}: no group '{entry.group}' in haresources (groups: "
+                    f"{known_groups}; a group is named by its first resource)")))
 
 
 def _directive_lines(text: str) -> dict[str, int]:

@@ -243,6 +243,36 @@ class AuthKeys:
 
 
 @dataclass(frozen=True)
+class MonitorConf:
+    """hbd.conf `monitor TARGET interval= timeout= failures=`: a recurring health check."""
+
+    target: str  # a group key (all its resources) or one resource id, as in haresources
+    interval_ms: int = 10_000  # from the group's start (and each check's end) to the next
+    timeout_ms: int = 20_000  # a check still running then is killed and counts as failed
+    failures: int = 1  # consecutive failed checks that count as one failure of the group
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RestartConf:
+    """hbd.conf `restart GROUP max=N window=T`: restarts in place before handing over."""
+
+    group: str  # group key
+    max: int = 0  # restarts allowed within `window_ms`; 0: hand the group over at once
+    window_ms: int = 600_000
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ExpiryConf:
+    """hbd.conf `failure_expiry GROUP T|never`: when a failure here is forgotten."""
+
+    group: str
+    expiry_ms: int = 0  # 0: never (until `hbctl cleanup GROUP`)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class HbdConf:
     """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
 
@@ -260,6 +290,10 @@ class HbdConf:
     # keepalived's garp_master_refresh: re-announce the addresses of running groups this
     # often; 0: never (only the arp_count rounds after a takeover)
     garp_refresh_ms: int = 0
+    # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
+    monitors: tuple[MonitorConf, ...] = ()
+    restarts: tuple[RestartConf, ...] = ()
+    expiries: tuple[ExpiryConf, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ from hbd.core.engine import Engine, EngineComponent, Handler, Received
 from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
+from hbd.core.health import Health
 from hbd.core.membership import NodeStatus, Peer
+from hbd.core.recovery import REFUSED_FIELD, Recovery
 from hbd.core.resources import (
     Group,
     GroupState,
@@ -44,7 +46,6 @@ from hbd.core.resources import (
     Held,
 )
 from hbd.core.rscstate import RSC_TRANSITIONS, STANDBY_TRANSITIONS, RscState, Standby
-from hbd.core.standby import StandbyExchange
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ DECLARED_DEAD_FIELD = "hbd_declared_dead"
 CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
 
 
-class Failover(StandbyExchange, EngineComponent):
+class Failover(Recovery, EngineComponent):
     """The resource side of one node: a component of the Engine (see Engine.attach)."""
 
     def __init__(self, engine: Engine, config: ClusterConfig) -> None:
@@ -77,6 +78,7 @@ class Failover(StandbyExchange, EngineComponent):
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False
+        self.health = Health(config)  # monitors and "unfit here" (recovery.py)
 
     # --- EngineComponent: what the engine asks of us (comm_up, peer_status,
     # partition_healed, next_timer and handle_timer are further down) ----------------
@@ -124,7 +126,7 @@ class Failover(StandbyExchange, EngineComponent):
         return self.engine.send(msgtype, fields, wall, dest)
 
     def _resource_msg(self, wall: float, *, stable: bool | None = None,
-                      info: str | None = None) -> Action:
+                      info: str | None = None, refused: str | None = None) -> Action:
         if stable is None:
             stable = self.state.state is RscState.STABLE and not self.groups.busy()
         fields = [("rsc_hold", self.held().wire), ("rtype", "full"),
@@ -135,6 +137,8 @@ class Failover(StandbyExchange, EngineComponent):
             # hbd's extension (Heartbeat ignores unknown fields): tells the peer we had
             # declared it dead, which settles who keeps contested groups.
             fields.append((DECLARED_DEAD_FIELD, "1"))
+        if refused:
+            fields.append((REFUSED_FIELD, refused))
         return self._send("resource", fields, wall)
 
     def _tell_peer(self, *, stable: bool | None = None, info: str | None = None) -> Then:
@@ -187,6 +191,8 @@ class Failover(StandbyExchange, EngineComponent):
         removed = [g for key, g in table.items() if key not in wanted]
         for group in added:
             table[group.key] = group
+        self.health.configure(config)
+        self.health.sync(self._running(), now)
         actions: list[Action] = []
         for group in removed:
             if group.state is GroupState.STOPPED:
@@ -206,6 +212,7 @@ class Failover(StandbyExchange, EngineComponent):
     def group_done(self, key: str, operation: str, ok: bool, detail: str,
                    now: float, wall: float) -> list[Action]:
         actions = super().group_done(key, operation, ok, detail, now, wall)
+        actions += self._recovery_sync(now, wall)
         if self.shutdown_requested:
             actions += self._finish_shutdown(now, wall)
         return actions
@@ -238,7 +245,7 @@ class Failover(StandbyExchange, EngineComponent):
 
     def next_timer(self) -> float | None:
         due = [t for t in (self.standby_deadline, self.next_blocked_retry,
-                           self.contest_settles_at) if t is not None]
+                           self.contest_settles_at, self.health.next_timer()) if t is not None]
         if self.rscrcvd_at is not None and self.state.state is RscState.RSCRCVD:
             due.append(self.rscrcvd_at + RQSTDELAY)
         return min(due) if due else None
@@ -267,7 +274,7 @@ class Failover(StandbyExchange, EngineComponent):
             if blocked and not self.jobs:
                 actions += self._stop(blocked, "retry after a failed stop",
                                       self._after_blocked_retry, now, wall)
-        return actions
+        return actions + self._recovery_timer(now, wall)
 
     def _after_blocked_retry(self, now: float, wall: float) -> list[Action]:
         actions: list[Action] = [self._resource_msg(wall)]
@@ -344,6 +351,14 @@ class Failover(StandbyExchange, EngineComponent):
         else:
             self.other_holds |= held
         rx.peer.rsc_hold = self.other_holds.wire
+        refused = message.get(REFUSED_FIELD)
+        if refused is not None:
+            refused_set = Held.parse(refused)
+            if refused_set is None:
+                actions.append(Notice("warning", f"bad {REFUSED_FIELD} '{shown(refused)}' "
+                                      f"from {rx.peer.name}: ignored"))
+            else:
+                actions += self._standby_refused(rx.peer.name, refused_set.wire, now, wall)
         was_stable = self.other_stable
         stable = message.get("isstable")
         if stable is not None:
@@ -369,6 +384,7 @@ class Failover(StandbyExchange, EngineComponent):
             actions += self._become_stable(now, wall)
         if self.other_stable and self.state.state is RscState.STABLE:
             actions += self._maybe_failback(now, wall)
+            actions += self._recovery_on_peer_report(now, wall)
         return actions
 
     def _maybe_failback(self, now: float, wall: float) -> list[Action]:

@@ -74,6 +74,10 @@ class GroupWork:
     def _announce(self, now: float, wall: float) -> list[Action]:
         raise NotImplementedError
 
+    def _refusal(self, group: Group) -> str | None:
+        """Why this node must not start the group (hbd.core.recovery); None: it may."""
+        return None
+
     def held(self) -> Held:
         held = self.groups.claimed()
         if self.local_claim and not self.groups.in_set(Held.LOCAL):
@@ -93,6 +97,11 @@ class GroupWork:
         waiting: set[str] = set()
         for group in groups:
             if group.state is not GroupState.STOPPED:
+                continue
+            refusal = self._refusal(group)
+            if refusal is not None:
+                actions.append(Notice("error", f"not starting group {group.key} here ({reason}):"
+                                      f" {refusal}"))
                 continue
             actions += self._move(group, GroupState.STARTING)
             actions.append(StartGroup(group.key, reason))

@@ -13,10 +13,17 @@ value in the parse state, and `_finish` freezes them into `HbdConf`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.config import DEFAULT_NOTIFY_TIMEOUT_MS, HbdConf
+from hbd.core.config import (
+    DEFAULT_NOTIFY_TIMEOUT_MS,
+    ExpiryConf,
+    HbdConf,
+    MonitorConf,
+    RestartConf,
+)
 from hbd.core.parsing import Problems, content_lines, is_decimal, parse_time_ms
 
 HBD_CONF = "hbd.conf"  # the file's name, beside ha.cf
@@ -29,6 +36,9 @@ class _State:
     problems: Problems
     values: dict[str, object] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # directive -> line of its value
+    monitors: list[MonitorConf] = field(default_factory=list)
+    restarts: list[RestartConf] = field(default_factory=list)
+    expiries: list[ExpiryConf] = field(default_factory=list)
 
 
 Handler = Callable[[_State, int, list[str]], None]
@@ -134,6 +144,127 @@ def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
     st.values["garp_refresh"] = ms
 
 
+_DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,3})?)(ms|s|sec|m|min|h|d)?$")
+_UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000,
+            "d": 86_400_000}
+DURATION_HELP = "a number with ms, s, min, h or d (plain: seconds), like 10s, 500ms, 10min, 1h"
+
+
+def parse_duration_ms(text: str) -> int | None:
+    """`10s`, `500ms`, `10min`, `1h`, `2d`, or plain seconds; None when not one of those."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        return None
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2) or "s"] + 0.5)
+
+
+def _options(st: _State, line: int, name: str, args: list[str],
+             known: tuple[str, ...]) -> dict[str, str] | None:
+    """`key=value` arguments; an unknown or repeated key is an error (None)."""
+    out: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in known:
+            st.problems.error(line, f"{name}: '{arg}' is not one of "
+                              f"{', '.join(k + '=' for k in known)}")
+            return None
+        if key in out:
+            st.problems.error(line, f"{name}: {key}= given twice")
+            return None
+        out[key] = value
+    return out
+
+
+def _duration_opt(st: _State, line: int, name: str, opts: dict[str, str], key: str,
+                  default: int, low: int, high: int) -> int | None:
+    if key not in opts:
+        return default
+    ms = parse_duration_ms(opts[key])
+    if ms is None or not low <= ms <= high:
+        st.problems.error(line, f"{name}: {key}='{opts[key]}' is not a time from "
+                          f"{_shown_ms(low)} to {_shown_ms(high)} ({DURATION_HELP})")
+        return None
+    return ms
+
+
+def _shown_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _target(st: _State, line: int, name: str, args: list[str], usage: str) -> str | None:
+    if not args:
+        st.problems.error(line, f"{name}: needs a group or resource first ({usage})")
+        return None
+    return args[0]
+
+
+def _monitor(st: _State, line: int, args: list[str]) -> None:
+    usage = "monitor GROUP|RESOURCE [interval=10s] [timeout=20s] [failures=1]"
+    target = _target(st, line, "monitor", args, usage)
+    opts = None if target is None else _options(st, line, "monitor", args[1:],
+                                                  ("interval", "timeout", "failures"))
+    if target is None or opts is None:
+        return
+    earlier = next((m.line for m in st.monitors if m.target == target), None)
+    if earlier is not None:
+        st.problems.error(line, f"monitor: {target} is already monitored at line {earlier}")
+        return
+    interval = _duration_opt(st, line, "monitor", opts, "interval", 10_000, 100, 86_400_000)
+    timeout = _duration_opt(st, line, "monitor", opts, "timeout", 20_000, 100, 3_600_000)
+    failures = opts.get("failures", "1")
+    if not is_decimal(failures) or not 1 <= int(failures) <= 100:
+        st.problems.error(line, f"monitor: failures='{failures}' is not a whole number "
+                          "from 1 to 100")
+        return
+    if interval is None or timeout is None:
+        return
+    st.monitors.append(MonitorConf(target, interval, timeout, int(failures), line))
+
+
+def _restart(st: _State, line: int, args: list[str]) -> None:
+    usage = "restart GROUP max=N [window=10min]"
+    group = _target(st, line, "restart", args, usage)
+    opts = None if group is None else _options(st, line, "restart", args[1:],
+                                                 ("max", "window"))
+    if group is None or opts is None:
+        return
+    earlier = next((r.line for r in st.restarts if r.group == group), None)
+    if earlier is not None:
+        st.problems.error(line, f"restart: {group} already has a policy at line {earlier}")
+        return
+    if "max" not in opts:
+        st.problems.error(line, f"restart: max= is missing ({usage})")
+        return
+    count = opts["max"]
+    if not is_decimal(count) or not 0 <= int(count) <= 1000:
+        st.problems.error(line, f"restart: max='{count}' is not a whole number from 0 to 1000")
+        return
+    window = _duration_opt(st, line, "restart", opts, "window", 600_000, 1000, 30 * 86_400_000)
+    if window is not None:
+        st.restarts.append(RestartConf(group, int(count), window, line))
+
+
+def _failure_expiry(st: _State, line: int, args: list[str]) -> None:
+    if len(args) != 2:
+        st.problems.error(line, "failure_expiry: needs a group and a time or never "
+                          f"(failure_expiry GROUP 1h), got {len(args)} value(s)")
+        return
+    group, value = args
+    earlier = next((e.line for e in st.expiries if e.group == group), None)
+    if earlier is not None:
+        st.problems.error(line, f"failure_expiry: {group} already set at line {earlier}")
+        return
+    ms = 0 if value.lower() in ("never", "0") else parse_duration_ms(value)
+    if ms is None or not 0 <= ms <= 365 * 86_400_000:
+        st.problems.error(line, f"failure_expiry: '{value}' is not never or a time up to "
+                          f"365d ({DURATION_HELP})")
+        return
+    st.expiries.append(ExpiryConf(group, ms, line))
+
+
 HANDLERS: dict[str, Handler] = {
     # gratuitous ARPs (unsolicited NAs) sent for each address a group brings up
     "arp_count": _int("arp_count", 0, 100),
@@ -144,6 +275,10 @@ HANDLERS: dict[str, Handler] = {
     "notify": _notify,
     "notify_dir": _notify_dir,
     "notify_timeout": _time("notify_timeout", 10, 3_600_000),
+    # resource monitoring: a check, restarts in place, when a failure is forgotten
+    "monitor": _monitor,
+    "restart": _restart,
+    "failure_expiry": _failure_expiry,
 }
 
 
@@ -178,4 +313,6 @@ def _finish(st: _State) -> HbdConf:
     assert notify_dir is None or isinstance(notify_dir, str)
     return HbdConf(present=True, lines=dict(st.lines), arp_count=count,
                    arp_interval_ms=interval, notify=tuple(hooks), notify_dir=notify_dir,
-                   notify_timeout_ms=timeout, garp_refresh_ms=refresh)
+                   notify_timeout_ms=timeout, garp_refresh_ms=refresh,
+                   monitors=tuple(st.monitors), restarts=tuple(st.restarts),
+                   expiries=tuple(st.expiries))

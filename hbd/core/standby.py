@@ -51,8 +51,12 @@ class StandbyExchange(GroupWork):
         raise NotImplementedError
 
     def _resource_msg(self, wall: float, *, stable: bool | None = None,
-                      info: str | None = None) -> Action:
+                      info: str | None = None, refused: str | None = None) -> Action:
         raise NotImplementedError
+
+    def _acquire_refusal(self, acquire: Held) -> str | None:
+        """Why we must not acquire the set the peer wants to release (recovery.py)."""
+        return None
 
     def _begin_standby(self, scope: str, now: float, wall: float) -> list[Action]:
         held = scope_set(scope)
@@ -126,6 +130,12 @@ class StandbyExchange(GroupWork):
             if self.state.state is not RscState.STABLE or self.groups.busy():
                 return [Notice("warning", f"standby request from {peer} ignored: "
                                "local resources in flux")]
+            refusal = self._acquire_refusal(held.mirror())
+            if refusal is not None:
+                # Heartbeat has no refusal: it would ignore us.  hbd says so at once
+                # with an extra field Heartbeat ignores (recovery.py).
+                return [Notice("warning", f"standby request from {peer} refused: {refusal}"),
+                        self._resource_msg(wall, refused=held.wire)]
             self.standby.move(Standby.OTHER)
             self.standby_set = held
             self.standby_deadline = now + STANDBY_OTHER_TIMEOUT

@@ -32,6 +32,7 @@ IPRoute, NetlinkError = _load_pyroute2()  # NetlinkError carries .code (an errno
 log = logging.getLogger(__name__)
 
 _IFF_UP = 0x1
+_IFF_LOWER_UP = 0x10000  # carrier (RFC 2863 operstate lower layer up)
 # IFA_F_NODAD: the address is usable at once instead of after ~1 s of
 # duplicate address detection.  Cluster membership is what makes a VIP
 # exclusive, and a failover should not wait for DAD.
@@ -415,6 +416,35 @@ def present_all(vas: Sequence[VirtualAddress]) -> list[bool]:
         except NetlinkError as err:
             raise NetError(f"cannot list addresses: {_describe(err)}") from err
     return [(va.interface, ipaddress.ip_address(va.address)) in held for va in vas]
+
+
+def check_held(vas: Sequence[VirtualAddress]) -> list[str | None]:
+    """For a monitor: None when the address is on its interface and the interface is up
+    with carrier, else what is wrong.  Raises NetError when netlink fails."""
+    if not vas:
+        return []
+    with _netlink("check addresses") as ipr:
+        try:
+            flags = {str(_attr(m, "IFLA_IFNAME")): int(m["flags"]) for m in ipr.get_links()}
+            held = {(a.interface, ipaddress.ip_address(a.address))
+                    for family in {va.family for va in vas}
+                    for a in _addresses(ipr, family)}
+        except NetlinkError as err:
+            raise NetError(f"cannot list addresses: {_describe(err)}") from err
+    out: list[str | None] = []
+    for va in vas:
+        iface = flags.get(va.interface)
+        if iface is None:
+            out.append(f"interface {va.interface} is gone")
+        elif not iface & _IFF_UP:
+            out.append(f"interface {va.interface} is down")
+        elif not iface & _IFF_LOWER_UP:
+            out.append(f"interface {va.interface} has no carrier")
+        elif (va.interface, ipaddress.ip_address(va.address)) not in held:
+            out.append(f"{va.address} is no longer on {va.interface}")
+        else:
+            out.append(None)
+    return out
 
 
 def present(va: VirtualAddress) -> bool:
