@@ -273,6 +273,15 @@ class ExpiryConf:
 
 
 @dataclass(frozen=True)
+class TrackConf:
+    """hbd.conf `track_interface GROUP|* IFACE...`: more interfaces a group needs up here."""
+
+    group: str  # a group key, or "*" for every group
+    interfaces: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class HbdConf:
     """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
 
@@ -294,6 +303,10 @@ class HbdConf:
     monitors: tuple[MonitorConf, ...] = ()
     restarts: tuple[RestartConf, ...] = ()
     expiries: tuple[ExpiryConf, ...] = ()
+    # link tracking (hbd.core.linktrack): the interfaces of a group's addresses are watched
+    # unless `link_tracking off`; `track_interface` lines add others
+    link_tracking: bool = True
+    tracks: tuple[TrackConf, ...] = ()
 
 
 @dataclass(frozen=True)
