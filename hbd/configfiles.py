@@ -164,7 +164,18 @@ def describe(config: ClusterConfig) -> str:
     lines.append(f"notify hooks: {', '.join(places) or 'none'}; "
                  f"timeout {hbd.notify_timeout_ms} ms each")
     lines += _describe_health(config)
+    lines.append(_describe_tracking(config))
     return "\n".join(lines)
+
+
+def _describe_tracking(config: ClusterConfig) -> str:
+    hbd = config.hbd
+    parts = ["the interfaces of the groups' addresses" if hbd.link_tracking
+             else "not the interfaces of the groups' addresses (link_tracking off)"]
+    for track in hbd.tracks:
+        who = "every group" if track.group == "*" else f"group {track.group}"
+        parts.append(f"{who} also needs {' '.join(track.interfaces)}")
+    return "link tracking: " + "; ".join(parts)
 
 
 def _describe_health(config: ClusterConfig) -> list[str]:

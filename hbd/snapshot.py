@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
+from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot, TrackedLinkInfo
 from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
+from hbd.core.linktrack import TrackedLink
 from hbd.core.membership import LinkStatus
 from hbd.core.placement import Placement
 from hbd.core.resources import GroupState, Held
@@ -39,11 +40,13 @@ def _build(node: str, nodes: Mapping[str, str], work: GroupWork,
 
 
 def heartbeat(failover: Failover, local_links: Mapping[str, bool],
-              pings: list[tuple[str, bool]] | None = None) -> Snapshot:
+              pings: list[tuple[str, bool]] | None = None,
+              tracked: tuple[TrackedLink, ...] = ()) -> Snapshot:
     """The Heartbeat stack: the engine's membership and links, Failover's groups.
 
     `local_links`: our own links (name -> open), which only the adapters know;
-    `pings`: each ping node or group and whether it answers (PingNodes.statuses).
+    `pings`: each ping node or group and whether it answers (PingNodes.statuses);
+    `tracked`: the interfaces link tracking watches (LinkTracker.tracked).
     """
     engine = failover.engine
     nodes = {engine.node: engine.status.state.value}
@@ -66,7 +69,9 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
     return replace(snap, groups=tuple(_with_health(g, failover) for g in snap.groups),
                    links=tuple(links),
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
-                                    for name, up in pings or ()))
+                                    for name, up in pings or ()),
+                   tracked_links=tuple(TrackedLinkInfo(t.interface, t.state, t.groups)
+                                       for t in tracked))
 
 
 def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:

@@ -247,3 +247,47 @@ def test_check_config_describes_monitoring(tmp_path: Path) -> None:
     assert ("10.77.0.240/24/eth0: every 5000 ms, timeout 20000 ms, 1 failure(s); restart up "
             "to 2 time(s) in 3600 s, then hand 10.77.0.240/24/eth0 to the peer; failure kept "
             "until cleanup") in result.stdout
+
+
+def test_link_tracking_lines() -> None:
+    config, problems = _health("link_tracking off\ntrack_interface * eth1\n"
+                               "track_interface 10.0.0.1 eth2 bond0.100\n")
+    assert problems == []
+    hbd = config.hbd  # type: ignore[attr-defined]
+    assert hbd.link_tracking is False
+    assert [(t.group, t.interfaces, t.line) for t in hbd.tracks] == [
+        ("*", ("eth1",), 2), ("10.0.0.1", ("eth2", "bond0.100"), 3)]
+    default, problems = _health("")
+    assert problems == [] and default.hbd.link_tracking is True  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("track_interface eth1\n", "hbd.conf:1: track_interface: needs a group (or *) and at "
+     "least one interface (track_interface GROUP|* IFACE...)"),
+    ("track_interface web eth1\n", "hbd.conf:1: track_interface: no group 'web' in "
+     "haresources (groups: 10.0.0.1, 10.0.0.2; a group is named by its first resource)"),
+    ("track_interface * eth1/2\n", "hbd.conf:1: track_interface: 'eth1/2' is not an "
+     "interface name (1 to 15 letters, digits, '_', '.', '@' or '-')"),
+    ("track_interface * averyveryverylongname\n", "hbd.conf:1: track_interface: "
+     "'averyveryverylongname' is not an interface name (1 to 15 letters, digits, '_', '.', "
+     "'@' or '-')"),
+    ("track_interface * eth1 eth1\n", "hbd.conf:1: track_interface: eth1 listed twice"),
+    ("track_interface * eth1\ntrack_interface * eth2\n", "hbd.conf:2: track_interface: * "
+     "already has a line at line 1 (list every interface on one line)"),
+    ("link_tracking maybe\n", "hbd.conf:1: link_tracking: 'maybe' is not on or off"),
+    ("link_tracking on\nlink_tracking off\n", "hbd.conf:2: link_tracking: already set at "
+     "line 1"),
+])
+def test_bad_link_tracking_lines(text: str, message: str) -> None:
+    config, problems = _health(text)
+    assert problems == [message]
+    assert config is None
+
+
+def test_check_config_describes_link_tracking(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    (d / "hbd.conf").write_text("track_interface * eth1\n")
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert ("link tracking: the interfaces of the groups' addresses; every group also "
+            "needs eth1") in result.stdout

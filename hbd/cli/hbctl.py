@@ -74,6 +74,11 @@ def _nodes_table(snap: Snapshot) -> str:
     return _table(["NODE", "STATUS", "LINKS"], rows)
 
 
+def _tracked_table(snap: Snapshot) -> str:
+    rows = [[t.interface, t.state, " ".join(t.groups)] for t in snap.tracked_links]
+    return _table(["TRACKED LINK", "STATE", "GROUPS"], rows)
+
+
 def _links_table(snap: Snapshot) -> str:
     return _table(["NODE", "LINK", "STATUS"], [[lk.node, lk.link, lk.status] for lk in snap.links])
 
@@ -121,7 +126,8 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
                     "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
                     "placement": {key: list(nodes) for key, nodes in snap.placement},
-                    "ping_nodes": [asdict(p) for p in snap.ping_nodes]})
+                    "ping_nodes": [asdict(p) for p in snap.ping_nodes],
+                    "tracked_links": [asdict(t) for t in snap.tracked_links]})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
     if snap.stack != "heartbeat":
@@ -131,6 +137,9 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     if snap.groups:
         print()
         print(_groups_table(snap))
+    if snap.tracked_links:
+        print()
+        print(_tracked_table(snap))
     return EXIT_OK
 
 

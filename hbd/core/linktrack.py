@@ -143,9 +143,20 @@ class LinkTracker:
         return actions
 
     def address_removed(self, address: str, interface: str, now: float) -> None:
-        """RTM_DELADDR of an address: judged at ADDRESS_GRACE (handle_timer)."""
-        if address in self.addresses:
+        """RTM_DELADDR of an address: judged at ADDRESS_GRACE (handle_timer).
+
+        Only while its group is RUNNING: hbd removes a group's addresses while the
+        group is stopping, and a quick restart must not look like someone else's doing.
+        """
+        if self._running_group(address) is not None:
             self.pending[address] = (now + ADDRESS_GRACE, interface)
+
+    def _running_group(self, address: str) -> str | None:
+        entry = self.addresses.get(address)
+        if entry is None:
+            return None
+        group = self.recovery.groups.groups.get(entry[0])
+        return entry[0] if group is not None and group.state is GroupState.RUNNING else None
 
     def address_added(self, address: str) -> None:
         self.pending.pop(address, None)
@@ -175,13 +186,10 @@ class LinkTracker:
                        wall: float) -> list[Action]:
         # Re-checked now, not when netlink spoke: the group may have been stopped by
         # hbd meanwhile, or the interface may have gone down (the link reason covers it).
-        entry = self.addresses.get(address)
-        if entry is None:
+        key = self._running_group(address)
+        if key is None:
             return []
-        key, home = entry
-        group = self.recovery.groups.groups.get(key)
-        if group is None or group.state is not GroupState.RUNNING:
-            return []
+        home = self.addresses[address][1]
         if self.states.get(interface or home, LinkState.UP) is not LinkState.UP:
             return []
         where = interface or home or "its interface"
