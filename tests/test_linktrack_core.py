@@ -194,3 +194,22 @@ def test_repeats_and_untracked_interfaces_change_nothing() -> None:
     assert tracker.link("eth0", LinkState.UNKNOWN, net.now, net.wall) == []
     assert tracker.next_timer() is None
     assert net.events("n1", TrackedLinkChanged) == []  # unknown -> up at start is no news
+
+
+def test_after_the_dump_a_newly_tracked_unknown_interface_is_absent() -> None:
+    net, trackers = cluster()
+    n1, tracker = net.nodes["n1"], trackers["n1"]
+    net._apply(n1, tracker.configure({"eth0": [G1, G2], "uplink0": [G1]}, {}, {}, net.now,
+                                     net.wall))
+    assert ("uplink0", "absent", (G1,)) in [(t.interface, t.state, t.groups)
+                                           for t in tracker.tracked()]
+    net.run_for(0.5)
+    assert net.holders(G1) == ["n2"]
+    # it appears (and stays up): G1 may come home
+    feed(net, trackers, "n1", UP, "uplink0")
+    tick(net, trackers, SETTLE + 0.5)
+    assert net.holders(G1) == ["n1"]
+    # a resync after lost events: an interface missing from the new dump is gone
+    net._apply(n1, tracker.synced(["lo", "eth0"], net.now, net.wall))
+    net.run_for(0.5)
+    assert net.holders(G1) == ["n2"]

@@ -82,6 +82,7 @@ class LinkTracker:
         self.states: dict[str, LinkState] = {}  # every interface reported, tracked or not
         self.clear_at: dict[str, float] = {}  # interface back up -> when its reason goes
         self.pending: dict[str, tuple[float, str]] = {}  # removed address -> (due, interface)
+        self.listed = False  # a full dump came: an interface never reported does not exist
 
     # --- configuration -----------------------------------------------------------------
 
@@ -103,6 +104,9 @@ class LinkTracker:
         old, self.needs = self.needs, new
         for name, keys in new.items():
             state = self.states.get(name, LinkState.UNKNOWN)
+            if state is LinkState.UNKNOWN and self.listed:
+                actions += self.link(name, LinkState.ABSENT, now, wall)  # all of its groups
+                continue
             added = [k for k in keys if k not in old.get(name, ())]
             if added and state.bad:
                 actions += self._unfit(name, state, added, now, wall)
@@ -134,12 +138,13 @@ class LinkTracker:
         return actions
 
     def synced(self, present: Iterable[str], now: float, wall: float) -> list[Action]:
-        """The adapter's full dump is in: tracked interfaces it did not list are absent."""
+        """The adapter's full dump is in (at start, or after lost events): the interfaces
+        it did not list do not exist."""
+        self.listed = True
         seen = set(present)
         actions: list[Action] = []
-        for name in list(self.needs):
-            if name not in seen and self.states.get(name, LinkState.UNKNOWN) is LinkState.UNKNOWN:
-                actions += self.link(name, LinkState.ABSENT, now, wall)
+        for name in sorted({*self.needs, *self.states} - seen):
+            actions += self.link(name, LinkState.ABSENT, now, wall)
         return actions
 
     def address_removed(self, address: str, interface: str, now: float) -> None:
