@@ -96,6 +96,7 @@ class LinkWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dump_seq = 0  # the dump in flight (0: none)
         self._dumped: list[str] = []
+        self._again = False  # events were lost during a dump: dump once more after it
         self.resyncs = 0  # dumps after an overflow
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -150,7 +151,10 @@ class LinkWatch:
                     self.resyncs += 1
                     log.warning("netlink events lost (socket overflow): re-reading the "
                                 "interfaces")
-                    self._dump()
+                    if self._dump_seq:
+                        self._again = True  # one dump at a time per socket
+                    else:
+                        self._dump()
                     continue
                 log.error("netlink read failed: %s", err)
                 return
@@ -171,7 +175,11 @@ class LinkWatch:
                     self._address(data, body, end, kind == RTM_NEWADDR)
                 elif kind == NLMSG_DONE and seq and seq == self._dump_seq:
                     self._dump_seq = 0
-                    self.on_synced(list(self._dumped))
+                    if self._again:
+                        self._again = False
+                        self._dump()
+                    else:
+                        self.on_synced(list(self._dumped))
                 elif kind == NLMSG_ERROR and seq and seq == self._dump_seq:
                     code = struct.unpack_from("=i", data, body)[0] if body + 4 <= end else 0
                     log.error("netlink refused the interface dump: %s", os.strerror(-code))
@@ -181,6 +189,8 @@ class LinkWatch:
             offset += (length + 3) & ~3
 
     def _link(self, data: bytes, body: int, end: int, deleted: bool, seq: int) -> None:
+        if end - body < _IFINFOMSG.size:
+            return
         _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
         name = _name(_attributes(data, body + _IFINFOMSG.size, end).get(IFLA_IFNAME))
         if name is None:
@@ -198,6 +208,8 @@ class LinkWatch:
         self.on_link(name, link_state(flags))
 
     def _address(self, data: bytes, body: int, end: int, added: bool) -> None:
+        if end - body < _IFADDRMSG.size:
+            return
         family, _prefix, _flags, _scope, index = _IFADDRMSG.unpack_from(data, body)
         attrs = _attributes(data, body + _IFADDRMSG.size, end)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
