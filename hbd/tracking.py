@@ -2,11 +2,12 @@
 
 What is tracked comes from the configuration and the group runner: every
 interface a group's native addresses live on (as resolved at start, or as
-named in haresources), unless hbd.conf says `link_tracking off`, plus the
-`track_interface` lines.  The watcher's reports arrive on the loop and go
-straight into hbd.core.linktrack; its actions are dispatched by the stack
-(one dispatch, one timer: the tracker's settle and grace deadlines are in
-the stack's `_deadlines`).
+named in haresources) and the removal of those addresses by someone else,
+unless hbd.conf says `link_tracking off`; plus the `track_interface` lines.
+The watcher's reports arrive on the loop and go straight into
+hbd.core.linktrack; its actions are dispatched by the stack (one dispatch,
+one timer: the tracker's settle and grace deadlines are in the stack's
+`_deadlines`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def tracked(config: ClusterConfig, runner: GroupRunner) -> tuple[
         for resource in group.resources:
             if resource.kind is not AgentKind.NATIVE_IP:
                 continue
+            if not config.hbd.link_tracking:
+                continue  # off: neither the addresses' interfaces nor their removal
             va = runner.resolved.get(resource.id)
             if va is not None:
                 owners[va.address] = group.key
@@ -49,7 +52,7 @@ def tracked(config: ClusterConfig, runner: GroupRunner) -> tuple[
                 interface: str | None = va.interface
             else:
                 interface = _named_interface(resource.agent, resource.args)
-            if interface and config.hbd.link_tracking:
+            if interface:
                 needs.setdefault(interface, set()).add(group.key)
     for track in config.hbd.tracks:
         for name in track.interfaces:
