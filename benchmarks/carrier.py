@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import time
 from typing import Any
@@ -41,8 +40,11 @@ WINDOW = 4.0  # seconds the client probes; the carrier goes 1-2 s in
 
 
 def cable(lab: Lab, node: str, up: bool) -> None:
-    subprocess.run(["ip", "-n", f"{lab.tag}-switch", "link", "set", lab.iface(node).port,
-                    "up" if up else "down"], check=True, timeout=10)
+    """The switch's end of node's eth0: down means no carrier on the node's eth0."""
+    if up:
+        lab.restore(node)
+    else:
+        lab.cut(node)
 
 
 class HbdCluster:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from benchmarks.common import save, table
+from tests.infra import commands
 
 SIDE = r"""
 import asyncio, socket, sys
@@ -57,7 +58,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=47001, help="first of four loopback ports")
     args = parser.parse_args()
     a, b = args.port, args.port + 2
-    sides = [subprocess.Popen([sys.executable, "-c", SIDE, str(i), str(o), str(args.seconds)],
+    sides = [commands.popen([sys.executable, "-c", SIDE, str(i), str(o), str(args.seconds)],
                               stdout=subprocess.PIPE, text=True) for i, o in ((a, b), (b, a))]
     outs = [p.communicate(timeout=args.seconds + 30)[0] for p in sides]
     if any(p.returncode for p in sides):

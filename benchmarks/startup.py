@@ -24,12 +24,13 @@ from pathlib import Path
 
 from benchmarks.common import median, pss_bytes, rss_bytes, save, table, tree
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.netns import Lab
 
 
 def private_bus(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A throwaway dbus-daemon where anyone may own any name (session semantics)."""
-    proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1",
+    proc = commands.popen(["dbus-daemon", "--session", "--nofork", "--print-address=1",
                              f"--address=unix:path={directory}/bus"], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     address = proc.stdout.readline().decode().strip()

@@ -38,19 +38,16 @@ daemon that kept them open gets EPIPE on its next write, not a hung hbd.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
-import signal
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hbd.childproc import run_child
 from hbd.core.config import Resource
 from hbd.errors import ResourceError
 
@@ -68,7 +65,6 @@ METADATA_LIMIT = 1024 * 1024
 OCF_SUCCESS = 0
 OCF_NOT_RUNNING = 7
 OCF_RUNNING_MASTER = 8
-_DRAIN_SECONDS = 0.5  # how long output is still read after the agent exits
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _NOT_RUNNING = re.compile(r"[Nn][Oo][Tt] .*[Rr]unning", re.DOTALL)
@@ -114,34 +110,9 @@ class _Run:
     error: str | None = None  # could not start it at all
 
 
-class _Capture(asyncio.Protocol):
-    """Keeps the last `limit` bytes of a pipe and notes EOF."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.dropped = 0
-        self.eof = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-        if len(self.data) > self.limit:
-            excess = len(self.data) - self.limit
-            del self.data[:excess]
-            self.dropped += excess
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.eof.done():
-            self.eof.set_result(None)
-
-    def text(self) -> str:
-        text = self.data.decode("utf-8", "replace")
-        return f"[{self.dropped} bytes dropped]\n{text}" if self.dropped else text
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def _text(data: bytes, dropped: int) -> str:
+    text = data.decode("utf-8", "replace")
+    return f"[{dropped} bytes dropped]\n{text}" if dropped else text
 
 
 def _last_line(*texts: str) -> str:
@@ -360,46 +331,6 @@ class AgentRunner:
     async def _execute(self, argv: list[str], env: Mapping[str, str], timeout: float,
                        limit: int) -> _Run:
         """execve `argv` in a new session; capture output; kill the group on timeout."""
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        # Our own pipes, not asyncio's PIPE: Python 3.11's Process.wait() would
-        # wait for EOF, i.e. for every daemon the agent started with our stdout.
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                env=dict(env), cwd="/", start_new_session=True)
-        except OSError as err:
-            for fd in (out_r, out_w, err_r, err_w):
-                os.close(fd)
-            return _Run(None, False, "", "", time.monotonic() - started, str(err))
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(out_w)
-            with contextlib.suppress(OSError):
-                os.close(err_w)
-        out, errs = _Capture(limit), _Capture(limit)
-        transports = [
-            (await loop.connect_read_pipe(lambda: out, os.fdopen(out_r, "rb", 0)))[0],
-            (await loop.connect_read_pipe(lambda: errs, os.fdopen(err_r, "rb", 0)))[0],
-        ]
-        timed_out = False
-        try:
-            try:
-                rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                timed_out = True
-                _kill_group(proc.pid)
-                await proc.wait()
-                rc = None
-            await asyncio.wait([out.eof, errs.eof], timeout=_DRAIN_SECONDS)
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5.0)
-            raise
-        finally:
-            for transport in transports:
-                transport.close()
-        return _Run(rc, timed_out, out.text(), errs.text(), time.monotonic() - started)
+        run = await run_child(argv, env, timeout, limit)
+        return _Run(run.rc, run.timed_out, _text(run.stdout, run.stdout_dropped),
+                    _text(run.stderr, run.stderr_dropped), run.elapsed, run.error)

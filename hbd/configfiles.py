@@ -187,8 +187,8 @@ def _describe_health(config: ClusterConfig) -> list[str]:
     owner = {r.id: g.key for g in config.groups for r in g.resources}
     lines = ["monitoring:"]
     for m in hbd.monitors:
-        key = m.target if m.target in restarts or any(g.key == m.target for g in config.groups) \
-            else owner.get(m.target, m.target)
+        keys = {g.key for g in config.groups}
+        key = m.target if m.target in keys else owner.get(m.target, m.target)
         restart = restarts.get(key)
         policy = (f"restart up to {restart.max} time(s) in {restart.window_ms // 1000} s"
                   if restart is not None and restart.max else "no restart")

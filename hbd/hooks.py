@@ -34,11 +34,11 @@ import os
 import re
 import signal
 import stat
-import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from hbd.agents import DEFAULT_PATH
+from hbd.childproc import run_child
 from hbd.core.actions import Action
 from hbd.core.config import HbdConf
 from hbd.core.hookevents import HookEvent, HookEvents
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 256  # events waiting for the hooks; beyond, new ones are dropped
 OUTPUT_LIMIT = 4096  # bytes of a hook's output kept for the log
 OUTPUT_LINES = 20  # lines of it logged
-DRAIN_SECONDS = 0.5  # how long output is still read after the hook exits
 STOP_WAIT = 30.0  # at stop, the longest wait for queued events (or 2 x notify_timeout)
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # run-parts' rule: no backups, no dpkg leftovers
 
@@ -139,86 +138,14 @@ def list_hooks(settings: HookSettings) -> tuple[list[str], list[str]]:
     return found, problems
 
 
-class _Capture(asyncio.Protocol):
-    """Keeps the first `limit` bytes of a pipe, counts the rest, notes EOF."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.dropped = 0
-        self.eof = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        room = self.limit - len(self.data)
-        self.data += data[:max(room, 0)]
-        self.dropped += max(len(data) - max(room, 0), 0)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.eof.done():
-            self.eof.set_result(None)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _normal_scheduling() -> None:
-    """In the child, before exec: the policy and nice value of an ordinary process."""
-    with contextlib.suppress(OSError):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-
-
-def _scheduling_differs() -> bool:
-    try:
-        return (os.sched_getscheduler(0) != os.SCHED_OTHER
-                or os.getpriority(os.PRIO_PROCESS, 0) != 0)
-    except OSError:
-        return False
-
-
 async def execute(path: str, argv: tuple[str, ...], env: Mapping[str, str],
                   timeout: float) -> HookResult:
     """Run one hook: no shell, own session, output captured, group killed past `timeout`."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    # preexec_fn only when needed: it rules out vfork, and its two calls take no lock
-    preexec = _normal_scheduling if _scheduling_differs() else None
-    # Our own pipe, not asyncio's PIPE: Process.wait() would also wait for EOF, i.e.
-    # for anything the hook left running in the background with our pipe.
-    out_r, out_w = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            path, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=out_w,
-            env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
-    except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
-        os.close(out_r)
-        return HookResult(None, loop.time() - started, error=str(err))
-    finally:
-        os.close(out_w)
-    capture = _Capture(OUTPUT_LIMIT)
-    transport, _ = await loop.connect_read_pipe(lambda: capture, os.fdopen(out_r, "rb", 0))
-    timed_out = False
-    try:
-        try:
-            rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc.pid)
-            await proc.wait()
-            rc = None
-        await asyncio.wait([capture.eof], timeout=DRAIN_SECONDS)
-    except asyncio.CancelledError:
-        _kill_group(proc.pid)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 5.0)
-        raise
-    finally:
-        transport.close()
-    return HookResult(rc, loop.time() - started, bytes(capture.data), capture.dropped,
-                      timed_out)
+    run = await run_child([path, *argv], env, timeout, OUTPUT_LIMIT, keep="head",
+                          merge_stderr=True)
+    if run.error is not None:
+        return HookResult(None, run.elapsed, error=run.error)
+    return HookResult(run.rc, run.elapsed, run.stdout, run.stdout_dropped, run.timed_out)
 
 
 class HookRunner:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import logging
 import logging.handlers
 import os
@@ -408,18 +409,23 @@ class _QueueHandler(logging.Handler):
             self.pipeline.unheard += 1  # only the drainer thread writes it
             return
         try:
-            # Render now: the arguments may change before the drainer gets to them.
-            record.msg = record.getMessage()
-            record.args = None
-            if record.exc_info:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-                record.__dict__["exc_short"] = str(record.exc_info[1])
-                record.exc_info = None
+            message = record.getMessage()
         except Exception as err:
-            # a bad format string: logging's handleError would print to stderr, here and now
+            # a bad format string: any handler formatting it would print to stderr (here
+            # and now, on the loop), so the record itself is mended for all of them
             record.msg = f"unformattable log line {record.msg!r} {record.args!r}: {err}"
             record.args, record.exc_info = None, None
-        self.pipeline.put(record)
+            message = record.msg
+        # A copy, rendered now (its arguments may change before the drainer gets to
+        # them); other handlers on the way up (pytest's caplog, a library's) still see
+        # the record as it was logged, exc_info included.
+        queued = copy.copy(record)
+        queued.msg, queued.args = message, None
+        if queued.exc_info:
+            queued.exc_text = logging.Formatter().formatException(queued.exc_info)
+            queued.__dict__["exc_short"] = str(queued.exc_info[1])
+            queued.exc_info = None
+        self.pipeline.put(queued)
 
 
 _pipeline = _Pipeline()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.infra import commands
 from tests.infra.netns import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ class HbdNode:
         env.pop("NOTIFY_SOCKET", None)
         env.pop("JOURNAL_STREAM", None)
         env.pop("INVOCATION_ID", None)
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = commands.pythonpath()
         if self.env:
             env.update(self.env)
         with open(self.log_path, "ab") as out:

@@ -44,6 +44,7 @@ from hbd.bus.names import (
 from hbd.bus.service import BusService
 from hbd.control import GroupInfo, LinkInfo, NodeInfo, Snapshot, TrackedLinkInfo
 from hbd.errors import Busy, ConfigError, HbdError
+from tests.infra import commands
 from tests.infra.privbus import PrivateBus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,8 +222,8 @@ def dbus_send(bus: PrivateBus, user: str, member: str, *args: str,
     argv = ["dbus-send", "--system", "--print-reply", f"--dest={BUS_NAME}", OBJECT_PATH,
             f"{MANAGER_IFACE}.{member}", *args]
     if user == "root":
-        return subprocess.run(argv, env=bus.env(), capture_output=True, text=True, timeout=30,
-                              check=False)
+        return commands.run(argv, env=bus.env(), capture_output=True, text=True, timeout=30,
+                            check=False)
     return bus.run_as(user, argv)
 
 

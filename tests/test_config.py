@@ -26,6 +26,7 @@ from hbd.core.hacf import KNOWN_DIRECTIVES, NOT_IMPLEMENTED, parse_hacf
 from hbd.core.haresources import parse_haresources, parse_ipv4_spec
 from hbd.core.parsing import parse_time_ms
 from hbd.errors import ConfigError
+from tests.infra import commands
 
 DATA = Path(__file__).parent / "data"
 CAPTURE = DATA / "capture"
@@ -423,8 +424,8 @@ def _write_dir(tmp_path: Path, authkeys_mode: int = 0o600) -> Path:
 
 
 def _hbd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hbd.daemon", *args],
-                          capture_output=True, text=True, timeout=60)
+    return commands.run([sys.executable, "-m", "hbd.daemon", *args],
+                        capture_output=True, text=True, timeout=60)
 
 
 def test_check_config_good(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra import commands
 from tests.infra.corosync import (
     CorosyncCluster,
     CorosyncHbd,
@@ -249,9 +250,9 @@ def test_corosync_restart_and_kill_under_the_active_node(cluster_of: type[Cluste
 
 
 def _hbctl(bus: PrivateBus, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *argv],
-                          env={**os.environ, **bus.env(), "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=30, check=False)
+    return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *argv],
+                        env={**os.environ, **bus.env(), "PYTHONPATH": commands.pythonpath()},
+                        capture_output=True, text=True, timeout=30, check=False)
 
 
 def test_state_over_dbus_and_hbctl(cluster_of: type[Cluster]) -> None:

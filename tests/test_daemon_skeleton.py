@@ -15,6 +15,7 @@ import pytest
 
 from hbd.core.assemble import ConfigTexts, check
 from hbd.daemon import detached_logging
+from tests.infra import commands
 
 HACF = "keepalive 100ms\ndeadtime 500ms\ninitdead 1\nbcast lo\nnode n1 n2\n"
 
@@ -37,7 +38,7 @@ class Proc:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         env = {k: v for k, v in os.environ.items()
                if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
-        self.proc = subprocess.Popen(
+        self.proc = commands.popen(
             [sys.executable, "-m", "hbd.daemon", "--config-dir", str(config_dir),
              "--state-dir", str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run"),
              "--node", "n1", "--no-dbus"],

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra import commands
+
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,12 @@ def _leftovers(tag: str) -> list[str]:
 
 def _run_demo() -> tuple[int, str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = commands.pythonpath()
+    # the demo, and every hbd, hbctl and probe it starts, may run only what the
+    # demo's table declares: .ci/demo installs nothing else
+    env[commands.CHILD_TABLE_ENV] = "demo"
     env.pop("TERM", None)
-    proc = subprocess.Popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
+    proc = commands.popen([sys.executable, "-m", "hbd.demo", "--non-interactive"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, stdin=subprocess.DEVNULL)
     try:

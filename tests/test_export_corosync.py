@@ -27,6 +27,7 @@ from hbd.core.config import ClusterConfig
 from hbd.export import HostView, Sources, export
 from hbd.export.corosync import render_corosync, token_ms
 from tests.export_scenarios import ALL, IPV6, SEED, TWO_HOMES, WEB, Scenario
+from tests.infra import commands
 from tests.infra.corosync import need_corosync_tools, private_mounts_script
 
 
@@ -154,7 +155,7 @@ def _run_private(tmp_path: Path, text: str, hosts: dict[str, str], body: str,
         f"{address} {name}\n" for name, address in hosts.items()))
     (tmp_path / "run.sh").write_text(_PRIVATE_ETC + body)
     # --pid --fork --kill-child: every process started inside dies with unshare.
-    return subprocess.run(
+    return commands.run(
         ["unshare", "--mount", "--propagation", "private", "--net", "--pid", "--fork",
          "--kill-child", "sh", str(tmp_path / "run.sh")],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, "WORK": str(tmp_path)})

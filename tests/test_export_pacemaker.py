@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from tests.export_scenarios import (
     WEB,
     Scenario,
 )
+from tests.infra import commands
 
 IDS = [s.name for s in ALL]
 
@@ -51,8 +51,8 @@ def _need(tool: str) -> str:
 
 
 def _empty_cib(path: Path) -> Path:
-    result = subprocess.run([_need("cibadmin"), "--empty"], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = commands.run([_need("cibadmin"), "--empty"], capture_output=True, text=True,
+                          check=True, timeout=60)
     path.write_text(result.stdout)
     return path
 
@@ -146,8 +146,8 @@ def test_crm_verify_accepts_every_cib(scenario: Scenario, tmp_path: Path) -> Non
     crm_verify = _need("crm_verify")
     cib = tmp_path / "cib.xml"
     cib.write_text(_export(scenario).cib)
-    result = subprocess.run([crm_verify, "--xml-file", str(cib), "-V"], capture_output=True,
-                            text=True, timeout=120)
+    result = commands.run([crm_verify, "--xml-file", str(cib), "-V"], capture_output=True,
+                          text=True, timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert not [line for line in output.splitlines() if "error" in line.lower()], output
@@ -301,8 +301,8 @@ def test_every_ocf_parameter_is_known_to_the_installed_agent() -> None:
                 seen.setdefault(p.agent, set()).update(name for name, _ in p.params)
     assert len(seen) >= 20
     for agent, names in sorted(seen.items()):
-        result = subprocess.run([crm_resource, "--show-metadata", agent], capture_output=True,
-                                text=True, timeout=60, env={**os.environ, "OCF_ROOT":
+        result = commands.run([crm_resource, "--show-metadata", agent], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "OCF_ROOT":
                                                             "/usr/lib/ocf"})
         if result.returncode != 0:
             pytest.skip(f"{agent}: no meta-data here (resource-agents not installed?)")
@@ -346,8 +346,8 @@ def test_pcs_script_builds_the_same_configuration(scenario: Scenario, tmp_path: 
     cib = _empty_cib(tmp_path / "pcs.xml")
     script = tmp_path / "pcs.sh"
     script.write_text(_export(scenario).pcs)
-    result = subprocess.run(["sh", str(script), str(cib)], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path)
+    result = commands.run(["sh", str(script), str(cib)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     built, wanted = cib_facts(cib.read_text()), cib_facts(_export(scenario).cib)
     wanted["nodes"] = built["nodes"] = []  # pcs -f cannot add nodes; Corosync does that
@@ -361,9 +361,9 @@ def test_crmsh_text_builds_the_same_configuration(scenario: Scenario, tmp_path: 
     cib = _empty_cib(tmp_path / "crm.xml")
     (tmp_path / "crmsh.txt").write_text(_export(scenario).crmsh)
     # -F: crmsh refuses agents it cannot find here (DRBD, scripts) unless forced.
-    result = subprocess.run([crm, "-F", "configure", "load", "update", "crmsh.txt"],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "CIB_file": str(cib)})
+    result = commands.run([crm, "-F", "configure", "load", "update", "crmsh.txt"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "CIB_file": str(cib)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert cib_facts(cib.read_text()) == cib_facts(_export(scenario).cib)
 
@@ -505,7 +505,7 @@ def test_cib_pushes_into_a_newer_live_cib_with_pcs(tmp_path: Path) -> None:
     live.write_text(live.read_text().replace('epoch="1"', 'epoch="7"', 1))
     cib = tmp_path / "cib.xml"
     cib.write_text(_export(STORAGE).cib)
-    result = subprocess.run(["pcs", "-f", str(live), "cluster", "cib-push", str(cib), "--config"],
-                            capture_output=True, text=True, timeout=120)
+    result = commands.run(["pcs", "-f", str(live), "cluster", "cib-push", str(cib), "--config"],
+                          capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert cib_facts(live.read_text()) == cib_facts(cib.read_text())

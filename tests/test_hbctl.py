@@ -23,6 +23,7 @@ import pytest
 from hbd.cli.hbctl import main
 from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, TrackedLinkInfo
 from hbd.errors import Busy
+from tests.infra import commands
 from tests.infra.privbus import PrivateBus
 from tests.test_bus import SNAP, VIP, FakeController, ServiceThread, install_hbd_files
 
@@ -256,6 +257,7 @@ def test_daemon_down_exit_3(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")  # no bus
     rc, out, _ = run(capsys, "--json", "rscstatus")
     assert rc == 3 and json.loads(out)["error"] == "NoServer"
-    res = subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", "links"], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    res = commands.run([sys.executable, "-m", "hbd.cli.hbctl", "links"], capture_output=True,
+                       text=True, check=False,
+                       env={**os.environ, "PYTHONPATH": commands.pythonpath()})
     assert res.returncode == 3 and "Traceback" not in res.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from hbd.core.assemble import ConfigTexts, check
 from hbd.core.hbdconf import HANDLERS, parse_hbdconf
+from tests.infra import commands
 from tests.test_config import GOOD_AUTHKEYS, GOOD_HACF, GOOD_HARESOURCES
 from tests.test_daemon_skeleton import Proc, _config
 
@@ -124,8 +125,8 @@ def test_unreadable_file_is_an_error() -> None:
 
 
 def _hbd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hbd.daemon", *args],
-                          capture_output=True, text=True, timeout=60)
+    return commands.run([sys.executable, "-m", "hbd.daemon", *args],
+                        capture_output=True, text=True, timeout=60)
 
 
 def _write_dir(tmp_path: Path) -> Path:
@@ -144,8 +145,8 @@ def test_check_config_and_hbctl_config_show_it(tmp_path: Path) -> None:
     (d / "hbd.conf").write_text("arp_count 1\narp_interval 1\n")
     for argv in ([sys.executable, "-m", "hbd.daemon", "--check-config"],
                  [sys.executable, "-m", "hbd.cli.hbctl", "config"]):
-        result = subprocess.run([*argv, "--config-dir", str(d), "--node", "n1"],
-                                capture_output=True, text=True, timeout=60)
+        result = commands.run([*argv, "--config-dir", str(d), "--node", "n1"],
+                              capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "hbd.conf: read; gratuitous ARPs: 1 every 1000 ms" in result.stdout
     (d / "hbd.conf").write_text("arp_count 1\nfrobnicate web\n")
@@ -291,3 +292,14 @@ def test_check_config_describes_link_tracking(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert ("link tracking: the interfaces of the groups' addresses; every group also "
             "needs eth1") in result.stdout
+
+
+def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
+    hacf = "cluster_stack corosync\nnode n1 n2\n"
+    texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
+                        0o100600, "hbd.conf", "\nmonitor 10.0.0.1\n")
+    config, problems = check(texts, node_name="n1")
+    assert config is not None
+    assert [str(p) for p in problems] == [
+        "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
+        "(yet); on cluster_stack corosync these lines have no effect"]

@@ -265,3 +265,16 @@ def test_a_bad_or_unexpected_refusal_changes_nothing() -> None:
     assert net.holders(G1) == ["n1"] and net.holders(G2) == ["n2"]
     assert net.events("n1", GroupRecovery, since) == []
     assert net.nodes["n1"].failover.standby.state.value == "not"
+
+
+def test_unfit_during_a_restart_hands_the_group_over_after_the_stop() -> None:
+    net = cluster(MONITOR + f"restart {G1} max=3 window=1h\n")
+    n1 = net.nodes["n1"]
+    n1.runner.stop_delay[G1] = 1.0
+    n1.runner.broken.add(G1)
+    while n1.failover.groups.groups[G1].state is not GroupState.STOPPING:
+        net.run_for(0.05)
+    # a link tracker marks it unfit while the restart's stop runs
+    net._apply(n1, n1.failover.set_unfit([G1], "link:eth0", net.now, net.wall))
+    net.run_for(5.0)
+    assert net.holders(G1) == ["n2"]

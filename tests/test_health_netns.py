@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, wait_for
 from tests.infra.privbus import PrivateBus
@@ -130,7 +131,7 @@ def cluster(module_make_lab: LabFactory, private_bus: PrivateBus) -> Iterator[
 
 
 def hbctl(bus: PrivateBus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
+    return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
                           env=bus.env({"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"]}),
                           capture_output=True, text=True, timeout=30, check=False)
 
@@ -183,7 +184,7 @@ def test_a_hanging_status_times_out_and_moves_the_group(
         wait_answer(lab, VIP, "n2", timeout=15)
         assert time.monotonic() - t0 < 15
         # the killed status left no sleeper behind
-        left = subprocess.run(["pgrep", "-f", f"{n1.hang}"], capture_output=True, text=True,
+        left = commands.run(["pgrep", "-f", f"{n1.hang}"], capture_output=True, text=True,
                               check=False)
         assert left.stdout.strip() == ""
     finally:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, wait_for
 from tests.vipclient import start_responders, wait_answer
@@ -199,8 +200,8 @@ while time.monotonic() < end:
 
 
 def _capture(lab: Lab, seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(lab.argv("client", [sys.executable, "-c", CAPTURE, VIP,
-                                                str(seconds)]), stdout=subprocess.PIPE)
+    return commands.popen(lab.argv("client", [sys.executable, "-c", CAPTURE, VIP,
+                                              str(seconds)]), stdout=subprocess.PIPE)
 
 
 def test_garp_refresh_seen_from_the_client(lab: Lab, nodes: list[HbdNode]) -> None:
@@ -250,7 +251,7 @@ def test_hooks_and_refresh_off_by_default_cost_nothing(lab: Lab, nodes: list[Hbd
     n1 = _node(lab, nodes, "n1", "")
     n1.start()
     n1.wait_log(r"ready:", 20)
-    result = subprocess.run([sys.executable, "-m", "hbd.daemon", "--check-config",
+    result = commands.run([sys.executable, "-m", "hbd.daemon", "--check-config",
                              "--config-dir", str(n1.config_dir), "--node", "n1"],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import select
-import subprocess
 import sys
 import textwrap
 import time
@@ -18,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.infra import commands
 from tests.infra.netns import (
     Lab,
     cleanup_stale,
@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _host_links() -> set[str]:
     """Interface names of the host root netns (read-only check)."""
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                         check=True).stdout
+    out = commands.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                       check=True).stdout
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
@@ -162,8 +162,8 @@ def test_stale_cleanup_after_crashed_run() -> None:
         print(lab.tag, p.pid, iso.inner_pid(), sp.proc.pid, sp.dir, flush=True)
         os._exit(9)   # crash: no teardown, no atexit
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=30, check=False)
+    out = commands.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=30, check=False)
     tag, *pids, sdir = out.stdout.split()
     assert out.returncode == 9, out.stderr
     assert [n for n in list_netns() if n.startswith(tag)]

@@ -22,6 +22,7 @@ from dbus_next.message import Message
 from dbus_next.service import ServiceInterface, method
 from dbus_next.signature import Variant
 
+from tests.infra import commands
 from tests.infra.privbus import PrivateBus
 
 NAME = "org.linuxha.hbdtest1"
@@ -110,9 +111,8 @@ async def call_as(bus: PrivateBus, user: str, timeout: float = 20.0) -> tuple[st
     """Call Check() with busctl as ``user`` (via setpriv) and parse the reply."""
     argv = bus.as_user_argv(
         user, ["busctl", "--system", "call", NAME, PATH, IFACE, "Check"])
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=bus.user_env(user), cwd="/",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = await commands.spawn(argv, env=bus.user_env(user), cwd="/",
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode == 0, err.decode()
     sig, sender, verdict = out.decode().split()

@@ -10,7 +10,6 @@ retried while the others work.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab
 from tests.infra.serialpair import SerialPair
@@ -190,7 +190,7 @@ def test_daemon_survives_garbage_on_the_wire(lab2: Lab, nodes: list[HbdNode]) ->
             b">>>\n(9)x=y\n<<<\n"]
     script = ("import socket,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
               f"for d in {junk!r}:\n    s.sendto(d, ({target!r}, 694))\n")
-    subprocess.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
+    commands.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
     n2.wait_log(r"dropped \d+ packet\(s\) on eth0: malformed", since=mark)
     time.sleep(0.5)
     assert n2.running() and "Traceback" not in n2.log()

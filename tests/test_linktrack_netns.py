@@ -19,7 +19,6 @@ the group.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -39,8 +38,10 @@ GROUP = f"{VIP}/24/eth0"
 
 def switch_port(lab: Lab, node: str, up: bool) -> None:
     """The far end of node's eth0 cable: down means no carrier on eth0."""
-    subprocess.run(["ip", "-n", f"{lab.tag}-switch", "link", "set", lab.iface(node).port,
-                    "up" if up else "down"], check=True, timeout=10)
+    if up:
+        lab.restore(node)
+    else:
+        lab.cut(node)  # the switch-side veth goes down: NO-CARRIER on the node's eth0
 
 
 @pytest.fixture(scope="module")

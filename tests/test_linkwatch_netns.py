@@ -11,7 +11,6 @@ import asyncio
 import ctypes
 import os
 import queue
-import subprocess
 import threading
 import time
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from hbd.core.linktrack import LinkState
 from hbd.net.linkwatch import LinkWatch
-from tests.infra.netns import Lab
+from tests.infra.netns import SWITCH, Lab
 
 pytestmark = pytest.mark.netns
 
@@ -110,7 +109,7 @@ def watcher(lab: Lab) -> Any:
 
 
 def _switch(lab: Lab, *argv: str) -> None:
-    subprocess.run(["ip", "-n", f"{lab.tag}-switch", *argv], check=True, timeout=10)
+    lab.run(SWITCH, ["ip", *argv])
 
 
 def test_start_reports_every_interface_then_synced(lab: Lab, watcher: Watcher) -> None:

@@ -7,11 +7,12 @@ checks them too.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.infra import commands
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -28,12 +29,12 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_clean() -> None:
-    result = subprocess.run([_tool("ruff"), "check", "hbd", "tests", "benchmarks"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = commands.run([_tool("ruff"), "check", "hbd", "tests", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_clean() -> None:
-    result = subprocess.run([_tool("mypy"), "--strict", "hbd"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = commands.run([_tool("mypy"), "--strict", "hbd"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from hbd import logs
 from hbd.state import StateDir
+from tests.infra import commands
 
 WAIT = 10.0  # seconds: only reached when something is broken
 
@@ -280,8 +280,8 @@ logging.getLogger("hbd").info("hbd stopped")
 def test_exit_waits_for_the_queue(tmp_path: Path) -> None:
     """The last lines ("hbd stopped") are written even when the process exits at once."""
     path = tmp_path / "ha-log"
-    res = subprocess.run([sys.executable, "-c", EXITING, str(path)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = commands.run([sys.executable, "-c", EXITING, str(path)], capture_output=True,
+                       text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     lines = path.read_text().splitlines()
     assert len(lines) == 2001 and lines[-1].endswith("info: hbd stopped")
@@ -293,8 +293,8 @@ def test_exit_waits_no_longer_than_the_bound(tmp_path: Path) -> None:
     fifo = tmp_path / "stuck"
     os.mkfifo(fifo)
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", EXITING, str(fifo)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = commands.run([sys.executable, "-c", EXITING, str(fifo)], capture_output=True,
+                       text=True, timeout=60, check=False)
     elapsed = time.monotonic() - started
     assert res.returncode == 0, res.stderr
     assert logs.EXIT_FLUSH_SECONDS <= elapsed < logs.EXIT_FLUSH_SECONDS + 20

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import HbPeerFactory, LabFactory
 from tests.infra.hbpeer import HeartbeatPeer
 from tests.infra.netns import Lab, wait_for
@@ -52,10 +53,9 @@ class Mixed:
 
     def hbctl(self, *args: str) -> str:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus.address}
-        import subprocess
         import sys
-        result = subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
-                                capture_output=True, text=True, env=env, timeout=30)
+        result = commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
+                              capture_output=True, text=True, env=env, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from hbd.agents import AgentRunner
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.grouprunner import GroupRunner
+from tests.infra import commands
 
 HACF = "keepalive 100ms\ndeadtime 500ms\ninitdead 1\nbcast eth0\nnode n1 n2\n"
 
@@ -117,6 +117,6 @@ def test_a_hanging_check_is_killed_at_its_timeout_and_a_stop_cancels_checks(
     assert runner.monitors == {}
     assert [r[1] for r in runner.results] == [1]  # type: ignore[attr-defined]
     # every check's process group was killed: no `sleep 30` left under a shell of ours
-    left = subprocess.run(["pgrep", "-f", "lsbslow status"], capture_output=True, text=True,
+    left = commands.run(["pgrep", "-f", "lsbslow status"], capture_output=True, text=True,
                           check=False).stdout.split()
     assert left == []

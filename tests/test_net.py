@@ -32,6 +32,7 @@ from hbd.net.arp import (
     na_frame,
 )
 from hbd.net.icmp import Pinger
+from tests.infra import commands
 from tests.infra.netns import Lab, wait_for
 from tests.infra.netns import in_netns as in_ns
 
@@ -43,8 +44,8 @@ _SO_TIMESTAMPNS = 35
 
 
 def ip_json(lab: Lab, node: str, *argv: str) -> list[dict[str, Any]]:
-    out = subprocess.run(["ip", "-j", "-n", lab.nsname(node), *argv], check=True,
-                         capture_output=True, text=True).stdout
+    out = commands.run(["ip", "-j", "-n", lab.nsname(node), *argv], check=True,
+                       capture_output=True, text=True).stdout
     return list(json.loads(out or "[]"))
 
 
@@ -188,8 +189,8 @@ def test_add_brings_a_down_link_up(net: Lab) -> None:
 
 def test_debian_pyroute2_07_works_too(net: Lab) -> None:
     """The .deb runs on Debian 12's python3-pyroute2 0.7.2: same calls, same result."""
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import pyroute2"], capture_output=True,
-                           check=False) if Path("/usr/bin/python3").exists() else None
+    probe = commands.run(["/usr/bin/python3", "-c", "import pyroute2"], capture_output=True,
+                         check=False) if Path("/usr/bin/python3").exists() else None
     if probe is None or probe.returncode != 0:
         pytest.skip("no system python3 with python3-pyroute2 (Debian's 0.7.2) to compare with")
     script = (

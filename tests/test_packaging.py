@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.hbdproc import ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.fixtures_sysd import ContainerFactory
 from tests.infra.netns import Lab, pid_running, wait_for
@@ -52,8 +53,8 @@ AUTHKEYS = "auth 1\n1 sha1 packaging-test\n"
 def _run(argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a system tool with the system's PATH (no virtualenv, no pyenv shims)."""
     env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                          check=False)
+    return commands.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                        check=False)
 
 
 def _require(*tools: str) -> None:
@@ -396,14 +397,14 @@ def test_update_rc_d_defaults_on_a_scratch_root(tmp_path: Path) -> None:
     (root / "etc/init.d").mkdir(parents=True)
     shutil.copy(DEBIAN_SCRIPT, root / "etc/init.d/hbd")
     env = {"PATH": SYSTEM_PATH, "DPKG_ROOT": str(root)}
-    res = subprocess.run(["update-rc.d", "hbd", "defaults"], env=env, capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = commands.run(["update-rc.d", "hbd", "defaults"], env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     for level, link in (("2", "S01hbd"), ("3", "S01hbd"), ("4", "S01hbd"), ("5", "S01hbd"),
                         ("0", "K01hbd"), ("1", "K01hbd"), ("6", "K01hbd")):
         assert os.readlink(root / f"etc/rc{level}.d" / link) == "../init.d/hbd"
-    res = subprocess.run(["update-rc.d", "hbd", "remove"], env=env, capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = commands.run(["update-rc.d", "hbd", "remove"], env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert not list(root.glob("etc/rc?.d/*hbd"))
 
@@ -422,7 +423,7 @@ def test_example_configs_are_valid(tmp_path: Path) -> None:
     for name in ("ha.cf", "haresources", "authkeys"):
         shutil.copy(PACKAGING / "examples" / name, tmp_path / name)
     (tmp_path / "authkeys").chmod(0o600)
-    res = subprocess.run([HBD, "--check-config", "--config-dir", str(tmp_path), "--node",
+    res = commands.run([HBD, "--check-config", "--config-dir", str(tmp_path), "--node",
                           "node1"], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert "WARN" not in res.stderr and "warning" not in res.stderr.lower(), res.stderr

@@ -9,13 +9,13 @@ the client checks which node answers on each VIP.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab
 from tests.infra.privbus import PrivateBus
@@ -50,8 +50,8 @@ class Pair:
 
     def hbctl(self, node: str, *args: str) -> None:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.buses[node].address}
-        result = subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
-                                capture_output=True, text=True, env=env, timeout=30)
+        result = commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
+                              capture_output=True, text=True, env=env, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
 
     def expect(self, a: str, b: str) -> None:

@@ -30,6 +30,7 @@ import pytest
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, wait_for
 from tests.infra.privbus import PrivateBus, PrivBusError
@@ -77,17 +78,17 @@ if os.environ.get("HBD_TEST_JOURNAL"):
 
 
 def hbd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": commands.pythonpath()}
     env.pop("JOURNAL_STREAM", None)
     env.pop("INVOCATION_ID", None)
-    return subprocess.run([sys.executable, "-m", "hbd.daemon", *args], capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
+    return commands.run([sys.executable, "-m", "hbd.daemon", *args], capture_output=True,
+                        text=True, timeout=60, env=env, check=False)
 
 
 def hbctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args], capture_output=True,
-                          text=True, timeout=60, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args], capture_output=True,
+                        text=True, timeout=60, check=False,
+                        env={**os.environ, "PYTHONPATH": commands.pythonpath(), **(env or {})})
 
 
 def config_dir(path: Path, authkeys: str, mode: int = 0o600) -> Path:

@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.fixtures import LabFactory
 from tests.infra.netns import Lab, wait_for
 
@@ -207,8 +208,8 @@ def test_logfile_on_a_full_tmpfs(cluster: Cluster) -> None:
     filler = n1.in_ns(cluster.n1.logdir / "filler")
     marks = (n1.mark(), cluster.n2.mark())
     # fill every byte the tmpfs has left
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True,
-                   check=False)
+    commands.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True,
+                 check=False)
     try:
         assert os.statvfs(filler.parent).f_bavail == 0
         sent = cluster.keep_logging(5.0, marks)

@@ -290,6 +290,10 @@ class HbdConf:
     # gratuitous ARP rounds and spacing; None: not set here (ha.cf's, else IPaddr2's default)
     arp_count: int | None = None
     arp_interval_ms: int | None = None
+    # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
+    monitors: tuple[MonitorConf, ...] = ()
+    restarts: tuple[RestartConf, ...] = ()
+    expiries: tuple[ExpiryConf, ...] = ()
     # notify hooks (hbd/hooks.py): `notify PATH` lines, run first, in file order
     notify: tuple[str, ...] = ()
     # `notify_dir`: a directory of hooks run after them, by name; None: `notify.d` in the
@@ -299,10 +303,6 @@ class HbdConf:
     # keepalived's garp_master_refresh: re-announce the addresses of running groups this
     # often; 0: never (only the arp_count rounds after a takeover)
     garp_refresh_ms: int = 0
-    # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
-    monitors: tuple[MonitorConf, ...] = ()
-    restarts: tuple[RestartConf, ...] = ()
-    expiries: tuple[ExpiryConf, ...] = ()
     # link tracking (hbd.core.linktrack): the interfaces of a group's addresses are watched
     # unless `link_tracking off`; `track_interface` lines add others
     link_tracking: bool = True

@@ -33,7 +33,14 @@ from hbd.core.config import (
     UcastLink,
 )
 from hbd.core.fields import DT_MAX_MS
-from hbd.core.parsing import Problems, content_lines, is_decimal, parse_bool, parse_time_ms
+from hbd.core.parsing import (
+    Problems,
+    content_lines,
+    is_decimal,
+    one_value,
+    parse_bool,
+    parse_time_ms,
+)
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
 SYSLOG_FACILITIES = frozenset(
@@ -79,16 +86,9 @@ def _need_args(st: _State, line: int, name: str, args: list[str], count: int) ->
     return True
 
 
-def _one_value(st: _State, line: int, name: str, args: list[str]) -> str | None:
-    if len(args) != 1:
-        st.problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
-        return None
-    return args[0]
-
-
 def _time(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         ms = parse_time_ms(value)
@@ -125,7 +125,7 @@ def _node(st: _State, line: int, args: list[str]) -> None:
 
 
 def _udpport(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "udpport", args)
+    value = one_value(st.problems, line, "udpport", args)
     if value is None:
         return
     port = _port(st, line, value, "udpport")
@@ -141,7 +141,7 @@ def _udpport(st: _State, line: int, args: list[str]) -> None:
 
 
 def _baud(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "baud", args)
+    value = one_value(st.problems, line, "baud", args)
     if value is None:
         return
     if not is_decimal(value) or int(value) not in BAUD_RATES:
@@ -226,7 +226,7 @@ def _serial(st: _State, line: int, args: list[str]) -> None:
 
 def _choice(name: str, parse: Callable[[str], object | None], hint: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         parsed = parse(value)
@@ -248,7 +248,7 @@ def _auto_failback_value(value: str) -> AutoFailback | None:
 
 
 def _nice_failback(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "nice_failback", args)
+    value = one_value(st.problems, line, "nice_failback", args)
     if value is None:
         return
     flag = parse_bool(value)
@@ -296,7 +296,7 @@ def _ping_group(st: _State, line: int, args: list[str]) -> None:
 
 
 def _logfacility(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "logfacility", args)
+    value = one_value(st.problems, line, "logfacility", args)
     if value is None:
         return
     lowered = value.lower()
@@ -311,7 +311,7 @@ def _logfacility(st: _State, line: int, args: list[str]) -> None:
 
 def _path(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
 
@@ -320,7 +320,7 @@ def _path(name: str) -> Handler:
 
 def _pacemaker(name: str) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         if parse_bool(value) is False:
@@ -336,7 +336,7 @@ def _pacemaker(name: str) -> Handler:
 
 
 def _autojoin(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "autojoin", args)
+    value = one_value(st.problems, line, "autojoin", args)
     if value is None:
         return
     if value.lower() != "none":
@@ -349,7 +349,7 @@ def _autojoin(st: _State, line: int, args: list[str]) -> None:
 
 def _positive_int(name: str, low: int, high: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None:
             return
         if not is_decimal(value) or not low <= int(value) <= high:
@@ -361,7 +361,7 @@ def _positive_int(name: str, low: int, high: int) -> Handler:
 
 
 def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "max_rexmit_delay", args)
+    value = one_value(st.problems, line, "max_rexmit_delay", args)
     if value is None:
         return
     # Heartbeat reads a bare number here as milliseconds.
@@ -373,7 +373,7 @@ def _max_rexmit_delay(st: _State, line: int, args: list[str]) -> None:
 
 
 def _msgfmt(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "msgfmt", args)
+    value = one_value(st.problems, line, "msgfmt", args)
     if value is None:
         return
     if value not in ("classic", "netstring"):
@@ -383,7 +383,7 @@ def _msgfmt(st: _State, line: int, args: list[str]) -> None:
 
 
 def _cluster_stack(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "cluster_stack", args)
+    value = one_value(st.problems, line, "cluster_stack", args)
     if value is None:
         return
     try:
@@ -433,7 +433,7 @@ def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is not None:
             st.values[name] = value
 

@@ -25,7 +25,7 @@ from hbd.core.config import (
     RestartConf,
     TrackConf,
 )
-from hbd.core.parsing import Problems, content_lines, is_decimal, parse_time_ms
+from hbd.core.parsing import Problems, content_lines, is_decimal, one_value, parse_time_ms
 
 HBD_CONF = "hbd.conf"  # the file's name, beside ha.cf
 
@@ -55,16 +55,9 @@ def _once(st: _State, line: int, name: str) -> bool:
     return True
 
 
-def _one_value(st: _State, line: int, name: str, args: list[str]) -> str | None:
-    if len(args) != 1:
-        st.problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
-        return None
-    return args[0]
-
-
 def _int(name: str, low: int, high: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None or not _once(st, line, name):
             return
         if not is_decimal(value) or not low <= int(value) <= high:
@@ -78,7 +71,7 @@ def _int(name: str, low: int, high: int) -> Handler:
 
 def _time(name: str, low_ms: int, high_ms: int) -> Handler:
     def handle(st: _State, line: int, args: list[str]) -> None:
-        value = _one_value(st, line, name, args)
+        value = one_value(st.problems, line, name, args)
         if value is None or not _once(st, line, name):
             return
         ms = parse_time_ms(value)
@@ -90,60 +83,6 @@ def _time(name: str, low_ms: int, high_ms: int) -> Handler:
         st.values[name] = ms
 
     return handle
-
-
-def _path_problem(value: str) -> str | None:
-    if not value.startswith("/"):
-        return "is not an absolute path"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "holds a control character"
-    if len(value) > 4096:
-        return "is longer than 4096 characters"
-    return None
-
-
-def _notify(st: _State, line: int, args: list[str]) -> None:
-    """`notify PATH`, repeatable: whether PATH exists is the run time's business (logged)."""
-    value = _one_value(st, line, "notify", args)
-    if value is None:
-        return
-    problem = _path_problem(value)
-    if problem is not None:
-        st.problems.error(line, f"notify: '{value}' {problem}")
-        return
-    hooks = st.values.setdefault("notify", {})
-    assert isinstance(hooks, dict)
-    if value in hooks:
-        st.problems.error(line, f"notify: {value} already listed at line {hooks[value]}")
-        return
-    hooks[value] = line
-    st.lines.setdefault("notify", line)
-
-
-def _notify_dir(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "notify_dir", args)
-    if value is None or not _once(st, line, "notify_dir"):
-        return
-    if value.lower() in ("off", "none"):
-        st.values["notify_dir"] = ""
-        return
-    problem = _path_problem(value)
-    if problem is not None:
-        st.problems.error(line, f"notify_dir: '{value}' {problem} (or 'off')")
-        return
-    st.values["notify_dir"] = value
-
-
-def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "garp_refresh", args)
-    if value is None or not _once(st, line, "garp_refresh"):
-        return
-    ms = 0 if value.lower() == "off" else parse_time_ms(value)
-    if ms is None or not (ms == 0 or 100 <= ms <= 86_400_000):
-        st.problems.error(line, f"garp_refresh: bad time '{value}' (0 or off, or from 100 ms "
-                          "to 86400 s: seconds like 60, or milliseconds like 500ms)")
-        return
-    st.values["garp_refresh"] = ms
 
 
 _DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,3})?)(ms|s|sec|m|min|h|d)?$")
@@ -267,6 +206,60 @@ def _failure_expiry(st: _State, line: int, args: list[str]) -> None:
     st.expiries.append(ExpiryConf(group, ms, line))
 
 
+def _path_problem(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "is not an absolute path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character"
+    if len(value) > 4096:
+        return "is longer than 4096 characters"
+    return None
+
+
+def _notify(st: _State, line: int, args: list[str]) -> None:
+    """`notify PATH`, repeatable: whether PATH exists is the run time's business (logged)."""
+    value = one_value(st.problems, line, "notify", args)
+    if value is None:
+        return
+    problem = _path_problem(value)
+    if problem is not None:
+        st.problems.error(line, f"notify: '{value}' {problem}")
+        return
+    hooks = st.values.setdefault("notify", {})
+    assert isinstance(hooks, dict)
+    if value in hooks:
+        st.problems.error(line, f"notify: {value} already listed at line {hooks[value]}")
+        return
+    hooks[value] = line
+    st.lines.setdefault("notify", line)
+
+
+def _notify_dir(st: _State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "notify_dir", args)
+    if value is None or not _once(st, line, "notify_dir"):
+        return
+    if value.lower() in ("off", "none"):
+        st.values["notify_dir"] = ""
+        return
+    problem = _path_problem(value)
+    if problem is not None:
+        st.problems.error(line, f"notify_dir: '{value}' {problem} (or 'off')")
+        return
+    st.values["notify_dir"] = value
+
+
+def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "garp_refresh", args)
+    if value is None or not _once(st, line, "garp_refresh"):
+        return
+    ms = 0 if value.lower() == "off" else parse_time_ms(value)
+    if ms is None or not (ms == 0 or 100 <= ms <= 86_400_000):
+        st.problems.error(line, f"garp_refresh: bad time '{value}' (0 or off, or from 100 ms "
+                          "to 86400 s: seconds like 60, or milliseconds like 500ms)")
+        return
+    st.values["garp_refresh"] = ms
+
+
 # Linux's IFNAMSIZ is 16 with the NUL: 15 characters, none of them '/', ':' or blank
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 
@@ -296,7 +289,7 @@ def _track_interface(st: _State, line: int, args: list[str]) -> None:
 
 
 def _link_tracking(st: _State, line: int, args: list[str]) -> None:
-    value = _one_value(st, line, "link_tracking", args)
+    value = one_value(st.problems, line, "link_tracking", args)
     if value is None or not _once(st, line, "link_tracking"):
         return
     if value.lower() not in ("on", "off", "yes", "no", "true", "false"):

@@ -32,6 +32,14 @@ class Problems:
         return [p for p in self.items if p.severity is Severity.WARNING]
 
 
+def one_value(problems: Problems, line: int, name: str, args: list[str]) -> str | None:
+    """The single value of a `directive value` line, or None after reporting why not."""
+    if len(args) != 1:
+        problems.error(line, f"{name}: needs exactly one value, got {len(args)}")
+        return None
+    return args[0]
+
+
 def content_lines(text: str) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) for lines that are not blank or comments.
 

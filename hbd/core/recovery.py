@@ -146,6 +146,9 @@ class Recovery(StandbyExchange):
     def _recovery_sync(self, now: float, wall: float) -> list[Action]:
         """After any group work: (re)schedule checks; finish a pending handover."""
         self.health.sync(self._running(), now)
+        if self.health.handover_at is None and self._unplaced():
+            # e.g. a restart refused to start a group marked unfit meanwhile
+            self.health.handover_at = now + HANDOVER_RETRY
         if self.health.handover_at is not None and now >= self.health.handover_at:
             return self._hand_over(now, wall)
         return []

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hbd.demo import commands
+
 log = logging.getLogger(__name__)
 
 PREFIX = "hbd-demo"
@@ -56,9 +58,8 @@ def run(argv: Sequence[str], *, check: bool = True,
         timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
     """Run a short command and capture its output.  Raises LabError when check fails."""
     try:
-        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                                check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
+        result = commands.run(argv, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired, commands.UndeclaredCommand) as err:
         raise LabError(f"{shlex.join(argv)}: {err}") from err
     if check and result.returncode != 0:
         raise LabError(f"{shlex.join(argv)} failed (rc={result.returncode}): "
@@ -289,7 +290,7 @@ class Lab:
         else:
             out = subprocess.DEVNULL
         try:
-            proc = subprocess.Popen(
+            proc = commands.popen(
                 [*self._pdeathsig, "ip", "netns", "exec", self.ns(host), *argv],
                 stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,

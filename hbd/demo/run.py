@@ -20,6 +20,7 @@ import signal
 import sys
 from types import FrameType
 
+from hbd.demo import commands
 from hbd.demo.lab import LabError, cleanup_stale
 from hbd.demo.scenario import Demo, StepFailed
 from hbd.demo.view import Screen, ansi_capable
@@ -48,8 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def preflight() -> str | None:
     if os.geteuid() != 0:
         return "the demo needs root: it creates network namespaces (try: sudo bash .ci/demo)"
+    # Only `ip` is indispensable: without dbus-daemon, busctl or setpriv the demo
+    # runs with less (no bus, hbctl instead of busctl, no pdeathsig).
     if shutil.which("ip") is None:
-        return "iproute2's `ip` is not installed (apt-get install iproute2)"
+        return (f"`ip` is not installed (apt-get install {commands.DEMO_COMMANDS['ip']}, "
+                "or run: bash .ci/demo)")
     return None
 
 

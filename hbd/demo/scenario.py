@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from hbd.control import Snapshot
-from hbd.demo import cluster
+from hbd.demo import cluster, commands
 from hbd.demo.cluster import NODES, PORT, VIP, Node
 from hbd.demo.lab import NETWORK, SWITCH, Lab
 from hbd.demo.view import Screen
@@ -288,7 +288,7 @@ class Demo:
         self.note("Check a configuration without starting anything:")
         self.command(["hbd", "--check-config", "--config-dir", str(n1.config_dir), "--node",
                       "n1"])
-        result = subprocess.run(
+        result = commands.run(
             [sys.executable, "-m", "hbd.daemon", "--check-config", "--config-dir",
              str(n1.config_dir), "--node", "n1"], capture_output=True, text=True, timeout=60,
             env=cluster.client_env())
@@ -358,9 +358,9 @@ class Demo:
                      f"{node.bus_address}")
         env = cluster.client_env()
         env["DBUS_SYSTEM_BUS_ADDRESS"] = node.bus_address or ""
-        result = subprocess.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
-                                capture_output=True, text=True, timeout=60, env=env,
-                                stdin=subprocess.DEVNULL)
+        result = commands.run([sys.executable, "-m", "hbd.cli.hbctl", *args],
+                              capture_output=True, timeout=60, env=env,
+                              stdin=subprocess.DEVNULL)
         for line in (result.stdout + result.stderr).splitlines():
             self.screen.say(f"      {line}")
         return result
@@ -376,7 +376,7 @@ class Demo:
             self.note("On a real node: busctl call org.linuxha.hbd1 /org/linuxha/hbd1 "
                       "org.linuxha.hbd1.Manager Takeover s all")
             self.command(argv, "root may; others need polkit's org.linuxha.hbd1.manage")
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            result = commands.run(argv, capture_output=True, timeout=60)
             output = (result.stdout + result.stderr).strip()
             if output:
                 self.note(output)

@@ -34,6 +34,7 @@ from typing import Any
 from hbd.core.assemble import ConfigTexts, check
 from hbd.export.corosync import render_corosync
 from tests.hbdproc import AUTHKEYS, HbdNode
+from tests.infra import commands
 from tests.infra.netns import Lab, LabError, wait_for
 
 TOOLS = ("corosync", "corosync-keygen", "corosync-quorumtool", "unshare", "nsenter", "ip")
@@ -199,8 +200,8 @@ class CorosyncCluster:
         # what corosync runs with (runtime.config.totem.token)
         self.token_ms = int(token.group(1)) + max(0, len(self.names) - 2) * coefficient
         keyfile = lab.workdir / "corosync-authkey"
-        subprocess.run(["corosync-keygen", "-k", str(keyfile)], check=True,
-                       capture_output=True, timeout=30)
+        commands.run(["corosync-keygen", "-k", str(keyfile)], check=True,
+                     capture_output=True, timeout=30)
         hosts = "127.0.0.1 localhost\n" + "".join(f"{lab.ip(n)} {n}\n" for n in self.names)
         self.nodes = {n: CorosyncNode(lab, n, conf, keyfile.read_bytes(), hosts)
                       for n in self.names}

@@ -10,12 +10,12 @@ import functools
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
 import pytest
 
+from tests.infra import commands
 from tests.infra.hbpeer import DEFAULT_AUTHKEYS, HeartbeatPeer, find_heartbeat
 from tests.infra.kapeer import KeepalivedPeer, find_keepalived
 from tests.infra.netns import DEFAULT_NETWORKS, Lab, new_tag
@@ -38,9 +38,9 @@ def netns_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     probe = new_tag() + "-probe"
-    res = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True,
-                         check=False)
-    subprocess.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
+    res = commands.run(["ip", "netns", "add", probe], capture_output=True, text=True,
+                       check=False)
+    commands.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
     if res.returncode != 0:
         return f"ip netns add failed: {res.stderr.strip()}"
     return None

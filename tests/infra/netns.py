@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, TypeVar
 
 from hbd.demo.lab import NETNS_DIR, list_netns, netns_pids  # the demo's cleanup uses them too
+from tests.infra import commands
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0,
 
 def _cmd(argv: Sequence[str], *, check: bool = True, timeout: float = 15.0,
          input: str | None = None) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                         input=input, check=False)
+    res = commands.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                       input=input, check=False)
     if check and res.returncode != 0:
         raise LabError(f"{shlex.join(argv)} -> rc={res.returncode}: {res.stderr.strip()}")
     return res
@@ -362,7 +363,7 @@ class Lab:
         if self._closed:
             raise LabError("lab is torn down")
         # pdeathsig: the kernel kills the child if the spawning *thread* dies
-        proc = subprocess.Popen([*PDEATHSIG, *self.argv(node, argv)], stdout=stdout, stderr=stderr,
+        proc = commands.popen([*PDEATHSIG, *self.argv(node, argv)], stdout=stdout, stderr=stderr,
                                 stdin=stdin, start_new_session=True,
                                 env=None if env is None else dict(env))
         self.ledger.record(proc.pid)

@@ -42,6 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.infra import commands
+
 log = logging.getLogger(__name__)
 
 SYSTEM_CONF = Path("/usr/share/dbus-1/system.conf")
@@ -353,7 +355,7 @@ class PrivateBus:
     # -- running clients ---------------------------------------------------
     def busctl(self, *args: str, timeout: float = 10.0) -> str:
         """Run ``busctl --address=<bus>`` as root and return stdout."""
-        res = subprocess.run(
+        res = commands.run(
             ["busctl", f"--address={self.address}", *args],
             capture_output=True, text=True, timeout=timeout, check=False,
         )
@@ -405,7 +407,7 @@ class PrivateBus:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` as an unprivileged ``user`` with this bus as system bus."""
-        return subprocess.run(
+        return commands.run(
             self.as_user_argv(user, argv), env=self.user_env(user, env), cwd="/",
             capture_output=True, text=True, timeout=timeout, check=check, input=input,
         )
@@ -414,7 +416,7 @@ class PrivateBus:
         self, user: str | int, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[str]:
         """Like :meth:`run_as` but returns the Popen (caller must wait/kill it)."""
-        return subprocess.Popen(
+        return commands.popen(
             self.as_user_argv(user, argv), env=self.user_env(user, env), cwd="/",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
@@ -489,7 +491,7 @@ class PrivateBus:
             binds.append((self.rules_dir, POLKIT_ETC_RULES))
         script = "set -e\n" + "".join(f"mount --bind '{a}' '{b}'\n" for a, b in binds)
         script += "echo ready\nexec sleep infinity\n"
-        self._holder = subprocess.Popen(
+        self._holder = commands.popen(
             ["setpriv", "--pdeathsig", "SIGKILL", "--", "unshare", "--mount",
              "--propagation", "private", "--", "/bin/sh", "-c", script],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -508,7 +510,7 @@ class PrivateBus:
     def _spawn(self, proc: _Proc) -> None:
         assert proc.log_path is not None
         with proc.log_path.open("ab") as logf:
-            proc.popen = subprocess.Popen(
+            proc.popen = commands.popen(
                 ["setpriv", "--pdeathsig", "SIGTERM", "--", "nsenter",
                  f"--target={self.holder_pid}", "--mount", "--", *proc.argv],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,

@@ -36,6 +36,7 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
+from tests.infra import commands
 from tests.infra.netns import FAMILY, PDEATHSIG, PidLedger, new_tag, stop_process, wait_for
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class SerialPair:
             return self.paths
         errlog = self.dir / "socat.log"
         with open(errlog, "wb") as err:
-            self.proc = subprocess.Popen(
+            self.proc = commands.popen(
                 [*PDEATHSIG, self.socat, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
                  f"pty,raw,echo=0,link={self.b}"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,

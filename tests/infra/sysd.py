@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.infra import commands
+
 log = logging.getLogger(__name__)
 
 SYSTEMD = "/lib/systemd/systemd"
@@ -349,7 +351,7 @@ class Container:
             "/bin/sh", str(init),
         ]
         with (self.workdir / "console.log").open("wb") as console:
-            self._proc = subprocess.Popen(
+            self._proc = commands.popen(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=console,
                 stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
             )
@@ -433,7 +435,7 @@ class Container:
         input: str | None = None, env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the container (all namespaces, its root)."""
-        res = subprocess.run(
+        res = commands.run(
             self.nsenter_argv(argv), capture_output=True, text=True, timeout=timeout,
             input=input, env={**RUN_ENV, **(env or {})}, check=False,
         )
@@ -484,7 +486,7 @@ class Container:
         """
         a = ifname_self or f"to-{other.name}"[:15]
         b = ifname_other or f"to-{self.name}"[:15]
-        subprocess.run(
+        commands.run(
             ["ip", "link", "add", a, "netns", str(self.pid), "type", "veth",
              "peer", "name", b, "netns", str(other.pid)],
             check=True, capture_output=True, text=True,
@@ -492,8 +494,8 @@ class Container:
         for c, ifname, addr in ((self, a, addr_self), (other, b, addr_other)):
             for cmd in (["ip", "addr", "add", f"{addr}/{prefix}", "dev", ifname],
                         ["ip", "link", "set", ifname, "up"]):
-                subprocess.run(["nsenter", f"--net={c.netns}", "--", *cmd],
-                               check=True, capture_output=True, text=True)
+                commands.run(["nsenter", f"--net={c.netns}", "--", *cmd],
+                             check=True, capture_output=True, text=True)
         return a, b
 
     # -- internals ---------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Running a child program from the event loop without ever waiting on it there.
+
+Resource agents (hbd/agents.py) and notify hooks (hbd/hooks.py) run the same
+way: an execve of an argument list, never a shell, in a session and process
+group of its own, with stdin /dev/null and a small environment.  Output is
+read from pipes of our own rather than asyncio's PIPE (Python 3.11's
+Process.wait() would also wait for EOF, i.e. for every daemon the child
+left running with our stdout), kept up to a limit, and closed soon after the
+child exits, so a daemon that kept them open gets EPIPE, not a hung hbd.  Past
+the timeout, or when the caller is cancelled, the whole process group is
+killed with SIGKILL and reaped (a process that left the group with setsid()
+escapes that).  When the child exits by itself nothing is killed: what an
+agent's `start` launched must live on.  Children run at normal scheduling
+and nice 0 whatever hbd's own priority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+DRAIN_SECONDS = 0.5  # how long output is still read after the child exits
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    rc: int | None  # exit code, -N for signal N; None: timed out or never ran
+    timed_out: bool
+    stdout: bytes  # at most `limit` bytes (both streams, when stderr is merged)
+    stderr: bytes
+    elapsed: float  # seconds
+    stdout_dropped: int = 0  # output bytes not kept
+    stderr_dropped: int = 0
+    error: str | None = None  # could not start it at all
+
+
+class _Capture(asyncio.Protocol):
+    """Keeps `limit` bytes of a pipe (the first or the last), counts the rest, notes EOF."""
+
+    def __init__(self, limit: int, keep: Literal["head", "tail"]) -> None:
+        self.limit = limit
+        self.keep = keep
+        self.data = bytearray()
+        self.dropped = 0
+        self.eof = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.keep == "head":
+            room = max(self.limit - len(self.data), 0)
+            self.data += data[:room]
+            self.dropped += len(data) - len(data[:room])
+            return
+        self.data += data
+        if len(self.data) > self.limit:
+            excess = len(self.data) - self.limit
+            del self.data[:excess]
+            self.dropped += excess
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _normal_scheduling() -> None:
+    """In the child, before exec: the policy and nice value of an ordinary process."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
+def _scheduling_differs() -> bool:
+    try:
+        return (os.sched_getscheduler(0) != os.SCHED_OTHER
+                or os.getpriority(os.PRIO_PROCESS, 0) != 0)
+    except OSError:
+        return False
+
+
+async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float, limit: int,
+                    *, keep: Literal["head", "tail"] = "tail",
+                    merge_stderr: bool = False) -> ChildRun:
+    """Run `argv` to its end or `timeout`; never raises for the child's own failures."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # preexec_fn only when needed: it rules out vfork, and its two calls take no lock
+    preexec = _normal_scheduling if _scheduling_differs() else None
+    pipes = [os.pipe()] if merge_stderr else [os.pipe(), os.pipe()]
+    writers = [w for _, w in pipes]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=writers[0], stderr=writers[-1],
+            env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
+    except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
+        for r, _ in pipes:
+            os.close(r)
+        return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
+    finally:
+        for w in writers:
+            with contextlib.suppress(OSError):
+                os.close(w)
+    captures = [_Capture(limit, keep) for _ in pipes]
+    transports = [await _read(loop, r, capture) for (r, _), capture in zip(pipes, captures,
+                                                                           strict=True)]
+    timed_out = False
+    try:
+        try:
+            rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            kill_group(proc.pid)
+            await proc.wait()
+            rc = None
+        await asyncio.wait([c.eof for c in captures], timeout=DRAIN_SECONDS)
+    except asyncio.CancelledError:
+        kill_group(proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5.0)
+        raise
+    finally:
+        for transport in transports:
+            transport.close()
+    out, errs = captures[0], captures[-1]
+    if merge_stderr:
+        return ChildRun(rc, timed_out, bytes(out.data), b"", loop.time() - started, out.dropped)
+    return ChildRun(rc, timed_out, bytes(out.data), bytes(errs.data), loop.time() - started,
+                    out.dropped, errs.dropped)
+
+
+async def _read(loop: asyncio.AbstractEventLoop, fd: int,
+                capture: _Capture) -> asyncio.BaseTransport:
+    transport, _ = await loop.connect_read_pipe(lambda: capture, os.fdopen(fd, "rb", 0))
+    return transport
