@@ -303,3 +303,14 @@ def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
     assert [str(p) for p in problems] == [
         "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
         "(yet); on cluster_stack corosync these lines have no effect"]
+
+
+def test_track_interface_on_the_corosync_stack_is_a_warning() -> None:
+    hacf = "cluster_stack corosync\nnode n1 n2\n"
+    texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
+                        0o100600, "hbd.conf", "\n\ntrack_interface * eth1\n")
+    config, problems = check(texts, node_name="n1")
+    assert config is not None
+    assert [str(p) for p in problems] == [
+        "hbd.conf:3: warning: track_interface: link tracking runs on the heartbeat stack only "
+        "(yet); on cluster_stack corosync these lines have no effect"]
