@@ -124,6 +124,12 @@ def test_status_shows_tracked_links_through_the_bus(served: ServiceThread,
     status = json.loads(run(capsys, "status", "--json")[1])
     assert status["tracked_links"] == [{"interface": "eth0", "state": "no-carrier",
                                         "groups": [VIP]}]
+    # the peer refused it: still running here, and hbctl says so
+    served.publish(replace(lost, groups=(GroupInfo(VIP, "n1", "n1", "running",
+                                                   unfit="eth0 lost carrier"),)))
+    out = run(capsys, "status")[1]
+    assert (f"{VIP}: unfit here, kept running (nobody else can take it): eth0 lost carrier"
+            in out.splitlines())
 
 
 def test_json_everywhere(fake: FakeController, capsys: pytest.CaptureFixture[str]) -> None:

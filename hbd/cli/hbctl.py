@@ -95,7 +95,9 @@ def _groups_table(snap: Snapshot) -> str:
     rows = [[g.key, g.home, g.owner or "-", g.state, str(g.fail_count), _monitor_text(g)]
             for g in snap.groups]
     text = _table(["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST MONITOR"], rows)
-    unfit = [f"{g.key}: not on this node: {g.unfit}" for g in snap.groups if g.unfit]
+    unfit = [f"{g.key}: unfit here, kept running (nobody else can take it): {g.unfit}"
+             if g.state == "running" else f"{g.key}: not on this node: {g.unfit}"
+             for g in snap.groups if g.unfit]
     return "\n".join([text, *unfit])
 
 
