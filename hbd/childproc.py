@@ -1,8 +1,10 @@
 """Running a child program from the event loop without ever waiting on it there.
 
 Resource agents (hbd/agents.py) and notify hooks (hbd/hooks.py) run the same
-way: an execve of an argument list, never a shell, in a session and process
-group of its own, with stdin /dev/null and a small environment.  Output is
+way, and so do fence devices (hbd/fencer.py): an execve of an argument list,
+never a shell, in a session and process group of its own, with stdin /dev/null
+(or a few bytes of input in a pipe: a fence agent's options) and a small
+environment.  Output is
 read from pipes of our own rather than asyncio's PIPE (Python 3.11's
 Process.wait() would also wait for EOF, i.e. for every daemon the child
 left running with our stdout), kept up to a limit, and closed soon after the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 DRAIN_SECONDS = 0.5  # how long output is still read after the child exits
+STDIN_LIMIT = 65536  # input bytes a child may be given: a pipe's room, filled before it starts
 
 
 @dataclass(frozen=True)
@@ -88,26 +92,55 @@ def _scheduling_differs() -> bool:
         return False
 
 
-async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float, limit: int,
-                    *, keep: Literal["head", "tail"] = "tail",
-                    merge_stderr: bool = False) -> ChildRun:
-    """Run `argv` to its end or `timeout`; never raises for the child's own failures."""
+def _input_pipe(data: bytes) -> int:
+    """A pipe already holding `data` and closed for writing: its read end.
+
+    Written before the child starts, without blocking: input that does not fit in
+    the pipe (64 KiB on Linux) is refused with OSError.
+    """
+    if len(data) > STDIN_LIMIT:
+        raise ValueError(f"input of {len(data)} bytes (at most {STDIN_LIMIT})")
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        if data and os.write(w, data) != len(data):
+            raise OSError(errno.EAGAIN, "input larger than the pipe")
+    except OSError:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
+
+
+async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float | None,
+                    limit: int, *, keep: Literal["head", "tail"] = "tail",
+                    merge_stderr: bool = False, stdin: bytes | None = None) -> ChildRun:
+    """Run `argv` to its end or `timeout` (None: no limit; the caller may cancel).
+
+    `stdin`: bytes the child reads before EOF (at most STDIN_LIMIT), else /dev/null.
+    Never raises for the child's own failures.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     # preexec_fn only when needed: it rules out vfork, and its two calls take no lock
     preexec = _normal_scheduling if _scheduling_differs() else None
+    try:
+        source: int = asyncio.subprocess.DEVNULL if stdin is None else _input_pipe(stdin)
+    except (OSError, ValueError) as err:
+        return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
     pipes = [os.pipe()] if merge_stderr else [os.pipe(), os.pipe()]
     writers = [w for _, w in pipes]
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=writers[0], stderr=writers[-1],
+            *argv, stdin=source, stdout=writers[0], stderr=writers[-1],
             env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
     except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
         for r, _ in pipes:
             os.close(r)
         return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
     finally:
-        for w in writers:
+        for w in [*writers, *([source] if stdin is not None else [])]:
             with contextlib.suppress(OSError):
                 os.close(w)
     captures = [_Capture(limit, keep) for _ in pipes]

@@ -109,6 +109,23 @@ def _link_text(link: object) -> str:
     return repr(link)
 
 
+def _fencing_text(config: ClusterConfig) -> str:
+    """Which devices this node fences with; never their parameters (passwords)."""
+    device = config.hacf.stonith_for(config.node_name)
+    fencing = config.hbd.fencing
+    devices = []
+    if device is not None:
+        where = f"ha.cf:{device.line}" if device.line else "ha.cf"
+        devices.append(f"{device.type} ({where}"
+                       + (f", parameters in {device.config_file})" if device.config_file else ")"))
+    devices += [f"{agent.agent} ({HBD_CONF}:{agent.line})" for agent in fencing.agents]
+    if not devices:
+        return "fencing: none (no stonith, stonith_host or fence_agent for this node)"
+    return (f"fencing: {', '.join(devices)}; race delay {fencing.race_delay_ms} ms, retry "
+            f"every {fencing.retry_ms} ms, timeout {fencing.timeout_ms} ms, status check "
+            f"every {fencing.status_interval_ms} ms")
+
+
 def describe(config: ClusterConfig) -> str:
     """The effective cluster as an admin wants to see it (hbd --check-config)."""
     hacf = config.hacf
@@ -150,6 +167,7 @@ def describe(config: ClusterConfig) -> str:
     if hacf.debugfile:
         logging_bits.append(f"debugfile {hacf.debugfile}")
     lines.append(f"logging: {', '.join(logging_bits)}")
+    lines.append(_fencing_text(config))
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
     hbd = config.hbd

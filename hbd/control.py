@@ -57,6 +57,13 @@ class GroupInfo:
 
 
 @dataclass(frozen=True)
+class FenceInfo:
+    node: str  # the peer being (or last) fenced
+    state: str  # delayed, fencing, waiting-confirmation, failed, fenced (hbd.core.fencing)
+    detail: str  # what is happening, for admins (never a device parameter)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     node_name: str
     nodes: tuple[NodeInfo, ...]
@@ -73,6 +80,8 @@ class Snapshot:
     placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
     ping_nodes: tuple[PingInfo, ...] = ()  # ha.cf ping and ping_group (heartbeat stack)
     tracked_links: tuple[TrackedLinkInfo, ...] = ()  # link tracking (heartbeat stack)
+    fencing: tuple[FenceInfo, ...] = ()  # peers whose fencing is not "none"
+    fence_device: str = "none"  # none (no device), unknown (not checked yet), ok, failed
 
     @property
     def quorum(self) -> str:
@@ -92,5 +101,7 @@ class Controller(Protocol):
     async def reload(self) -> None: ...
 
     async def cleanup(self, group: str) -> None: ...
+
+    async def fence_confirm(self, node: str) -> None: ...
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]: ...

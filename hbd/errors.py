@@ -95,3 +95,9 @@ class CorosyncError(HbdError):
         self.call = call
         self.code = code
         super().__init__(f"{call}: {text or 'error'} (cs_error_t {code})")
+
+
+class NotFencing(HbdError):
+    """`hbctl fence confirm NODE` when hbd is not waiting to fence NODE."""
+
+    dbus_name = DBUS_ERROR_PREFIX + "NotFencing"

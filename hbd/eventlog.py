@@ -34,6 +34,8 @@ class MessageId:
     PARTITION_HEALED = "7880737a742a431d865aa114019e3a28"
     LOST_PACKETS = "fd6469fb6e884b70850fc435416e0c99"
     GROUP_STATE = "aab95405cfac4b4583883e8b58490f3a"
+    FENCING = "729247f18b4e4bbcb0f6f2142dbd8478"  # a peer's fencing moved
+    FENCE_DEVICE = "46aa06854ca14f99a95951696e86a2bd"  # a fence device status check changed
     HOOK_FAILED = "ce5f545a98e640bd94c746c3c5bb99f9"
     # resource monitoring (hbd.core.health, hbd.core.recovery)
     MONITOR_FAILURE = "6646effe062b4ac096d67490f5f41694"  # a check failed
@@ -131,6 +133,16 @@ def log_event(event: object) -> bool:
         _emit(logging.ERROR, message_id, "group %s: %s failed: %s",
               event.group, event.operation, event.detail, group=event.group,
               operation=event.operation)
+    elif isinstance(event, a.FenceStateChanged):
+        level = {"failed": logging.CRITICAL, "waiting-confirmation": logging.CRITICAL,
+                 "fenced": logging.WARNING, "fencing": logging.WARNING,
+                 "delayed": logging.WARNING}.get(event.new, logging.INFO)
+        _emit(level, MessageId.FENCING, "fencing of node %s: %s -> %s (%s)", event.node,
+              event.old, event.new, event.detail, node=event.node, fencing=event.new)
+    elif isinstance(event, a.FenceDeviceStatus):
+        _emit(logging.INFO if event.ok else logging.ERROR, MessageId.FENCE_DEVICE,
+              "STONITH device status: %s (%s)", "OK" if event.ok else "FAILED", event.detail,
+              fence_device="ok" if event.ok else "failed")
     elif isinstance(event, a.GroupRecovery):
         level, message_id, text = _RECOVERY[event.what]
         _emit(level, message_id, text, event.group, event.detail, group=event.group)

@@ -41,7 +41,7 @@ from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
 from hbd.core.recovery import Recovery
 from hbd.core.refresh import RefreshSchedule
-from hbd.errors import ConfigError, HbdError, NoSuchGroup
+from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
 from hbd.notify import Notifier
@@ -378,6 +378,10 @@ class ServiceBase:
     async def release(self, scope: str) -> None:
         log.info("standby [%s] requested", scope)
         self._command("release", scope)
+
+    async def fence_confirm(self, node: str) -> None:
+        """Overridden by the stacks that fence (the Heartbeat stack)."""
+        raise NotFencing(f"this stack does not fence: nothing to confirm for {node!r}")
 
     async def cleanup(self, group: str) -> None:
         if group not in self._group_work().groups.groups:

@@ -13,7 +13,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot, TrackedLinkInfo
+from hbd.control import (
+    FenceInfo,
+    GroupInfo,
+    LinkInfo,
+    NodeInfo,
+    PingInfo,
+    Snapshot,
+    TrackedLinkInfo,
+)
 from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import TrackedLink
@@ -65,9 +73,14 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
     def owner(key: str) -> str:
         return peer.name if key in peer_groups and peer is not None else ""
 
+    fencing = failover.fencing
+    fence_rows = tuple(FenceInfo(node, t.fsm.state.value, t.detail)
+                       for node, t in fencing.targets.items() if t.fsm.state.value != "none")
+    device = ("none" if not fencing.configured else "unknown" if fencing.device_ok is None
+              else "ok" if fencing.device_ok else "failed")
     snap = _build(engine.node, nodes, failover, owner, failover.rscstatus())
     return replace(snap, groups=tuple(_with_health(g, failover) for g in snap.groups),
-                   links=tuple(links),
+                   links=tuple(links), fencing=fence_rows, fence_device=device,
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
                                     for name, up in pings or ()),
                    tracked_links=tuple(TrackedLinkInfo(t.interface, t.state, t.groups)

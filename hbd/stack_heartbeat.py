@@ -23,6 +23,9 @@ from hbd import __version__
 from hbd.control import Snapshot
 from hbd.core.actions import (
     Action,
+    CancelFence,
+    CheckFenceDevices,
+    FenceNode,
     PersistPeerGeneration,
     SendPing,
     Transmit,
@@ -33,6 +36,7 @@ from hbd.core.failover import Failover
 from hbd.core.linktrack import LinkTracker
 from hbd.core.pingnodes import PingNodes
 from hbd.errors import HbdError
+from hbd.fencer import Fencer
 from hbd.links import LinkSet
 from hbd.service import Options, ServiceBase
 from hbd.snapshot import heartbeat as heartbeat_snapshot
@@ -59,6 +63,7 @@ class HeartbeatDaemon(ServiceBase):
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
         self.links: LinkSet | None = None
         self.tracking: LinkTracking | None = None  # hbd.conf link tracking
+        self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -84,12 +89,37 @@ class HeartbeatDaemon(ServiceBase):
         elif isinstance(action, SendPing):
             if self.pinger is not None:
                 self.pinger.send(action.address)
+        elif isinstance(action, FenceNode):
+            self.fencer.fence(action.node, action.attempt)
+        elif isinstance(action, CancelFence):
+            self.fencer.cancel(action.node)
+        elif isinstance(action, CheckFenceDevices):
+            self.fencer.check()
         elif isinstance(action, PersistPeerGeneration):
             # a writer thread fsyncs it; its failures are logged there
             self.state.record_peer_generation(action.node, action.generation)
         else:
             return False
         return True
+
+    # --- fencing (hbd.fencer runs the devices) ----------------------------------------
+
+    def _fence_done(self, node: str, attempt: int, ok: bool, detail: str) -> None:
+        assert self.failover is not None
+        now, wall = self._now()
+        self._dispatch(self.failover.fencing.fence_done(node, attempt, ok, detail, now, wall))
+        self._arm()
+
+    def _fence_checked(self, ok: bool, detail: str) -> None:
+        assert self.failover is not None
+        now, _ = self._now()
+        self._dispatch(self.failover.fencing.devices_checked(ok, detail, now))
+        self._arm()
+
+    async def fence_confirm(self, node: str) -> None:
+        """An admin confirms `node` is down (hbctl fence confirm); raises NotFencing."""
+        log.warning("fence confirm %s requested", node)
+        self._command("fencing_confirm", node)
 
     # --- what the single timer serves ---------------------------------------------------
 
@@ -140,6 +170,7 @@ class HeartbeatDaemon(ServiceBase):
             self.links = LinkSet(new.hacf, self._on_packet)
             self.links.open_all(self._loop)
         pings.update(new.hacf)
+        self.fencer.update(new)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
         self._arm()  # before the netlink work below: timers may have changed
@@ -211,6 +242,7 @@ class HeartbeatDaemon(ServiceBase):
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
         self.links.close_all()
         self.tracking.close()
+        await self.fencer.close()
         if self.pinger is not None:
             self.pinger.close()
         if self.bus is not None:

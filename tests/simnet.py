@@ -15,7 +15,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, RunMonitor, SendPing, StartGroup, StopGroup, Transmit
+from hbd.core.actions import (
+    Action,
+    CheckFenceDevices,
+    FenceNode,
+    RunMonitor,
+    SendPing,
+    StartGroup,
+    StopGroup,
+    Transmit,
+)
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.engine import Engine, EngineComponent
@@ -116,6 +125,13 @@ class SimNet:
         self._work: list[tuple[float, int, SimNode, str, str, bool, str]] = []
         # drop(sender, receiver, link, payload) -> True drops that copy
         self.drop: Callable[[str, str, int, bytes], bool] | None = None
+        # a simulated power switch: a reset takes fence_delay s and powers the target off
+        # (a reset issued is carried out even if its issuer dies meanwhile); resets of
+        # the nodes in fence_fail fail
+        self.fence_delay = 0.05
+        self.fence_fail: set[str] = set()
+        self.fenced: list[tuple[float, str, str]] = []  # (when, by, target) resets done
+        self._fences: list[tuple[float, int, SimNode, str, int]] = []
         self._counter = 0
         self._make = make_engine or (lambda cfg, now, gen: Engine(
             cfg, uuid=cfg.node_name.encode().ljust(16, b"\0"), generation=gen, now=now))
@@ -154,6 +170,12 @@ class SimNet:
             elif isinstance(action, SendPing):
                 if action.address not in node.unreachable:
                     node.pings.ping_reply(action.address, self.now + 0.001)
+            elif isinstance(action, FenceNode):
+                self._counter += 1
+                heapq.heappush(self._fences, (self.now + self.fence_delay, self._counter, node,
+                                              action.node, action.attempt))
+            elif isinstance(action, CheckFenceDevices):
+                self._apply(node, node.failover.fencing.devices_checked(True, "ok", self.now))
             elif isinstance(action, RunMonitor):
                 delay, ok, detail = node.runner.check(action)
                 self._counter += 1
@@ -190,6 +212,19 @@ class SimNet:
             node.running.discard(group)
         self._apply(node, node.failover.group_done(group, operation, ok, detail,
                                                    self.now, self.wall))
+
+    def _finish_fence(self) -> None:
+        _, _, issuer, target, attempt = heapq.heappop(self._fences)
+        ok = target not in self.fence_fail
+        victim = self.nodes.get(target)
+        if ok and victim is not None:
+            victim.alive = False  # powered off: its resources are gone with it
+            victim.running.clear()
+            self.fenced.append((self.now, issuer.name, target))
+        if issuer.alive and self.nodes.get(issuer.name) is issuer:
+            self._apply(issuer, issuer.failover.fencing.fence_done(
+                target, attempt, ok, "" if ok else "simulated device failure", self.now,
+                self.wall))
 
     def holders(self, group: str) -> list[str]:
         """Nodes where the group's resources are up right now."""
@@ -238,12 +273,15 @@ class SimNet:
             packet_at = self._queue[0][0] if self._queue else inf
             work_at = self._work[0][0] if self._work else inf
             t_at = timer_at if timer_at is not None else inf
-            nxt = min(packet_at, t_at, work_at)
+            fence_at = self._fences[0][0] if self._fences else inf
+            nxt = min(packet_at, t_at, work_at, fence_at)
             if nxt > end:
                 self.now = end
                 return
             self.now = max(self.now, nxt)
-            if work_at <= min(packet_at, t_at):
+            if fence_at <= min(packet_at, t_at, work_at):
+                self._finish_fence()
+            elif work_at <= min(packet_at, t_at):
                 self._finish_work()
             elif packet_at <= t_at:
                 _, _, name, link, data = heapq.heappop(self._queue)

@@ -149,11 +149,17 @@ def test_crm_verify_accepts_every_cib(scenario: Scenario, tmp_path: Path) -> Non
     result = commands.run([crm_verify, "--xml-file", str(cib), "-V"], capture_output=True,
                           text=True, timeout=120)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    fencing = 'name="stonith-enabled" value="true"' in cib.read_text()
+    # With fencing on, a file without status has nodes never seen: "unclean but cannot be
+    # fenced", a warning crm_verify's exit status 78 reports; nothing else may appear.
+    assert result.returncode == (78 if fencing else 0), output
     assert not [line for line in output.splitlines() if "error" in line.lower()], output
-    # The only warnings are the documented ones: no fencing, no quorum in a file.
+    # The only warnings are the documented ones: no fencing, no quorum in a file, and
+    # with fencing on, nodes that (in a file without status) were never seen.
     for line in output.splitlines():
-        assert "Blind faith" in line or "lack of quorum" in line, line
+        assert ("Blind faith" in line or "lack of quorum" in line
+                or "is unclean but cannot be fenced" in line
+                or (fencing and "Warnings found during check" in line)), line
 
 
 # --- mapping details ------------------------------------------------------------
@@ -288,7 +294,14 @@ def test_storage_drbd_lvm_ocf_wrapper_and_legacy_agents() -> None:
     assert prims["was"][3] == {"port": "9080"}
     notes = [str(n) for n in result.notes]
     assert any(n.startswith("ha.cf:3: watchdog: not carried over") for n in notes)
-    assert any(n.startswith("ha.cf:4: stonith_host: not carried over") for n in notes)
+    assert any(n.startswith("ha.cf:4: stonith_host: exported as stonith:external/ipmi")
+               for n in notes)
+    fence = prims["fence-external-ipmi-all"]
+    assert fence[:4] == ("stonith", None, "external/ipmi", {
+        "hostname": "node1", "ipaddr": "10.0.0.1", "userid": "admin", "passwd": "secret",
+        "interface": "lanplus", "pcmk_host_list": "store1 store2",
+        "pcmk_host_check": "static-list"})
+    assert facts["properties"]["stonith-enabled"] == "true"
 
 
 def test_every_ocf_parameter_is_known_to_the_installed_agent() -> None:
@@ -328,7 +341,9 @@ def test_scripts_name_every_id_and_parameter(scenario: Scenario) -> None:
     result = _export(scenario)
     for p in result.plan.primitives():
         for script in (result.pcs, result.crmsh):
-            assert re.search(rf"(create|primitive) {re.escape(p.id)} {re.escape(p.agent)}\b",
+            # pcs names a fence agent without its "stonith:" class
+            agent = p.type if script is result.pcs and p.standard == "stonith" else p.agent
+            assert re.search(rf"(create|primitive) {re.escape(p.id)} {re.escape(agent)}\b",
                              script), (p.id, script)
         for name, value in p.params:
             assert f"{name}={value}" in result.pcs or f"'{name}={value}'" in result.pcs
@@ -509,3 +524,41 @@ def test_cib_pushes_into_a_newer_live_cib_with_pcs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert cib_facts(live.read_text()) == cib_facts(cib.read_text())
+
+
+def test_stonith_host_and_fence_agents_become_stonith_resources(tmp_path: Path) -> None:
+    """stonith_host n2 ...: only n2 uses it and fences n1; hbd.conf agents fence anyone."""
+    from dataclasses import replace as dc_replace
+
+    from hbd.core.hbdconf import parse_hbdconf
+    from tests.simnet import make_config
+
+    hbd, problems = parse_hbdconf("fence_agent fence_virsh ip=192.0.2.9 username=root "
+                                  "password=pw2\nfence_race_delay 5\n")
+    assert not problems.errors
+    config = dc_replace(make_config("n1", haresources="n1 10.77.0.240\n",
+                                    extra="stonith_host n2 external/libvirt n1 qemu:///x hard\n"),
+                        hbd=hbd)
+    result = export(config, HostView())
+    facts = cib_facts(result.cib)
+    prims = facts["primitives"]
+    assert prims["fence-external-libvirt-n2"][:4] == ("stonith", None, "external/libvirt", {
+        "hostlist": "n1", "hypervisor_uri": "qemu:///x", "reboot_method": "hard",
+        "pcmk_host_list": "n1", "pcmk_host_check": "static-list"})
+    assert prims["fence-fence-virsh-1"][:4] == ("stonith", None, "fence_virsh", {
+        "ip": "192.0.2.9", "username": "root", "password": "pw2", "pcmk_host_list": "n1 n2"})
+    assert ("location", "ban-fence-external-libvirt-n2-n1", "fence-external-libvirt-n2", "n1",
+            "-INFINITY") in facts["constraints"]
+    assert facts["properties"]["stonith-enabled"] == "true"
+    assert facts["properties"]["priority-fencing-delay"] == "5s"
+    assert "pcs stonith create" not in result.pcs  # inside the script: no "pcs " prefix
+    assert "stonith create fence-fence-virsh-1 fence_virsh" in result.pcs
+    crm_verify = _need("crm_verify")
+    cib = tmp_path / "cib.xml"
+    cib.write_text(result.cib)
+    verify = commands.run([crm_verify, "--xml-file", str(cib), "-V"], capture_output=True,
+                            text=True, timeout=120)
+    assert verify.returncode in (0, 78), verify
+    for line in (verify.stdout + verify.stderr).splitlines():
+        assert ("lack of quorum" in line or "unclean but cannot be fenced" in line
+                or "Warnings found" in line), line

@@ -354,3 +354,15 @@ def test_the_packaged_example_hook_logs_each_call(tmp_path: Path) -> None:
     assert result.output.decode() == (
         f"logger -t hbd-notify -p daemon.notice -- group {VIP} running (was starting; "
         "event #3 on n1): takeover: n2 is dead\n")
+
+
+def test_fencing_moves_reach_the_hooks_as_fence_events() -> None:
+    from hbd.core.actions import FenceStateChanged
+
+    events = HookEvents("n1")
+    got = events.translate([FenceStateChanged("n2", "none", "fencing", "attempt 1"),
+                            FenceStateChanged("n2", "fencing", "fenced", "OK")], 10.0)
+    assert [e.argv for e in got] == [("fence", "n2", "fencing"), ("fence", "n2", "fenced")]
+    env = got[1].environment("n1", 0)
+    assert (env["HBD_EVENT"], env["HBD_NODE"], env["HBD_OLD_STATE"], env["HBD_REASON"]) == (
+        "fence", "n2", "fencing", "OK")

@@ -18,7 +18,15 @@ from dbus_next.constants import BusType, MessageFlag, MessageType
 from dbus_next.message import Message
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot, TrackedLinkInfo
+from hbd.control import (
+    FenceInfo,
+    GroupInfo,
+    LinkInfo,
+    NodeInfo,
+    PingInfo,
+    Snapshot,
+    TrackedLinkInfo,
+)
 
 T = TypeVar("T")
 
@@ -106,6 +114,8 @@ def _state_from(props: dict[str, Any]) -> State:
         ping_nodes=tuple(PingInfo(str(n), str(s)) for n, s in value("PingNodes", [])),
         tracked_links=tuple(TrackedLinkInfo(str(i), str(s), tuple(str(g) for g in groups))
                             for i, s, groups in value("TrackedLinks", [])),
+        fencing=tuple(FenceInfo(str(n), str(s), str(d)) for n, s, d in value("Fencing", [])),
+        fence_device=str(value("FenceDevice", "none")),
     )
     return State(snapshot, str(value("Version")))
 
@@ -124,7 +134,8 @@ def read_state(address: str | None = None) -> State:
 
 def call(method: str, *args: str, address: str | None = None,
          interactive: bool = False) -> None:
-    """Call a Manager method taking string arguments (Takeover, Release, Reload, Cleanup).
+    """Call a Manager method taking string arguments (Takeover, Release, Reload, Cleanup,
+    FenceConfirm).
 
     `interactive`: allow polkit to ask the user for a password through an
     authentication agent, when one is running.

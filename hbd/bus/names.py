@@ -19,6 +19,9 @@ GROUP_PATH_PREFIX = OBJECT_PATH + "/group/"
 # The one polkit action: anything that changes the cluster (Takeover, Release,
 # Reload, Cleanup).  Reading state needs no action.
 MANAGE_ACTION = "org.linuxha.hbd1.manage"
+# Confirming by hand that a lost node is down (FenceConfirm) releases a takeover
+# without a reset: wrong, it runs the groups twice.  Its own action, never kept.
+FENCE_ACTION = "org.linuxha.hbd1.fence"
 
 
 def escape_label(text: str) -> str:

@@ -20,6 +20,7 @@ from dbus_next.service import ServiceInterface
 from hbd import __version__
 from hbd.bus.members import dbus_method, dbus_readonly, dbus_signal
 from hbd.bus.names import (
+    FENCE_ACTION,
     GROUP_IFACE,
     MANAGE_ACTION,
     MANAGER_IFACE,
@@ -48,6 +49,8 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "Votes": lambda s: [s.votes, s.expected_votes, s.quorum_votes],
     "Placement": lambda s: [[key, list(nodes)] for key, nodes in s.placement],
     "PingNodes": lambda s: [[p.name, p.status] for p in s.ping_nodes],
+    "Fencing": lambda s: [[f.node, f.state, f.detail] for f in s.fencing],
+    "FenceDevice": lambda s: s.fence_device,
     "GroupHealth": lambda s: [[g.key, g.fail_count, g.last_monitor,
                                int(g.last_monitor_at * 1e6), g.unfit] for g in s.groups],
     "TrackedLinks": lambda s: [[t.interface, t.state, list(t.groups)] for t in s.tracked_links],
@@ -104,6 +107,12 @@ class Manager(ServiceInterface):
         await self._authorize(MANAGE_ACTION)
         await self._controller.cleanup(group)
 
+    @dbus_method(node="s")
+    async def FenceConfirm(self, node: str) -> None:
+        """The admin confirms a lost node is down: its takeover goes on without a reset."""
+        await self._authorize(FENCE_ACTION)
+        await self._controller.fence_confirm(node)
+
     # --- properties (free to read) ----------------------------------------------------
 
     @dbus_readonly("s")
@@ -159,6 +168,16 @@ class Manager(ServiceInterface):
         """(ping node address or ping_group name, status); status: ping, dead."""
         return list(self._read("PingNodes"))
 
+    @dbus_readonly("a(sss)")
+    def Fencing(self) -> list[list[str]]:
+        """(node, state, detail) of each peer whose fencing is under way or done."""
+        return list(self._read("Fencing"))
+
+    @dbus_readonly("s")
+    def FenceDevice(self) -> str:
+        """none (no device configured), unknown (not checked yet), ok or failed."""
+        return str(self._read("FenceDevice"))
+
     @dbus_readonly("a(susts)")
     def GroupHealth(self) -> list[list[Any]]:
         """(group, fail count, last monitor "ok"/"failed: ..."/"", its end in usec since
@@ -172,6 +191,10 @@ class Manager(ServiceInterface):
         return list(self._read("TrackedLinks"))
 
     # --- signals --------------------------------------------------------------------
+
+    @dbus_signal(node="s", state="s", detail="s")
+    def FencingChanged(self, node: str, state: str, detail: str) -> list[str]:
+        return [node, state, detail]
 
     @dbus_signal(node="s", status="s")
     def NodeStatusChanged(self, node: str, status: str) -> list[str]:
@@ -200,6 +223,12 @@ class Manager(ServiceInterface):
         for link in snap.links:
             if links.get((link.node, link.link)) != link.status:
                 self.LinkStatusChanged(link.node, link.link, link.status)
+        fencing = {f.node: f.state for f in old.fencing}
+        for fence in snap.fencing:
+            if fencing.pop(fence.node, None) != fence.state:
+                self.FencingChanged(fence.node, fence.state, fence.detail)
+        for back in fencing:  # back to none: the node rejoined or was heard again
+            self.FencingChanged(back, "none", "")
         groups = {g.key: (g.owner, g.state) for g in old.groups}
         for group in snap.groups:
             if groups.get(group.key) != (group.owner, group.state):

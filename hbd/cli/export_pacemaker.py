@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -96,6 +97,33 @@ def _ocf_instances(config: ClusterConfig, config_dir: Path) -> dict[tuple[str, s
     return found
 
 
+def _stonith_params(config: ClusterConfig) -> dict[str, tuple[str, ...]]:
+    """`stonith -t TYPE -n` for each plugin ha.cf names (cluster-glue), when installed."""
+    found: dict[str, tuple[str, ...]] = {}
+    for kind in {d.type for d in config.hacf.stonith}:
+        try:
+            result = subprocess.run(["stonith", "-t", kind, "-n"], capture_output=True,
+                                    text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.debug("stonith -t %s -n: %s", kind, err)
+            continue
+        names = tuple(result.stdout.split())
+        if result.returncode == 0 and names:
+            found[kind] = names
+    return found
+
+
+def _stonith_files(config: ClusterConfig) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for device in config.hacf.stonith:
+        if device.config_file is not None:
+            try:
+                files[device.config_file] = Path(device.config_file).read_text()
+            except OSError as err:
+                log.warning("cannot read %s: %s", device.config_file, err)
+    return files
+
+
 def _host_view(config: ClusterConfig, config_dir: Path, node: str | None,
                probe: bool) -> HostView:
     instances = _ocf_instances(config, config_dir)
@@ -113,6 +141,8 @@ def _host_view(config: ClusterConfig, config_dir: Path, node: str | None,
         except NetError as err:
             log.warning("%s; node addresses are left as placeholders", err)
     return HostView(
+        stonith_params=_stonith_params(config),
+        stonith_files=_stonith_files(config),
         init_scripts=_names(INIT_DIR),
         resource_scripts=_names(config_dir / "resource.d"),
         ocf_agents=_ocf_agents(),

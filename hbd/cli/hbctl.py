@@ -129,7 +129,9 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
                     "placement": {key: list(nodes) for key, nodes in snap.placement},
                     "ping_nodes": [asdict(p) for p in snap.ping_nodes],
-                    "tracked_links": [asdict(t) for t in snap.tracked_links]})
+                    "tracked_links": [asdict(t) for t in snap.tracked_links],
+                    "fence_device": snap.fence_device,
+                    "fencing": [asdict(f) for f in snap.fencing]})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
     if snap.stack != "heartbeat":
@@ -142,6 +144,12 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     if snap.tracked_links:
         print()
         print(_tracked_table(snap))
+    if snap.fence_device != "none" or snap.fencing:
+        print()
+        print(f"fence device: {snap.fence_device}")
+        if snap.fencing:
+            print(_table(["FENCING", "STATE", "DETAIL"],
+                         [[f.node, f.state, f.detail] for f in snap.fencing]))
     return EXIT_OK
 
 
@@ -363,6 +371,11 @@ def _register_cluster_commands(sub: Any) -> None:
     parser = _add(sub, changing, "cleanup", "forget a resource group's failures",
                   _guarded(_command("Cleanup", "group")))
     parser.add_argument("group", help="the group's key (first resource of its haresources line)")
+    parser = _add(sub, changing, "fence", "fencing: confirm by hand that a lost node is down",
+                  _guarded(_command("FenceConfirm", "node")))
+    parser.add_argument("action", choices=["confirm"],
+                        help="confirm: NODE is powered off; its groups start here unfenced")
+    parser.add_argument("node", help="the lost node (as in ha.cf's node lines)")
     # cl_status compatible
     _add(sub, common, "hbstatus", "cl_status hbstatus: is hbd running here?", _hbstatus,
          cl_status="mv")

@@ -79,6 +79,29 @@ class CpgSend:
 
 
 @dataclass(frozen=True)
+class FenceNode:
+    """Reset `node` with our fence devices, in order, until one succeeds (fencing.py).
+
+    Report with fence_done(node, attempt, ok, detail).
+    """
+
+    node: str
+    attempt: int  # numbers this try: a late result of an older one is ignored
+
+
+@dataclass(frozen=True)
+class CancelFence:
+    """Stop a running attempt on `node` (confirmed by hand, or the peer came back)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class CheckFenceDevices:
+    """Ask every fence device for its status; report with fence_devices_checked(ok, detail)."""
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The engine has finished a graceful stop: the daemon may exit now."""
 
@@ -213,6 +236,24 @@ class MembershipChanged:
 
 
 @dataclass(frozen=True)
+class FenceStateChanged:
+    """Fencing of a peer moved (none/delayed/fencing/confirm/failed/fenced)."""
+
+    node: str
+    old: str
+    new: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FenceDeviceStatus:
+    """The result of a device status check (at start, then every fence_status_interval)."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Notice:
     """A plain log line the engine wants at a given level (info/warning/error)."""
 
@@ -225,5 +266,6 @@ Action = (
     | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
     | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
+    | FenceNode | CancelFence | CheckFenceDevices | FenceStateChanged | FenceDeviceStatus
     | RunMonitor | GroupRecovery | TrackedLinkChanged | AddressRemoved
 )

@@ -126,6 +126,22 @@ class PingGroup:
 
 
 @dataclass(frozen=True)
+class StonithDevice:
+    """ha.cf `stonith TYPE FILE` or `stonith_host HOSTFROM TYPE PARAMS...` (cluster-glue).
+
+    Heartbeat's rule (config.c): a line applies on the node it names, or on
+    every node with `*` (`stonith` lines apply everywhere); of the lines that
+    apply, the last wins.  The parameters often hold a password: never shown.
+    """
+
+    type: str  # cluster-glue plugin: null, meatware, ipmilan, external/ipmi...
+    hostfrom: str = "*"  # the node that uses it, lower-cased; "*": every node
+    config_file: str | None = None  # `stonith`: the plugin's parameters are in this file
+    params: str = field(default="", repr=False)  # `stonith_host`: parameters (secret)
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Timers:
     """Heartbeat's timing parameters, all in milliseconds."""
 
@@ -162,6 +178,15 @@ class HaCf:
     # hbd-specific: gratuitous ARPs per address and their spacing (IPaddr2's defaults)
     arp_count: int = 5
     arp_interval_ms: int = 200
+    stonith: tuple[StonithDevice, ...] = ()  # every stonith/stonith_host line, in file order
+
+    def stonith_for(self, node: str) -> StonithDevice | None:
+        """The device `node` fences with: the last line that applies to it (Heartbeat's)."""
+        found = None
+        for device in self.stonith:
+            if device.hostfrom in ("*", node):
+                found = device
+        return found
 
 
 class AgentKind(enum.Enum):
@@ -243,6 +268,36 @@ class AuthKeys:
 
 
 @dataclass(frozen=True)
+class FenceAgent:
+    """hbd.conf `fence_agent fence_NAME key=value...`: a fence-agents device.
+
+    Run as Pacemaker's fencer does: `action=` and `plug=` (the node) are added,
+    everything goes to the agent's stdin, never its argv.
+    """
+
+    agent: str  # fence_ipmilan, fence_virsh...
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold passwords
+    line: int = 0
+
+
+DEFAULT_FENCE_RETRY_MS = 5000  # hb_resource.c: "STONITH of %s failed.  Retrying..." after 5 s
+DEFAULT_FENCE_STATUS_MS = 3600_000  # hb_resource.c: the device status check runs hourly
+DEFAULT_FENCE_TIMEOUT_MS = 120_000
+DEFAULT_FENCE_RACE_DELAY_MS = 3000
+
+
+@dataclass(frozen=True)
+class FenceSettings:
+    """hbd.conf's fencing settings (Heartbeat has none of these)."""
+
+    agents: tuple[FenceAgent, ...] = ()  # tried after ha.cf's stonith device, in order
+    race_delay_ms: int = DEFAULT_FENCE_RACE_DELAY_MS  # the side that held less waits this
+    retry_ms: int = DEFAULT_FENCE_RETRY_MS  # between failed attempts
+    timeout_ms: int = DEFAULT_FENCE_TIMEOUT_MS  # one device's attempt (not meatware's)
+    status_interval_ms: int = DEFAULT_FENCE_STATUS_MS  # device status check; 0: only at start
+
+
+@dataclass(frozen=True)
 class MonitorConf:
     """hbd.conf `monitor TARGET interval= timeout= failures=`: a recurring health check."""
 
@@ -290,6 +345,7 @@ class HbdConf:
     # gratuitous ARP rounds and spacing; None: not set here (ha.cf's, else IPaddr2's default)
     arp_count: int | None = None
     arp_interval_ms: int | None = None
+    fencing: FenceSettings = field(default_factory=FenceSettings)
     # resource monitoring (hbd.core.health): checks, restart policies, failure expiry
     monitors: tuple[MonitorConf, ...] = ()
     restarts: tuple[RestartConf, ...] = ()

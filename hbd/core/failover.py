@@ -13,7 +13,8 @@ The rules follow hb_resource.c (see docs/heartbeat-protocol.md §3.5-§3.9):
 * graceful stop: release everything, then `shutdone`, after which the peer
   takes over at once without waiting for deadtime;
 * a dead peer's groups are taken (`resource … info=mach_down`) and
-  `stonith node=… result=…` is announced;
+  `stonith node=… result=…` is announced; with fence devices configured,
+  only after the peer was fenced (peerloss.py, fencing.py);
 * split brain: see `_resolve_contest`.
 
 Group work (start/stop) goes out as actions; the daemon reports back with
@@ -33,12 +34,14 @@ from hbd.core.actions import (
 )
 from hbd.core.config import AutoFailback, ClusterConfig
 from hbd.core.engine import Engine, EngineComponent, Handler, Received
+from hbd.core.fencing import Fencing
 from hbd.core.fields import shown
 from hbd.core.fsm import StateMachine
 from hbd.core.groupwork import BLOCKED_RETRY, Then
 from hbd.core.health import Health
 from hbd.core.membership import NodeStatus, Peer
-from hbd.core.recovery import REFUSED_FIELD, Recovery
+from hbd.core.peerloss import PeerLoss
+from hbd.core.recovery import REFUSED_FIELD
 from hbd.core.resources import (
     Group,
     GroupState,
@@ -54,7 +57,7 @@ DECLARED_DEAD_FIELD = "hbd_declared_dead"
 CONTEST_SETTLE = 5.0  # after a heal, how long both sides' "declared dead" views are kept
 
 
-class Failover(Recovery, EngineComponent):
+class Failover(PeerLoss, EngineComponent):
     """The resource side of one node: a component of the Engine (see Engine.attach)."""
 
     def __init__(self, engine: Engine, config: ClusterConfig) -> None:
@@ -78,6 +81,8 @@ class Failover(Recovery, EngineComponent):
         # Heartbeat's rsc_needs_failback: set when we took groups from a dead or
         # stopped peer (not by standby), so auto_failback returns only those.
         self.needs_failback = False
+        self.fencing = Fencing(config)
+        self.peer_shut_down = False  # it sent `shutdone`: its death needs no fencing
         self.health = Health(config)  # monitors and "unfit here" (recovery.py)
 
     # --- EngineComponent: what the engine asks of us (comm_up, peer_status,
@@ -182,6 +187,7 @@ class Failover(Recovery, EngineComponent):
         """
         self.auto_failback = config.hacf.auto_failback
         self.legacy = self.auto_failback is AutoFailback.LEGACY
+        self.fencing.reconfigure(config)
         wanted = {g.key: g for g in config.groups}
         table = self.groups.groups
         for key, group in table.items():
@@ -245,13 +251,14 @@ class Failover(Recovery, EngineComponent):
 
     def next_timer(self) -> float | None:
         due = [t for t in (self.standby_deadline, self.next_blocked_retry,
-                           self.contest_settles_at, self.health.next_timer()) if t is not None]
+                           self.contest_settles_at, self.fencing.next_timer(),
+                           self.health.next_timer()) if t is not None]
         if self.rscrcvd_at is not None and self.state.state is RscState.RSCRCVD:
             due.append(self.rscrcvd_at + RQSTDELAY)
         return min(due) if due else None
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
-        actions: list[Action] = []
+        actions: list[Action] = self.fencing.handle_timer(now, wall)
         if self.contest_settles_at is not None and now >= self.contest_settles_at:
             self.contest_settles_at = None
             self.we_declared_peer_dead = self.peer_declared_us_dead = False
@@ -286,11 +293,19 @@ class Failover(Recovery, EngineComponent):
 
     def comm_up(self, now: float, wall: float) -> list[Action]:
         """Heartbeat's comm_up_resource_action: communication with every node settled."""
+        self.fencing.start(now)  # the device status check, then periodically
         if self.state.state is not RscState.INIT:
             return []
         if not self._peer_alive():
-            # Alone (the peer is dead or never came): everything is ours.
+            # Alone (the peer is dead or never came): everything is ours, once the
+            # peer, which may hold any of it, is fenced (Heartbeat: anypacketsyet).
             self.state.move(RscState.STABLE)
+            if self.peer is not None and self.fencing.configured:
+                def take(now: float, wall: float) -> list[Action]:
+                    if self.shutdown_requested or self._peer_alive():
+                        return []
+                    return self._take_everything("no peer at start-up", now, wall)
+                return self.fencing.begin(self.peer.name, self._race_delay(0), take, now)
             return self._take_everything("no peer at start-up", now, wall)
         if self.legacy:
             self.state.move(RscState.STABLE)
@@ -439,6 +454,7 @@ class Failover(Recovery, EngineComponent):
         self.other_holds = Held.NONE
         rx.peer.rsc_hold = "none"
         self.other_stable = True
+        self.peer_shut_down = True
         if self.standby.state is not Standby.NOT:
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
@@ -455,8 +471,10 @@ class Failover(Recovery, EngineComponent):
     def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
                     wall: float) -> list[Action]:
         if new is not NodeStatus.DEAD:
-            return []
+            self.peer_shut_down = False
+            return self.fencing.peer_alive(peer.name)
         held_nothing = self.other_holds is Held.NONE
+        theirs = len(self.groups.in_set(self.other_holds.mirror()))
         self.other_holds = Held.NONE
         self.other_stable = True
         self.we_declared_peer_dead = True
@@ -465,21 +483,7 @@ class Failover(Recovery, EngineComponent):
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
             actions.append(Notice("warning", "standby cancelled: the peer died"))
-        result = "unneeded" if held_nothing else "n_stnth"
-        if held_nothing:
-            actions.append(Notice("info", f"Dead node {peer.name} gave up resources."))
-        else:
-            actions.append(Notice("warning", "No STONITH device configured: taking over "
-                                  f"{peer.name}'s groups without fencing it."))
-        actions.append(self._send("stonith", [("node", peer.name), ("result", result)], wall))
-        if self.shutdown_requested:
-            return actions
-        if self.state.state is not RscState.STABLE:
-            self.state.move(RscState.STABLE)
-        self.needs_failback = True
-        missing = [g for g in self.groups if g.state is GroupState.STOPPED]
-        return actions + self._start(missing, f"{peer.name} is dead",
-                                     self._tell_peer(stable=True, info="mach_down"), now, wall)
+        return actions + self._take_lost_peer(peer, held_nothing, theirs, now, wall)
 
     def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
         """A node we declared dead is back without a restart: tell it what we hold."""

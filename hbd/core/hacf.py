@@ -29,6 +29,7 @@ from hbd.core.config import (
     McastLink,
     PingGroup,
     SerialLink,
+    StonithDevice,
     Timers,
     UcastLink,
 )
@@ -41,6 +42,7 @@ from hbd.core.parsing import (
     parse_bool,
     parse_time_ms,
 )
+from hbd.core.stonithcf import check_stonith, parse_stonith, parse_stonith_host
 from hbd.core.unimplemented import NOT_IMPLEMENTED as NOT_IMPLEMENTED
 
 SYSLOG_FACILITIES = frozenset(
@@ -74,6 +76,7 @@ class _State:
     first_udp_media_line: int = 0
     first_serial_line: int = 0
     bad_times: set[str] = field(default_factory=set)  # skip cross-checks on these
+    stonith: list[StonithDevice] = field(default_factory=list)
 
 
 Handler = Callable[[_State, int, list[str]], None]
@@ -440,6 +443,13 @@ def _simple(name: str) -> Handler:
     return handle
 
 
+def _stonith(parse: Callable[[Problems, int, list[str]], StonithDevice | None]) -> Handler:
+    def handle(st: _State, line: int, args: list[str]) -> None:
+        if (device := parse(st.problems, line, args)) is not None:
+            st.stonith.append(device)
+    return handle
+
+
 HANDLERS: dict[str, Handler] = {
     "node": _node,
     "keepalive": _time("keepalive"),
@@ -471,6 +481,8 @@ HANDLERS: dict[str, Handler] = {
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
     "group_order": _group_order,
+    "stonith": _stonith(parse_stonith),
+    "stonith_host": _stonith(parse_stonith_host),
     "arp_count": _positive_int("arp_count", 0, 100),
     "arp_interval": _time("arp_interval"),
 }
@@ -493,6 +505,8 @@ def parse_hacf(
     for line, content in content_lines(text):
         # a line of commas only splits into nothing: report it as it is
         directive, *args = content.replace(",", " ").split() or [content]
+        if directive in ("stonith", "stonith_host"):  # a comma may be part of a password
+            args = content.split()[1:]
         handler = HANDLERS.get(directive)
         if handler is not None:
             st.lines[directive] = line
@@ -524,7 +538,10 @@ def _finish(st: _State) -> HaCf:
         auto_failback=auto_failback,
         ping_nodes=tuple(st.ping_nodes),
         ping_groups=tuple(st.ping_groups),
+        stonith=tuple(st.stonith),
     )
+    check_stonith(st.problems, st.stonith, st.nodes,
+                  corosync=st.values.get("cluster_stack") is ClusterStack.COROSYNC)
     overrides: dict[str, object] = {}
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),

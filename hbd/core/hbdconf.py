@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hbd.core.config import (
     DEFAULT_NOTIFY_TIMEOUT_MS,
     ExpiryConf,
+    FenceAgent,
+    FenceSettings,
     HbdConf,
     MonitorConf,
     RestartConf,
@@ -37,6 +39,7 @@ class _State:
     problems: Problems
     values: dict[str, object] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # directive -> line of its value
+    agents: list[FenceAgent] = field(default_factory=list)
     monitors: list[MonitorConf] = field(default_factory=list)
     restarts: list[RestartConf] = field(default_factory=list)
     expiries: list[ExpiryConf] = field(default_factory=list)
@@ -298,6 +301,41 @@ def _link_tracking(st: _State, line: int, args: list[str]) -> None:
     st.values["link_tracking"] = value.lower() in ("on", "yes", "true")
 
 
+_AGENT = re.compile(r"fence_[a-z0-9_]{1,60}")
+_OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+# What hbd itself says to the agent: the admin may not set these.
+_RESERVED = frozenset({"action", "plug", "port", "nodename"})
+
+
+def _fence_agent(st: _State, line: int, args: list[str]) -> None:
+    """`fence_agent fence_NAME key=value...`: repeatable; tried in file order."""
+    if not args:
+        st.problems.error(line, "fence_agent: needs an agent name (fence_ipmilan...) and its "
+                          "options as key=value")
+        return
+    agent, *pairs = args
+    if not _AGENT.fullmatch(agent):
+        st.problems.error(line, f"fence_agent: '{agent[:70]}' is not a fence-agents name "
+                          "(fence_ipmilan, fence_virsh...)")
+        return
+    options: list[tuple[str, str]] = []
+    for index, pair in enumerate(pairs, start=1):
+        key, sep, value = pair.partition("=")
+        # the option's position, never its text: values hold passwords
+        if not sep or not _OPTION.fullmatch(key) or not value:
+            st.problems.error(line, f"fence_agent: option {index} is not key=value")
+            return
+        if key in _RESERVED:
+            st.problems.error(line, f"fence_agent: '{key}' is set by hbd (the node to fence "
+                              "and the action)")
+            return
+        if "\n" in value or "\0" in value:
+            st.problems.error(line, f"fence_agent: option {index} holds a control character")
+            return
+        options.append((key, value))
+    st.agents.append(FenceAgent(agent, tuple(options), line))
+
+
 HANDLERS: dict[str, Handler] = {
     # gratuitous ARPs (unsolicited NAs) sent for each address a group brings up
     "arp_count": _int("arp_count", 0, 100),
@@ -308,6 +346,12 @@ HANDLERS: dict[str, Handler] = {
     "notify": _notify,
     "notify_dir": _notify_dir,
     "notify_timeout": _time("notify_timeout", 10, 3_600_000),
+    # fencing (ha.cf's stonith/stonith_host is the first device; these are hbd's own)
+    "fence_agent": _fence_agent,
+    "fence_race_delay": _time("fence_race_delay", 0, 600_000),
+    "fence_retry_interval": _time("fence_retry_interval", 100, 600_000),
+    "fence_timeout": _time("fence_timeout", 1000, 3600_000),
+    "fence_status_interval": _time("fence_status_interval", 0, 86400_000),
     # resource monitoring: a check, restarts in place, when a failure is forgotten
     "monitor": _monitor,
     "restart": _restart,
@@ -341,6 +385,13 @@ def _finish(st: _State) -> HbdConf:
     interval = st.values.get("arp_interval")
     assert count is None or isinstance(count, int)
     assert interval is None or isinstance(interval, int)
+    times: dict[str, int] = {}
+    for key, attr in (("fence_race_delay", "race_delay_ms"), ("fence_retry_interval", "retry_ms"),
+                      ("fence_timeout", "timeout_ms"),
+                      ("fence_status_interval", "status_interval_ms")):
+        if isinstance(value := st.values.get(key), int):
+            times[attr] = value
+    fencing = replace(FenceSettings(agents=tuple(st.agents)), **times)  # type: ignore[arg-type]
     hooks = st.values.get("notify", {})
     notify_dir = st.values.get("notify_dir")
     timeout = st.values.get("notify_timeout", DEFAULT_NOTIFY_TIMEOUT_MS)
@@ -349,7 +400,7 @@ def _finish(st: _State) -> HbdConf:
     assert notify_dir is None or isinstance(notify_dir, str)
     return HbdConf(present=True, lines=dict(st.lines), arp_count=count,
                    arp_interval_ms=interval, notify=tuple(hooks), notify_dir=notify_dir,
-                   notify_timeout_ms=timeout, garp_refresh_ms=refresh,
+                   notify_timeout_ms=timeout, garp_refresh_ms=refresh, fencing=fencing,
                    monitors=tuple(st.monitors), restarts=tuple(st.restarts),
                    expiries=tuple(st.expiries),
                    link_tracking=bool(st.values.get("link_tracking", True)),

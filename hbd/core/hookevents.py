@@ -12,7 +12,11 @@ adapter (hbd/hooks.py) queues them and runs the hooks.
 * another node: `up` when it comes to life (init or dead -> up or active;
   on the corosync stack, being in hbd's process group) and `dead` when it
   is declared dead (or leaves the group).  A peer that restarts without
-  ever being declared dead stays `up`: no event.
+  ever being declared dead stays `up`: no event;
+* fencing of another node (hbd/core/fencing.py): every state its fencing
+  moves to (delayed, fencing, waiting-confirmation, failed, fenced, and none
+  when it is heard from again), as `fence NAME STATE`, with the detail (never
+  a device parameter) as the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 from hbd.core.actions import (
     Action,
+    FenceStateChanged,
     GroupFailed,
     GroupStateChanged,
     MembershipChanged,
@@ -38,7 +43,7 @@ class HookEvent:
     """One event as the hooks see it."""
 
     seq: int  # 1, 2, ... from the daemon's start; a gap means dropped events
-    kind: str  # "group" or "node"
+    kind: str  # "group", "node" or "fence"
     name: str  # the group's key or the node's name
     state: str  # group: starting running stopping stopped blocked failed; node: up dead
     old_state: str  # group: its state before (failed: the state it failed in); node: its
@@ -105,6 +110,9 @@ class HookEvents:
                 events += self._node(action.node, action.new, action.old, wall)
             elif isinstance(action, MembershipChanged):
                 events += self._membership(action, wall)
+            elif isinstance(action, FenceStateChanged):
+                events.append(self._event("fence", action.node, action.new, action.old, wall,
+                                          reason=action.detail))
         return events
 
     def _membership(self, change: MembershipChanged, wall: float) -> list[HookEvent]:

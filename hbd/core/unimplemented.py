@@ -29,8 +29,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "apiauth": "hbd has no Heartbeat client API; use D-Bus and polkit",
     "respawn": "hbd runs no respawned clients; use systemd units",
     "failfast": "hbd runs no respawned clients",
-    "stonith": "hbd does no fencing; use Pacemaker (hbctl export pacemaker) for STONITH",
-    "stonith_host": "hbd does no fencing; use Pacemaker (hbctl export pacemaker) for STONITH",
     "normalpoll": "not applicable to hbd",
     "crm_daemon_dir": "only meaningful with Pacemaker",
     "crmd_spawns_pengine": "only meaningful with Pacemaker",

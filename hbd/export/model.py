@@ -174,6 +174,10 @@ class HostView:
     addresses: tuple[tuple[str, str], ...] = ()
     # the node whose ha.cf this is (`--node`): a lone ucast peer is then the other node
     origin_node: str | None = None
+    # cluster-glue plugin type -> its parameter names (`stonith -t TYPE -n`)
+    stonith_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # ha.cf `stonith TYPE FILE`: FILE -> its text
+    stonith_files: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

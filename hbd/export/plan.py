@@ -10,8 +10,10 @@ The decisions, each explained in docs/migrating-to-pacemaker.md:
   that reaches more of them, which is what Heartbeat's ipfail did.  A
   ping_group counts once, as it did in Heartbeat, through a fixed-score rule;
 * drbddisk becomes a promotable ocf:linbit:drbd clone the group follows;
-* Heartbeat's haresources clusters never fenced, so STONITH is off — and the
-  notes say loudly that it should not stay off.
+* ha.cf's STONITH device and hbd.conf's fence agents become stonith
+  resources with stonith-enabled=true (hbd/export/fencing.py); without any,
+  STONITH is off, as it was, and the notes say loudly that it should not
+  stay off.
 
 Every step that loses or changes something adds a Note with its file:line.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from hbd.core.config import AutoFailback, ClusterConfig, ResourceGroup
 from hbd.core.hacf import NOT_IMPLEMENTED
 from hbd.export.agents import Mapped, map_resource, slug
+from hbd.export.fencing import export_fencing
 from hbd.export.model import (
     Clone,
     Colocation,
@@ -48,10 +51,6 @@ PING_SCORE = "10000"  # one more reachable ping node beats stickiness of groups 
 
 # What each ha.cf directive hbd does not implement becomes in a Pacemaker cluster.
 _DIRECTIVE_FATE: dict[str, str] = {
-    "stonith": "configure a fence device (pcs stonith create NAME fence_AGENT ...), "
-               "then set stonith-enabled=true",
-    "stonith_host": "configure a fence device (pcs stonith create NAME fence_AGENT ...), "
-                    "then set stonith-enabled=true",
     "watchdog": "Pacemaker uses a watchdog through sbd (watchdog-only fencing); "
                 "set it up separately",
     "respawn": "Pacemaker respawns no clients: run them as systemd units or cluster "
@@ -182,11 +181,30 @@ def _add_ping(b: _Builder) -> None:
                     "group still counts as one ping node")
 
 
+def _add_fencing(b: _Builder) -> tuple[tuple[str, str], ...] | None:
+    """Stonith resources for every device; the cluster options that go with them."""
+    hbd_file = b.sources.hacf.rsplit("/", 1)[0] + "/hbd.conf" if "/" in b.sources.hacf \
+        else "hbd.conf"
+    fencing = export_fencing(b.config, b.host, b.sources.hacf, hbd_file)
+    b.notes += fencing.notes
+    if not fencing.primitives:
+        return None
+    for primitive in fencing.primitives:
+        b.ids.add(primitive.id)
+        b.resources.append(primitive)
+    for hint, rsc, node in fencing.bans:
+        b.constraints.append(NodePreference(b.unique(hint), rsc, node, "-INFINITY"))
+    delay = b.config.hbd.fencing.race_delay_ms
+    return (("stonith-enabled", "true"), ("no-quorum-policy", "stop"),
+            ("priority-fencing-delay", f"{delay // 1000}s" if delay % 1000 == 0
+             else f"{delay}ms"))
+
+
 def _cluster_options(b: _Builder) -> tuple[tuple[str, str], ...]:
-    b.hacf_note("STONITH: Heartbeat's haresources clusters did not fence, so stonith-enabled="
-                "false keeps that behaviour; a two-node cluster without fencing can run a "
-                "group on both nodes after a split: configure fence devices and set "
-                "stonith-enabled=true")
+    b.hacf_note("STONITH: no stonith/stonith_host line (and no hbd.conf fence_agent), so "
+                "this cluster did not fence and stonith-enabled=false keeps that behaviour; a "
+                "two-node cluster without fencing can run a group on both nodes after a "
+                "split: configure fence devices and set stonith-enabled=true")
     return (("stonith-enabled", "false"), ("no-quorum-policy", "stop"))
 
 
@@ -216,8 +234,11 @@ def build_plan(config: ClusterConfig, host: HostView | None = None,
     for group in config.groups:
         _add_group(b, group)
     _add_ping(b)
-    properties = _cluster_options(b)
-    defaults = (("resource-stickiness", _stickiness(b)),)
+    fencing = _add_fencing(b)
+    properties = fencing or _cluster_options(b)
+    defaults: tuple[tuple[str, str], ...] = (("resource-stickiness", _stickiness(b)),)
+    if fencing:
+        defaults += (("priority", "1"),)  # priority-fencing-delay counts resources
     _unimplemented_directives(b)
     if not config.groups:
         b.notes.append(Note(b.sources.haresources, 0, "no resource groups: the CIB has no "

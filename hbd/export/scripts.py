@@ -45,6 +45,9 @@ def _pcs_ops(p: Primitive) -> list[str]:
 
 
 def _pcs_create(p: Primitive, tail: list[str]) -> str:
+    if p.standard == "stonith":  # pcs creates fence devices with its own command
+        return " ".join(["stonith", "create", p.id, p.type, *_assignments(p.params),
+                         *_pcs_ops(p), *tail, "--force"])
     words = ["resource", "create", p.id, p.agent, *_assignments(p.params),
              "--no-default-ops", *_pcs_ops(p), *tail]
     if p.standard != "ocf" or p.provider not in ("heartbeat", "pacemaker"):

@@ -78,6 +78,10 @@ TEST_COMMANDS: Final = {
     "crm_resource": "pacemaker-cli-utils",
     "crm": "crmsh",
     "pcs": "pcs",
+    # fencing (issue 18): cluster-glue's stonith and meatware client, a harmless fence agent
+    "stonith": "cluster-glue",
+    "meatclient": "cluster-glue",
+    "fence_dummy": "fence-agents",
     # D-Bus clients and systemd
     "dbus-send": "dbus-bin",
     "gdbus": "libglib2.0-bin",
