@@ -39,7 +39,7 @@ from hbd.core.actions import (
 )
 from hbd.core.config import ClusterConfig
 from hbd.core.groupwork import GroupWork
-from hbd.core.recovery import Recovery
+from hbd.core.monitoring import Monitoring
 from hbd.core.refresh import RefreshSchedule
 from hbd.errors import ConfigError, HbdError, NoSuchGroup
 from hbd.grouprunner import GroupRunner
@@ -278,7 +278,7 @@ class ServiceBase:
     def _monitor_done(self, key: str, token: int, ok: bool, detail: str) -> None:
         """The group runner finished a check (RunMonitor)."""
         work = self._group_work()
-        if not isinstance(work, Recovery):
+        if not isinstance(work, Monitoring):
             return
         now, wall = self._now()
         log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,

@@ -17,6 +17,7 @@ from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
 from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
 from hbd.core.membership import LinkStatus
+from hbd.core.monitoring import Monitoring
 from hbd.core.placement import Placement
 from hbd.core.resources import GroupState, Held
 
@@ -69,8 +70,8 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
                                     for name, up in pings or ()))
 
 
-def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
-    health = failover.health.groups.get(group.key)
+def _with_health(group: GroupInfo, work: Monitoring) -> GroupInfo:
+    health = work.health.groups.get(group.key)
     if health is None:
         return group
     last = health.last_result
@@ -103,7 +104,8 @@ def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],
             status = "dead"
         nodes[name] = status
     shown = votes if p.connected else None
-    return replace(_build(node, nodes, p, p.owner_name, p.held().wire),
+    snap = _build(node, nodes, p, p.owner_name, p.held().wire)
+    return replace(snap, groups=tuple(_with_health(g, p) for g in snap.groups),
                    stack="corosync", quorate=p.quorate(),
                    votes=shown.total if shown else 0,
                    expected_votes=shown.expected if shown else 0,

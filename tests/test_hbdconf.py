@@ -250,12 +250,10 @@ def test_check_config_describes_monitoring(tmp_path: Path) -> None:
             "until cleanup") in result.stdout
 
 
-def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
+def test_monitor_lines_on_the_corosync_stack_are_accepted() -> None:
     hacf = "cluster_stack corosync\nnode n1 n2\n"
     texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
                         0o100600, "hbd.conf", "\nmonitor 10.0.0.1\n")
     config, problems = check(texts, node_name="n1")
-    assert config is not None
-    assert [str(p) for p in problems] == [
-        "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
-        "(yet); on cluster_stack corosync these lines have no effect"]
+    assert config is not None and problems == []
+    assert [m.target for m in config.hbd.monitors] == ["10.0.0.1"]
