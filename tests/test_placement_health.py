@@ -65,8 +65,9 @@ def test_a_failed_monitor_moves_the_group_to_the_next_node_until_cleanup(seed: i
     fail_once(sim, "n1")
     assert sim.placement()[G1] == ["n2"]
     n1 = placement(sim, "n1")
-    recoveries = [a.what for a in sim.nodes["n1"].actions if isinstance(a, GroupRecovery)]
-    assert recoveries == ["unfit"]
+    recoveries = [a for a in sim.nodes["n1"].actions if isinstance(a, GroupRecovery)]
+    assert [a.what for a in recoveries] == ["unfit", "move"]
+    assert recoveries[1].detail.endswith("next in its order: n2")
     assert any(isinstance(a, GroupFailed) and a.operation == "monitor"
                for a in sim.nodes["n1"].actions)
     assert G1 in announced_failed(sim, "n1")  # every member's view leaves n1 out
@@ -154,6 +155,8 @@ def test_stranded_a_link_reason_keeps_running_a_monitor_failure_stops() -> None:
     assert sim.placement()[G1] == ["n1"]  # nobody can do better: it keeps running
     fail_once(sim, "n1")  # the monitor says the service is dead: stop it
     assert sim.placement()[G1] == []
+    whats = [a.what for a in sim.nodes["n1"].actions if isinstance(a, GroupRecovery)]
+    assert whats == ["unfit", "unfit", "stop"]
     assert starts(sim) == ["n1"]
 
 

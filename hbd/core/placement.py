@@ -39,6 +39,7 @@ from __future__ import annotations
 from hbd.core.actions import (
     Action,
     CpgSend,
+    GroupRecovery,
     MembershipChanged,
     Notice,
     QuorumChanged,
@@ -301,8 +302,10 @@ class Placement(Monitoring):
             key = group.key
             owner = self.view.owner.get(key)
             if group.state is GroupState.RUNNING:
-                why = self._stop_reason(key, owner, lost, settled)
-                if why:
+                stop = self._stop_reason(key, owner, lost, settled)
+                if stop:
+                    why, recovery = stop
+                    actions += [recovery] if recovery else []
                     actions += self._stop([group], why, None, now, wall)
             elif (group.state is GroupState.STOPPED and may_claim and owner is None
                   and key not in self.claims and key not in self.retiring
@@ -324,29 +327,35 @@ class Placement(Monitoring):
         return False
 
     def _stop_reason(self, key: str, owner: MemberId | None, lost: bool,
-                     settled: bool) -> str | None:
+                     settled: bool) -> tuple[str, GroupRecovery | None] | None:
+        """Why a RUNNING group must stop here, with the health event it means, if any."""
         if self.leaving:
-            return "hbd is stopping"
+            return "hbd is stopping", None
         if key in self.retiring:
-            return "removed from haresources"
+            return "removed from haresources", None
         if lost:
-            return "no quorum" if self.connected else "lost corosync"
+            return ("no quorum" if self.connected else "lost corosync"), None
         if not settled:
             return None
         if owner is not None and owner != self.me:
-            return f"{self._label(owner)} holds it"
+            return f"{self._label(owner)} holds it", None
         desired = self.view.desired(key, self.failback)
         if desired == self.me:
             return None
         unfit = self.health.unfit(key)
+        details = "; ".join(r.detail for r in unfit)
         if desired is None:
-            if unfit and not any(r.stop_when_stranded for r in unfit):
+            if not unfit:
+                return "no node may run it (declined or failed everywhere)", None
+            if not any(r.stop_when_stranded for r in unfit):
                 return None  # unfit here (a link, say), but no other node can do better
-            return "no node may run it (declined or failed everywhere)"
+            return (f"failed here ({details}) and no other node may run it",
+                    GroupRecovery(key, "stop", "no other node may run it"))
         if unfit:
-            return (f"unfit here ({'; '.join(r.detail for r in unfit)}): moving to "
-                    f"{self._label(desired)}")
-        return f"moving to {self._label(desired)}"
+            return (f"unfit here ({details}): moving to {self._label(desired)}",
+                    GroupRecovery(key, "move", f"{details}; next in its order: "
+                                  f"{self._label(desired)}"))
+        return f"moving to {self._label(desired)}", None
 
     def _announce_state(self, force: bool) -> list[Action]:
         if not self.connected or self.me is None:
