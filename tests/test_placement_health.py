@@ -18,7 +18,7 @@ from hbd.core.cpgwire import decode
 from hbd.core.placement import Placement
 from hbd.core.resources import GroupState
 from hbd.errors import Busy
-from tests.cpgsim import SimCorosync
+from tests.cpgsim import SimCorosync, make_config
 
 N3 = ("n1", "n2", "n3")
 SEEDS = range(1, 5)
@@ -181,3 +181,16 @@ def test_health_in_the_corosync_snapshot() -> None:
     assert row.owner == "n2" and row.fail_count == 1
     assert row.last_monitor == "failed: service gone"
     assert row.unfit.startswith("monitor failed: service gone (until 'hbctl cleanup")
+
+
+def test_a_reload_adds_a_monitor_to_a_running_group() -> None:
+    sim = cluster(1, hbdconf="")
+    n1 = placement(sim, "n1")
+    sim.advance(5.0)
+    assert not sim.nodes["n1"].checks  # no monitor lines: nothing is checked
+    resources = "".join(f"{n} 10.0.0.{i}\n" for i, n in enumerate(N3, start=1))
+    new = make_config("n1", N3, resources, hbdconf=MONITOR)
+    sim._apply(sim.nodes["n1"], n1.reconfigure(new, sim.now, sim.now))
+    sim.settle()
+    fail_once(sim, "n1")
+    assert sim.placement()[G1] == ["n2"]
