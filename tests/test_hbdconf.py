@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, check
 from hbd.core.hbdconf import HANDLERS, parse_hbdconf
 from tests.infra import commands
@@ -257,3 +258,4 @@ def test_monitor_lines_on_the_corosync_stack_are_accepted() -> None:
     config, problems = check(texts, node_name="n1")
     assert config is not None and problems == []
     assert [m.target for m in config.hbd.monitors] == ["10.0.0.1"]
+    assert "then hand 10.0.0.1 to the next node in its order;" in describe(config)
