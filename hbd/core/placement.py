@@ -29,6 +29,12 @@ the local half:
 * Moves.  A running group whose agreed placement is elsewhere (failback, a
   takeover, a standby, a graceful stop) is stopped and announced stopped;
   the new node claims it then.
+* Health (hbd.core.monitoring): a failed monitor restarts the group in
+  place (it stays owned here throughout); beyond its restarts, or on
+  set_unfit, the group is announced in `failed`, so every member's view
+  drops this node from its candidates, and the ordinary move takes it to
+  the next node of its order.  This node never claims it until cleanup,
+  expiry or clear_unfit.
 * Commands: release (standby) declines a scope's groups here until a
   takeover; takeover clears that and puts this node first for the scope;
   cleanup retries a blocked stop and forgets a failed start.
