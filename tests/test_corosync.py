@@ -321,6 +321,9 @@ def test_a_failing_monitor_moves_the_group_until_cleanup(cluster_of: type[Cluste
                    if line.startswith(group))
         assert row[:5] == [group, "n1", "n2", "stopped", "1"], status.stdout
         assert f"{group}: not on this node: monitor failed" in status.stdout, status.stdout
+        health = bus.busctl("get-property", "org.linuxha.hbd1", "/org/linuxha/hbd1",
+                            "org.linuxha.hbd1.Manager", "GroupHealth")
+        assert f'"{group}" 1 "failed: ' in health and '"monitor failed: ' in health, health
         # the admin's cleanup on n1: a candidate again, first in the order, so it comes back
         res = _hbctl(bus, "cleanup", group)
         assert res.returncode == 0, res.stderr
