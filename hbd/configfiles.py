@@ -14,6 +14,7 @@ from hbd.core.assemble import ConfigTexts, check
 from hbd.core.config import (
     BcastLink,
     ClusterConfig,
+    ClusterStack,
     McastLink,
     Problem,
     SerialLink,
@@ -204,6 +205,8 @@ def _describe_health(config: ClusterConfig) -> list[str]:
     expiries = {e.group: e.expiry_ms for e in hbd.expiries}
     owner = {r.id: g.key for g in config.groups for r in g.resources}
     lines = ["monitoring:"]
+    peer = ("the next node in its order" if config.hacf.cluster_stack is ClusterStack.COROSYNC
+            else "the peer")
     for m in hbd.monitors:
         keys = {g.key for g in config.groups}
         key = m.target if m.target in keys else owner.get(m.target, m.target)
@@ -212,6 +215,6 @@ def _describe_health(config: ClusterConfig) -> list[str]:
                   if restart is not None and restart.max else "no restart")
         expiry = expiries.get(key, 0)
         lines.append(f"  {m.target}: every {m.interval_ms} ms, timeout {m.timeout_ms} ms, "
-                     f"{m.failures} failure(s); {policy}, then hand {key} to the peer; "
+                     f"{m.failures} failure(s); {policy}, then hand {key} to {peer}; "
                      "failure kept " + (f"{expiry // 1000} s" if expiry else "until cleanup"))
     return lines

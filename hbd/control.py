@@ -79,7 +79,7 @@ class Snapshot:
     quorum_votes: int = 0  # votes needed for quorum
     placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
     ping_nodes: tuple[PingInfo, ...] = ()  # ha.cf ping and ping_group (heartbeat stack)
-    tracked_links: tuple[TrackedLinkInfo, ...] = ()  # link tracking (heartbeat stack)
+    tracked_links: tuple[TrackedLinkInfo, ...] = ()  # link tracking (both stacks)
     fencing: tuple[FenceInfo, ...] = ()  # peers whose fencing is not "none"
     fence_device: str = "none"  # none (no device), unknown (not checked yet), ok, failed
 

@@ -26,6 +26,7 @@ from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import TrackedLink
 from hbd.core.membership import LinkStatus
+from hbd.core.monitoring import Monitoring
 from hbd.core.placement import Placement
 from hbd.core.resources import GroupState, Held
 
@@ -83,12 +84,15 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
                    links=tuple(links), fencing=fence_rows, fence_device=device,
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
                                     for name, up in pings or ()),
-                   tracked_links=tuple(TrackedLinkInfo(t.interface, t.state, t.groups)
-                                       for t in tracked))
+                   tracked_links=_tracked_infos(tracked))
 
 
-def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
-    health = failover.health.groups.get(group.key)
+def _tracked_infos(tracked: tuple[TrackedLink, ...]) -> tuple[TrackedLinkInfo, ...]:
+    return tuple(TrackedLinkInfo(t.interface, t.state, t.groups) for t in tracked)
+
+
+def _with_health(group: GroupInfo, work: Monitoring) -> GroupInfo:
+    health = work.health.groups.get(group.key)
     if health is None:
         return group
     last = health.last_result
@@ -100,11 +104,12 @@ def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
 
 
 def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],
-             corosync_nodes: Mapping[str, int], votes: VoteInfo | None) -> Snapshot:
+             corosync_nodes: Mapping[str, int], votes: VoteInfo | None,
+             tracked: tuple[TrackedLink, ...] = ()) -> Snapshot:
     """The Corosync stack: ha.cf's nodes then corosync's others, quorum and placement.
 
     `corosync_nodes`: corosync's nodelist (name -> node id); `votes`: votequorum's
-    numbers as last read (shown only while connected).
+    numbers as last read (shown only while connected); `tracked`: as for heartbeat().
     """
     p = placement
     names = [*hacf_nodes, *(name for name in corosync_nodes if name not in hacf_nodes)]
@@ -121,9 +126,11 @@ def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],
             status = "dead"
         nodes[name] = status
     shown = votes if p.connected else None
-    return replace(_build(node, nodes, p, p.owner_name, p.held().wire),
+    snap = _build(node, nodes, p, p.owner_name, p.held().wire)
+    return replace(snap, groups=tuple(_with_health(g, p) for g in snap.groups),
                    stack="corosync", quorate=p.quorate(),
                    votes=shown.total if shown else 0,
                    expected_votes=shown.expected if shown else 0,
                    quorum_votes=shown.quorum if shown else 0,
-                   placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
+                   placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups),
+                   tracked_links=_tracked_infos(tracked))

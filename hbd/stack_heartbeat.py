@@ -33,7 +33,6 @@ from hbd.core.actions import (
 from hbd.core.config import AuthMethod, ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
-from hbd.core.linktrack import LinkTracker
 from hbd.core.pingnodes import PingNodes
 from hbd.errors import HbdError
 from hbd.fencer import Fencer
@@ -41,7 +40,6 @@ from hbd.links import LinkSet
 from hbd.service import Options, ServiceBase
 from hbd.snapshot import heartbeat as heartbeat_snapshot
 from hbd.state import StateDir
-from hbd.tracking import LinkTracking
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,6 @@ class HeartbeatDaemon(ServiceBase):
         self.pingnodes: PingNodes | None = None
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
         self.links: LinkSet | None = None
-        self.tracking: LinkTracking | None = None  # hbd.conf link tracking
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
 
     def _group_work(self) -> Failover:
@@ -70,11 +67,6 @@ class HeartbeatDaemon(ServiceBase):
         return self.failover
 
     # --- the engine: packets in, the stack's own actions out ------------------------------
-
-    def _feed(self, actions: list[Action]) -> None:
-        """Actions from an adapter's report (link tracking): dispatch, re-arm."""
-        self._dispatch(actions)
-        self._arm()
 
     def _on_packet(self, data: bytes, link: int) -> None:
         assert self.engine is not None
@@ -125,8 +117,7 @@ class HeartbeatDaemon(ServiceBase):
 
     def _deadlines(self) -> Iterable[float | None]:
         assert self.engine is not None and self.links is not None
-        tracker = self.tracking.tracker.next_timer() if self.tracking is not None else None
-        return self.engine.next_timer(), self.links.next_retry(), tracker
+        return self.engine.next_timer(), self.links.next_retry()
 
     def _timer_work(self, now: float, wall: float) -> list[Action]:
         assert self.engine is not None and self.links is not None
@@ -134,18 +125,14 @@ class HeartbeatDaemon(ServiceBase):
         if now - self._load_read_at >= LOAD_REFRESH:
             self._load_read_at = now
             self.engine.outbox.load = _loadavg()
-        actions = self.engine.handle_timer(now, wall)
-        if self.tracking is not None:
-            actions += self.tracking.tracker.handle_timer(now, wall)
-        return actions
+        return self.engine.handle_timer(now, wall)
 
     # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
 
     def snapshot(self) -> Snapshot:
         assert self.failover is not None and self.links is not None
         pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
-        tracked = self.tracking.tracker.tracked() if self.tracking is not None else ()
-        return heartbeat_snapshot(self.failover, self.links.status(), pings, tracked)
+        return heartbeat_snapshot(self.failover, self.links.status(), pings, self._tracked())
 
     def _publish_status(self) -> None:
         if self.failover is None or self.links is None:
@@ -175,8 +162,7 @@ class HeartbeatDaemon(ServiceBase):
         self._dispatch(failover.reconfigure(new, now, wall))
         self._arm()  # before the netlink work below: timers may have changed
         await runner.prepare()
-        if self.tracking is not None:
-            self.tracking.configure(new, runner)  # the addresses just resolved
+        self._retrack(new)  # the addresses just resolved
 
     # --- the whole life -----------------------------------------------------------------
 
@@ -189,7 +175,6 @@ class HeartbeatDaemon(ServiceBase):
         self.failover = Failover(self.engine, self.config)
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
         self.engine.attach(self.failover, self.pingnodes)
-        self.tracking = LinkTracking(LinkTracker(self.failover), self._feed, self._now)
         if self.pingnodes.addresses:
             from hbd.net.icmp import Pinger
 
@@ -221,8 +206,7 @@ class HeartbeatDaemon(ServiceBase):
         assert self.engine is not None
         await self._start_runner()
         self.links = LinkSet(self.config.hacf, self._on_packet)
-        assert self.tracking is not None and self.runner is not None
-        await self.tracking.start(loop, self.config, self.runner)
+        await self._start_tracking()
         self.links.open_all(loop)
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
@@ -241,7 +225,7 @@ class HeartbeatDaemon(ServiceBase):
         self._cancel_timer()
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
         self.links.close_all()
-        self.tracking.close()
+        self._stop_tracking()
         await self.fencer.close()
         if self.pinger is not None:
             self.pinger.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, check
 from hbd.core.hbdconf import HANDLERS, parse_hbdconf
 from tests.infra import commands
@@ -294,23 +295,21 @@ def test_check_config_describes_link_tracking(tmp_path: Path) -> None:
             "needs eth1") in result.stdout
 
 
-def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
+def test_monitor_lines_on_the_corosync_stack_are_accepted() -> None:
     hacf = "cluster_stack corosync\nnode n1 n2\n"
     texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
                         0o100600, "hbd.conf", "\nmonitor 10.0.0.1\n")
     config, problems = check(texts, node_name="n1")
-    assert config is not None
-    assert [str(p) for p in problems] == [
-        "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
-        "(yet); on cluster_stack corosync these lines have no effect"]
+    assert config is not None and problems == []
+    assert [m.target for m in config.hbd.monitors] == ["10.0.0.1"]
+    assert "then hand 10.0.0.1 to the next node in its order;" in describe(config)
 
 
-def test_track_interface_on_the_corosync_stack_is_a_warning() -> None:
+def test_track_interface_on_the_corosync_stack_is_accepted() -> None:
     hacf = "cluster_stack corosync\nnode n1 n2\n"
     texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
                         0o100600, "hbd.conf", "\n\ntrack_interface * eth1\n")
     config, problems = check(texts, node_name="n1")
-    assert config is not None
-    assert [str(p) for p in problems] == [
-        "hbd.conf:3: warning: track_interface: link tracking runs on the heartbeat stack only "
-        "(yet); on cluster_stack corosync these lines have no effect"]
+    assert config is not None and problems == []
+    assert [(t.group, t.interfaces) for t in config.hbd.tracks] == [("*", ("eth1",))]
+    assert "every group also needs eth1" in describe(config)

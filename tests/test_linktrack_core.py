@@ -1,17 +1,30 @@
 """Link tracking in the sans-I/O core (hbd.core.linktrack) on the simulated network.
 
 The tracker is fed interface states as the netlink adapter would report them;
-the groups move through the unfit-here mechanism of hbd.core.recovery while
+the groups move through the unfit-here mechanism of hbd.core.monitoring while
 heartbeats keep flowing (SimNet's two links are untouched: only the tracked
-interface's state changes).
+interface's state changes).  On the Corosync stack (tests/cpgsim.py) the same
+tracker drives Placement: the group goes to the next node of its order.
 """
 
 from __future__ import annotations
 
-from hbd.core.actions import AddressRemoved, GroupRecovery, TrackedLinkChanged, Transmit
+import pytest
+
+from hbd import snapshot
+from hbd.core.actions import (
+    AddressRemoved,
+    CpgSend,
+    GroupRecovery,
+    TrackedLinkChanged,
+    Transmit,
+)
+from hbd.core.cpgwire import decode
 from hbd.core.linktrack import ADDRESS_GRACE, SETTLE, LinkState, LinkTracker
+from hbd.core.placement import Placement
 from hbd.core.resources import GroupState
 from hbd.core.standby import Standby
+from tests.cpgsim import SimCorosync
 from tests.simnet import SimNet, make_config
 
 G1, G2 = "10.0.0.1", "10.0.0.2"
@@ -213,3 +226,74 @@ def test_after_the_dump_a_newly_tracked_unknown_interface_is_absent() -> None:
     net._apply(n1, tracker.synced(["lo", "eth0"], net.now, net.wall))
     net.run_for(0.5)
     assert net.holders(G1) == ["n2"]
+
+
+# --- the Corosync stack: the same tracker on Placement (tests/cpgsim.py) --------------------
+
+N3 = ("n1", "n2", "n3")
+
+
+def corosync_cluster(seed: int, *, down_at_start: bool = False) -> tuple[SimCorosync,
+                                                                          LinkTracker]:
+    """Three nodes; n1 tracks eth0 for G1 (its first group).  `down_at_start`: eth0 has no
+    carrier before n1's hbd joins (the daemon starts tracking before it connects)."""
+    resources = "".join(f"{n} 10.0.0.{i}\n" for i, n in enumerate(N3, start=1))
+    sim = SimCorosync(N3, resources, seed=seed, hbdconf="track_interface 10.0.0.1 eth0\n")
+    n1 = sim.nodes["n1"]
+    n1.placement = Placement(n1.config)
+    tracker = LinkTracker(n1.placement)
+    sim._apply(n1, tracker.configure({"eth0": [G1]}, {}, {}, sim.now, sim.now))
+    sim._apply(n1, tracker.link("eth0", NO_CARRIER if down_at_start else UP, sim.now, sim.now))
+    sim._apply(n1, tracker.synced(["lo", "eth0"], sim.now, sim.now))
+    sim._join(n1)
+    for name in N3[1:]:
+        sim.start_hbd(name)
+    sim.settle()
+    return sim, tracker
+
+
+def corosync_tick(sim: SimCorosync, tracker: LinkTracker, seconds: float) -> None:
+    """Let time pass, serving n1's tracker as the stack's one timer would."""
+    end = sim.now + seconds
+    while (at := tracker.next_timer()) is not None and at <= end:
+        sim.advance(max(at - sim.now, 0.0))
+        sim._apply(sim.nodes["n1"], tracker.handle_timer(sim.now, sim.now))
+        sim.settle()
+    sim.advance(end - sim.now)
+    sim.settle()
+
+
+@pytest.mark.parametrize("seed", range(1, 4))
+def test_corosync_carrier_loss_moves_the_group_to_the_next_node_and_back(seed: int) -> None:
+    sim, tracker = corosync_cluster(seed)
+    assert sim.placement()[G1] == ["n1"]
+    n1 = sim.nodes["n1"]
+    lost_at = len(n1.actions)
+    sim._apply(n1, tracker.link("eth0", NO_CARRIER, sim.now, sim.now))
+    sim.settle()
+    assert sim.placement()[G1] == ["n2"]  # the next node of its order, nobody died
+    assert TrackedLinkChanged("eth0", "up", "no-carrier", (G1,)) in n1.actions[lost_at:]
+    sends = [a for a in n1.actions if isinstance(a, CpgSend)]
+    assert G1 in decode(sends[-1].payload).failed  # announced: every view leaves n1 out
+    snap = snapshot.corosync(n1.placement, "n1", N3, {}, None,  # type: ignore[arg-type]
+                             tracker.tracked())
+    assert [(t.interface, t.state, t.groups) for t in snap.tracked_links] == [
+        ("eth0", "no-carrier", (G1,))]
+    assert next(g for g in snap.groups if g.key == G1).unfit == "eth0 lost carrier"
+    # carrier back: not before SETTLE; then G1 is fit and comes home (auto_failback on)
+    sim._apply(n1, tracker.link("eth0", UP, sim.now, sim.now))
+    corosync_tick(sim, tracker, SETTLE - 0.1)
+    assert sim.placement()[G1] == ["n2"]
+    corosync_tick(sim, tracker, 1.0)
+    assert sim.placement()[G1] == ["n1"]
+    assert [node for node, key in sim.started if key == G1] == ["n1", "n2", "n1"]
+
+
+@pytest.mark.parametrize("seed", range(1, 3))
+def test_corosync_a_link_down_before_joining_keeps_the_group_away(seed: int) -> None:
+    sim, tracker = corosync_cluster(seed, down_at_start=True)
+    assert sim.placement()[G1] == ["n2"]
+    assert all(node != "n1" for node, key in sim.started if key == G1)
+    sim._apply(sim.nodes["n1"], tracker.link("eth0", UP, sim.now, sim.now))
+    corosync_tick(sim, tracker, SETTLE + 0.5)
+    assert sim.placement()[G1] == ["n1"]

@@ -84,21 +84,23 @@ def _links_table(snap: Snapshot) -> str:
 
 
 def _groups_table(snap: Snapshot) -> str:
-    if snap.placement:  # corosync stack: each group's node order too
-        order = dict(snap.placement)
-        rows = [[g.key, g.home, g.owner or "-", g.state, " ".join(order.get(g.key, ()))]
-                for g in snap.groups]
-        return _table(["GROUP", "HOME", "OWNER", "STATE", "ORDER"], rows)
-    if not any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups):
-        rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
-        return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
-    rows = [[g.key, g.home, g.owner or "-", g.state, str(g.fail_count), _monitor_text(g)]
-            for g in snap.groups]
-    text = _table(["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST MONITOR"], rows)
+    """One row per group; FAILS and LAST MONITOR once any group has health to show, and
+    on the corosync stack each group's node order (last: it holds spaces)."""
+    health = any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups)
+    order = dict(snap.placement)
+    head = ["GROUP", "HOME", "OWNER", "STATE"]
+    head += ["FAILS", "LAST MONITOR"] if health else []
+    head += ["ORDER"] if snap.placement else []
+    rows = []
+    for g in snap.groups:
+        row = [g.key, g.home, g.owner or "-", g.state]
+        row += [str(g.fail_count), _monitor_text(g)] if health else []
+        row += [" ".join(order.get(g.key, ()))] if snap.placement else []
+        rows.append(row)
     unfit = [f"{g.key}: unfit here, kept running (nobody else can take it): {g.unfit}"
              if g.state == "running" else f"{g.key}: not on this node: {g.unfit}"
              for g in snap.groups if g.unfit]
-    return "\n".join([text, *unfit])
+    return "\n".join([_table(head, rows), *unfit])
 
 
 def _monitor_text(group: GroupInfo) -> str:

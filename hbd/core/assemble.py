@@ -94,14 +94,6 @@ def check(
     hacf = _apply_hbdconf(texts, hacf, hbd, problems)
 
     _check_health_names(texts.hbdconf_name, hbd, groups, problems)
-    if hbd.monitors and hacf.cluster_stack is ClusterStack.COROSYNC:
-        problems.append(Problem(texts.hbdconf_name, hbd.monitors[0].line, (
-            "monitor: resource monitoring runs on the heartbeat stack only (yet); "
-            "on cluster_stack corosync these lines have no effect"), Severity.WARNING))
-    if hbd.tracks and hacf.cluster_stack is ClusterStack.COROSYNC:
-        problems.append(Problem(texts.hbdconf_name, hbd.tracks[0].line, (
-            "track_interface: link tracking runs on the heartbeat stack only (yet); "
-            "on cluster_stack corosync these lines have no effect"), Severity.WARNING))
     keys = {g.key for g in groups}
     for key, _ in hacf.group_orders:
         if key not in keys:

@@ -4,13 +4,16 @@ The interfaces a group needs are those its addresses live on (unless
 hbd.conf says `link_tracking off`) and those hbd.conf's `track_interface`
 lines name.  The netlink adapter (hbd.net.linkwatch) reports every
 interface's state; this module decides, and does so through the general
-"unfit here" mechanism of hbd.core.recovery:
+"unfit here" mechanism of hbd.core.monitoring (Failover's on the Heartbeat
+stack, Placement's on Corosync):
 
 * A tracked interface that loses carrier, is set down or disappears makes
   its groups unfit here (reason `link:IFACE`) at once: a RUNNING one is
   handed to the peer without waiting for any deadtime (heartbeats may still
   flow over another link), and this node refuses the peer's standby of a set
-  holding one.  Nobody able to take it: it keeps running here.
+  holding one (on Corosync: announced as failed here, the agreed view moves it
+  to the next node of its order).  Nobody able to take it: it keeps running
+  here.
 * The interface back up: after `SETTLE` seconds of staying up the reason is
   cleared (a flapping cable does not bounce groups), and the group may run
   here again (started when nobody runs it; asked back with auto_failback on).
@@ -32,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hbd.core.actions import Action, AddressRemoved, TrackedLinkChanged
-from hbd.core.recovery import Recovery
+from hbd.core.monitoring import Monitoring
 from hbd.core.resources import GroupState
 
 SETTLE = 1.0  # seconds an interface must stay up before its groups may run here again
@@ -73,9 +76,9 @@ class TrackedLink:
 
 
 class LinkTracker:
-    """Interface states in, unfit-here reasons out (through Recovery)."""
+    """Interface states in, unfit-here reasons out (through Monitoring)."""
 
-    def __init__(self, recovery: Recovery) -> None:
+    def __init__(self, recovery: Monitoring) -> None:
         self.recovery = recovery
         self.needs: dict[str, tuple[str, ...]] = {}  # interface -> group keys needing it
         self.addresses: dict[str, tuple[str, str]] = {}  # address -> (group key, interface)
