@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,7 +304,8 @@ def test_a_failing_monitor_moves_the_group_until_cleanup(cluster_of: type[Cluste
         install_hbd_files(bus)
         c = cluster_of(("n1", "n2", "n3"), dbus_node="n1",  # type: ignore[call-arg]
                        env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address},
-                       hbdconf=f"monitor {group} interval=1s timeout=2s\n")
+                       # link tracking off: the monitor, not the address's removal, says it
+                       hbdconf=f"monitor {group} interval=1s timeout=2s\nlink_tracking off\n")
         c.hbd["n1"].wait_log(r"owning org\.linuxha\.hbd1")
         mark = c.hbd["n1"].mark()
         # the address disappears behind hbd's back: n1's check fails, no restart is allowed,
@@ -329,6 +331,38 @@ def test_a_failing_monitor_moves_the_group_until_cleanup(cluster_of: type[Cluste
         assert res.returncode == 0, res.stderr
         c.wait({vip(1): "n1", vip(2): "n2", vip(3): "n3"})
         c.hbd["n1"].wait_log(r"failures cleaned up by the admin", since=mark)
+        c.check_no_double_owner()
+        c.close()
+
+
+def test_link_tracking_moves_a_group_whose_address_was_removed(
+        cluster_of: type[Cluster]) -> None:
+    if missing_prerequisites():
+        pytest.skip("private bus unavailable: " + "; ".join(missing_prerequisites()))
+    from tests.test_bus import install_hbd_files
+
+    group = f"{vip(1)}/24/eth0"
+    with PrivateBus() as bus:
+        install_hbd_files(bus)
+        c = cluster_of(("n1", "n2", "n3"), dbus_node="n1",  # type: ignore[call-arg]
+                       env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+        c.hbd["n1"].wait_log(r"owning org\.linuxha\.hbd1")
+        mark = c.hbd["n1"].mark()
+        # no monitor lines: link tracking (on by default) notices the removal itself
+        c.lab.run("n1", ["ip", "addr", "del", f"{vip(1)}/24", "dev", "eth0"])
+        c.wait({vip(1): "n2", vip(2): "n2", vip(3): "n3"})
+        c.hbd["n1"].wait_log(r"unfit on this node \(address:" + re.escape(vip(1)), since=mark)
+        c.hbd["n1"].wait_log(r"handing it to the peer, unfit here .*next in its order: n2",
+                             since=mark)
+        status = _hbctl(bus, "status")
+        assert status.returncode == 0, status.stderr
+        tracked = [line.split() for line in status.stdout.splitlines()
+                   if line.startswith("eth0 ")]
+        assert tracked and tracked[0][1] == "up", status.stdout
+        assert f"{group}: not on this node: {vip(1)} was removed" in status.stdout, status.stdout
+        res = _hbctl(bus, "cleanup", group)
+        assert res.returncode == 0, res.stderr
+        c.wait({vip(1): "n1", vip(2): "n2", vip(3): "n3"})
         c.check_no_double_owner()
         c.close()
 
