@@ -14,6 +14,7 @@ from hbd.core.assemble import ConfigTexts, check
 from hbd.core.config import (
     BcastLink,
     ClusterConfig,
+    ClusterStack,
     Mcast6Link,
     McastLink,
     Problem,
@@ -197,7 +198,18 @@ def describe(config: ClusterConfig) -> str:
     lines.append(f"notify hooks: {', '.join(places) or 'none'}; "
                  f"timeout {hbd.notify_timeout_ms} ms each")
     lines += _describe_health(config)
+    lines.append(_describe_tracking(config))
     return "\n".join(lines)
+
+
+def _describe_tracking(config: ClusterConfig) -> str:
+    hbd = config.hbd
+    parts = ["the interfaces of the groups' addresses" if hbd.link_tracking
+             else "not the interfaces of the groups' addresses (link_tracking off)"]
+    for track in hbd.tracks:
+        who = "every group" if track.group == "*" else f"group {track.group}"
+        parts.append(f"{who} also needs {' '.join(track.interfaces)}")
+    return "link tracking: " + "; ".join(parts)
 
 
 def _describe_health(config: ClusterConfig) -> list[str]:
@@ -208,6 +220,8 @@ def _describe_health(config: ClusterConfig) -> list[str]:
     expiries = {e.group: e.expiry_ms for e in hbd.expiries}
     owner = {r.id: g.key for g in config.groups for r in g.resources}
     lines = ["monitoring:"]
+    peer = ("the next node in its order" if config.hacf.cluster_stack is ClusterStack.COROSYNC
+            else "the peer")
     for m in hbd.monitors:
         keys = {g.key for g in config.groups}
         key = m.target if m.target in keys else owner.get(m.target, m.target)
@@ -216,6 +230,6 @@ def _describe_health(config: ClusterConfig) -> list[str]:
                   if restart is not None and restart.max else "no restart")
         expiry = expiries.get(key, 0)
         lines.append(f"  {m.target}: every {m.interval_ms} ms, timeout {m.timeout_ms} ms, "
-                     f"{m.failures} failure(s); {policy}, then hand {key} to the peer; "
+                     f"{m.failures} failure(s); {policy}, then hand {key} to {peer}; "
                      "failure kept " + (f"{expiry // 1000} s" if expiry else "until cleanup"))
     return lines

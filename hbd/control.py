@@ -35,6 +35,15 @@ class LinkInfo:
 
 
 @dataclass(frozen=True)
+class TrackedLinkInfo:
+    """An interface link tracking watches on this node (hbd.core.linktrack)."""
+
+    interface: str
+    state: str  # up, no-carrier, down, absent, unknown
+    groups: tuple[str, ...]  # the groups that need it
+
+
+@dataclass(frozen=True)
 class GroupInfo:
     key: str  # the first resource of the haresources line
     home: str  # the haresources node
@@ -70,6 +79,7 @@ class Snapshot:
     quorum_votes: int = 0  # votes needed for quorum
     placement: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group key, nodes best first)
     ping_nodes: tuple[PingInfo, ...] = ()  # ha.cf ping and ping_group (heartbeat stack)
+    tracked_links: tuple[TrackedLinkInfo, ...] = ()  # link tracking (both stacks)
     fencing: tuple[FenceInfo, ...] = ()  # peers whose fencing is not "none"
     fence_device: str = "none"  # none (no device), unknown (not checked yet), ok, failed
 

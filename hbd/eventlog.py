@@ -44,6 +44,10 @@ class MessageId:
     GROUP_STRANDED = "fd36818a2e4040f4a7e9c509a0e35265"  # nobody can take it: stopped
     GROUP_UNFIT = "826735c438a248a192fed6e7bef11b87"  # marked unfit here
     GROUP_FIT = "a110608e89494fdc9c0ef30ff6d1e69b"  # may run here again
+    # link tracking (hbd.core.linktrack)
+    TRACKED_LINK_DOWN = "9b2d54b0b29c48518e98b84e954212d2"  # lost carrier, down, gone
+    TRACKED_LINK_UP = "6f3f908919d2437aba06fc6160340702"  # up again (with carrier)
+    ADDRESS_REMOVED = "7e026cf747024c5c8cd3e55a639d937a"  # someone else removed our address
 
 
 _RECOVERY: dict[str, tuple[int, str, str]] = {
@@ -142,6 +146,19 @@ def log_event(event: object) -> bool:
     elif isinstance(event, a.GroupRecovery):
         level, message_id, text = _RECOVERY[event.what]
         _emit(level, message_id, text, event.group, event.detail, group=event.group)
+    elif isinstance(event, a.TrackedLinkChanged):
+        groups = ", ".join(event.groups)
+        if event.new == "up":
+            _emit(logging.INFO, MessageId.TRACKED_LINK_UP, "tracked interface %s: %s -> up "
+                  "(groups %s)", event.interface, event.old, groups, link=event.interface)
+        else:
+            _emit(logging.WARNING, MessageId.TRACKED_LINK_DOWN, "tracked interface %s: %s -> "
+                  "%s (groups %s)", event.interface, event.old, event.new, groups,
+                  link=event.interface)
+    elif isinstance(event, a.AddressRemoved):
+        _emit(logging.WARNING, MessageId.ADDRESS_REMOVED, "group %s: address %s was removed "
+              "from %s by someone else", event.group, event.address, event.interface,
+              group=event.group, link=event.interface)
     elif isinstance(event, a.Notice):
         level = {"info": logging.INFO, "warning": logging.WARNING,
                  "error": logging.ERROR}.get(event.level, logging.INFO)

@@ -40,12 +40,14 @@ from hbd.core.actions import (
 from hbd.core.config import ClusterConfig
 from hbd.core.fifomsg import FifoCommand
 from hbd.core.groupwork import GroupWork
-from hbd.core.recovery import Recovery
+from hbd.core.linktrack import LinkTracker, TrackedLink
+from hbd.core.monitoring import Monitoring
 from hbd.core.refresh import RefreshSchedule
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
 from hbd.notify import Notifier
+from hbd.tracking import LinkTracking
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class ServiceBase:
         self.hooks = HookRunner(options.node,
                                 HookSettings.from_conf(config.hbd, options.config_dir))
         self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
+        self.tracking: LinkTracking | None = None  # link tracking (_start_tracking)
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -187,8 +190,9 @@ class ServiceBase:
         cancel and re-arm per packet.
         """
         assert self._loop is not None
-        due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer())
-               if t is not None]
+        tracker = self.tracking.tracker.next_timer() if self.tracking is not None else None
+        due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer(),
+                           tracker) if t is not None]
         if not due:
             return
         deadline = min(due)
@@ -206,6 +210,8 @@ class ServiceBase:
             if self.runner is not None:
                 self.runner.refresh(key)
         self._dispatch(self._timer_work(now, wall))
+        if self.tracking is not None:
+            self._dispatch(self.tracking.tracker.handle_timer(now, wall))
         self._feed_watchdog(now)
         self._arm()
 
@@ -231,6 +237,35 @@ class ServiceBase:
             log.critical("group %s could not be stopped (%s): claiming it as blocked", key,
                          error)
             self._dispatch(self._group_work().adopt_blocked(key, self._loop.time()))
+
+    # --- link tracking (hbd.tracking), on either stack ----------------------------------
+
+    async def _start_tracking(self) -> None:
+        """After _start_runner (the addresses are resolved): watch the links the groups
+        need, feeding the stack's Failover or Placement (both are Monitoring)."""
+        work = self._group_work()
+        assert self._loop is not None and self.runner is not None
+        assert isinstance(work, Monitoring)
+        self.tracking = LinkTracking(LinkTracker(work), self._feed, self._now)
+        await self.tracking.start(self._loop, self.config, self.runner)
+
+    def _feed(self, actions: list[Action]) -> None:
+        """Actions from an adapter's report (link tracking): dispatch, re-arm."""
+        self._dispatch(actions)
+        self._arm()
+        self._check_finished()
+
+    def _retrack(self, new: ClusterConfig) -> None:
+        """After a reload's runner.prepare(): what is tracked, from the new addresses."""
+        if self.tracking is not None and self.runner is not None:
+            self.tracking.configure(new, self.runner)
+
+    def _tracked(self) -> tuple[TrackedLink, ...]:
+        return self.tracking.tracker.tracked() if self.tracking is not None else ()
+
+    def _stop_tracking(self) -> None:
+        if self.tracking is not None:
+            self.tracking.close()
 
     async def _start_bus(self) -> None:
         """Own org.linuxha.hbd1 when D-Bus is on (or keep retrying: the cluster never waits)."""
@@ -342,7 +377,7 @@ class ServiceBase:
     def _monitor_done(self, key: str, token: int, ok: bool, detail: str) -> None:
         """The group runner finished a check (RunMonitor)."""
         work = self._group_work()
-        if not isinstance(work, Recovery):
+        if not isinstance(work, Monitoring):
             return
         now, wall = self._now()
         log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,

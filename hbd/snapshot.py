@@ -13,10 +13,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hbd.control import FenceInfo, GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
+from hbd.control import (
+    FenceInfo,
+    GroupInfo,
+    LinkInfo,
+    NodeInfo,
+    PingInfo,
+    Snapshot,
+    TrackedLinkInfo,
+)
 from hbd.core.failover import Failover
 from hbd.core.groupwork import GroupWork
+from hbd.core.linktrack import TrackedLink
 from hbd.core.membership import LinkStatus
+from hbd.core.monitoring import Monitoring
 from hbd.core.placement import Placement
 from hbd.core.resources import GroupState, Held
 
@@ -39,11 +49,13 @@ def _build(node: str, nodes: Mapping[str, str], work: GroupWork,
 
 
 def heartbeat(failover: Failover, local_links: Mapping[str, bool],
-              pings: list[tuple[str, bool]] | None = None) -> Snapshot:
+              pings: list[tuple[str, bool]] | None = None,
+              tracked: tuple[TrackedLink, ...] = ()) -> Snapshot:
     """The Heartbeat stack: the engine's membership and links, Failover's groups.
 
     `local_links`: our own links (name -> open), which only the adapters know;
-    `pings`: each ping node or group and whether it answers (PingNodes.statuses).
+    `pings`: each ping node or group and whether it answers (PingNodes.statuses);
+    `tracked`: the interfaces link tracking watches (LinkTracker.tracked).
     """
     engine = failover.engine
     nodes = {engine.node: engine.status.state.value}
@@ -71,11 +83,16 @@ def heartbeat(failover: Failover, local_links: Mapping[str, bool],
     return replace(snap, groups=tuple(_with_health(g, failover) for g in snap.groups),
                    links=tuple(links), fencing=fence_rows, fence_device=device,
                    ping_nodes=tuple(PingInfo(name, "ping" if up else "dead")
-                                    for name, up in pings or ()))
+                                    for name, up in pings or ()),
+                   tracked_links=_tracked_infos(tracked))
 
 
-def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
-    health = failover.health.groups.get(group.key)
+def _tracked_infos(tracked: tuple[TrackedLink, ...]) -> tuple[TrackedLinkInfo, ...]:
+    return tuple(TrackedLinkInfo(t.interface, t.state, t.groups) for t in tracked)
+
+
+def _with_health(group: GroupInfo, work: Monitoring) -> GroupInfo:
+    health = work.health.groups.get(group.key)
     if health is None:
         return group
     last = health.last_result
@@ -87,11 +104,12 @@ def _with_health(group: GroupInfo, failover: Failover) -> GroupInfo:
 
 
 def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],
-             corosync_nodes: Mapping[str, int], votes: VoteInfo | None) -> Snapshot:
+             corosync_nodes: Mapping[str, int], votes: VoteInfo | None,
+             tracked: tuple[TrackedLink, ...] = ()) -> Snapshot:
     """The Corosync stack: ha.cf's nodes then corosync's others, quorum and placement.
 
     `corosync_nodes`: corosync's nodelist (name -> node id); `votes`: votequorum's
-    numbers as last read (shown only while connected).
+    numbers as last read (shown only while connected); `tracked`: as for heartbeat().
     """
     p = placement
     names = [*hacf_nodes, *(name for name in corosync_nodes if name not in hacf_nodes)]
@@ -108,9 +126,11 @@ def corosync(placement: Placement, node: str, hacf_nodes: tuple[str, ...],
             status = "dead"
         nodes[name] = status
     shown = votes if p.connected else None
-    return replace(_build(node, nodes, p, p.owner_name, p.held().wire),
+    snap = _build(node, nodes, p, p.owner_name, p.held().wire)
+    return replace(snap, groups=tuple(_with_health(g, p) for g in snap.groups),
                    stack="corosync", quorate=p.quorate(),
                    votes=shown.total if shown else 0,
                    expected_votes=shown.expected if shown else 0,
                    quorum_votes=shown.quorum if shown else 0,
-                   placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups))
+                   placement=tuple((g.key, p.orders.get(g.key, ())) for g in p.groups),
+                   tracked_links=_tracked_infos(tracked))

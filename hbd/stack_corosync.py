@@ -310,7 +310,8 @@ class CorosyncDaemon(ServiceBase):
 
     def snapshot(self) -> Snapshot:
         return corosync_snapshot(self.placement, self.config.node_name, self.config.hacf.nodes,
-                                 {n.name: n.nodeid for n in self.configured}, self.votes)
+                                 {n.name: n.nodeid for n in self.configured}, self.votes,
+                                 self._tracked())
 
     async def _apply(self, new: ClusterConfig) -> None:
         for warning in [*new.warnings, *order_problems(new)]:
@@ -320,6 +321,7 @@ class CorosyncDaemon(ServiceBase):
         assert self.runner is not None
         self.runner.update(new)
         await self.runner.prepare()
+        self._retrack(new)  # the addresses just resolved
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
@@ -338,6 +340,7 @@ class CorosyncDaemon(ServiceBase):
         for problem in order_problems(self.config):
             log.warning("%s", problem)
         await self._start_runner()
+        await self._start_tracking()
         await self._connect()
         await self._start_bus()
         self._start_fifo()
@@ -364,6 +367,7 @@ class CorosyncDaemon(ServiceBase):
             with contextlib.suppress(CorosyncError):
                 self.cpg.leave()
         self._close()
+        self._stop_tracking()
         if self.bus is not None:
             await self.bus.stop()
         log.info("hbd stopped")

@@ -138,7 +138,7 @@ class HeartbeatDaemon(ServiceBase):
     def snapshot(self) -> Snapshot:
         assert self.failover is not None and self.links is not None
         pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
-        return heartbeat_snapshot(self.failover, self.links.status(), pings)
+        return heartbeat_snapshot(self.failover, self.links.status(), pings, self._tracked())
 
     def _publish_status(self) -> None:
         if self.failover is None or self.links is None:
@@ -168,6 +168,7 @@ class HeartbeatDaemon(ServiceBase):
         self._dispatch(failover.reconfigure(new, now, wall))
         self._arm()  # before the netlink work below: timers may have changed
         await runner.prepare()
+        self._retrack(new)  # the addresses just resolved
 
     # --- the whole life -----------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class HeartbeatDaemon(ServiceBase):
         assert self.engine is not None
         await self._start_runner()
         self.links = LinkSet(self.config.hacf, self._on_packet)
+        await self._start_tracking()
         self.links.open_all(loop)
         now, wall = self._now()
         self._dispatch(self.engine.start(now, wall))
@@ -234,6 +236,7 @@ class HeartbeatDaemon(ServiceBase):
         self._cancel_timer()
         await asyncio.sleep(0.05)  # let a buffered serial write of `shutdone` drain
         self.links.close_all()
+        self._stop_tracking()
         await self.fencer.close()
         if self.pinger is not None:
             self.pinger.close()

@@ -13,7 +13,8 @@ nothing more:
   daemons could see is possible.  The scheduler is seeded.
 
 Quorum is votequorum's simple majority of the configured nodes.  Group work
-finishes OK unless listed in `fail_start`/`fail_stop`.
+finishes OK unless listed in `fail_start`/`fail_stop`.  Monitors (hbd.conf's
+`monitor` lines) wait in `checks` until the test answers them with `check`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hbd.core.actions import Action, CpgSend, StartGroup, StopGroup
+from hbd.core.actions import Action, CpgSend, RunMonitor, StartGroup, StopGroup
 from hbd.core.assemble import ConfigTexts, assemble
 from hbd.core.config import ClusterConfig
 from hbd.core.cpgview import Confchg, CpgMember, QuorumNotice, Reason, TotemChange
@@ -34,10 +35,11 @@ Event = tuple[str, object]  # ("confchg"|"totem"|"deliver"|"quorum", payload)
 
 
 def make_config(node: str, nodes: tuple[str, ...], haresources: str,
-                extra: str = "") -> ClusterConfig:
+                extra: str = "", hbdconf: str | None = None) -> ClusterConfig:
     hacf = f"cluster_stack corosync\nnode {' '.join(nodes)}\n{extra}"
     return assemble(ConfigTexts("ha.cf", hacf, "haresources", haresources, "authkeys",
-                                "auth 1\n1 sha1 sim\n", 0o100600), node_name=node)
+                                "auth 1\n1 sha1 sim\n", 0o100600, hbdconf=hbdconf),
+                    node_name=node)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class SimNode:
     quorum: deque[Event] = field(default_factory=deque)
     work: deque[tuple[str, str]] = field(default_factory=deque)  # (key, "start"|"stop")
     actions: list[Action] = field(default_factory=list)
+    checks: dict[str, RunMonitor] = field(default_factory=dict)  # group -> check in flight
 
     @property
     def member(self) -> CpgMember:
@@ -61,10 +64,10 @@ class SimNode:
 
 class SimCorosync:
     def __init__(self, nodes: tuple[str, ...], haresources: str, *, extra: str = "",
-                 seed: int = 1) -> None:
+                 seed: int = 1, hbdconf: str | None = None) -> None:
         self.rng = random.Random(seed)
         self.names = nodes
-        self.nodes = {n: SimNode(n, i, make_config(n, nodes, haresources, extra))
+        self.nodes = {n: SimNode(n, i, make_config(n, nodes, haresources, extra, hbdconf))
                       for i, n in enumerate(nodes, start=1)}
         self.components: list[set[str]] = [set(nodes)]
         self.seq = 0
@@ -238,6 +241,8 @@ class SimCorosync:
                 self.started.append((node.name, action.group))
             elif isinstance(action, StopGroup):
                 node.work.append((action.group, "stop"))
+            elif isinstance(action, RunMonitor):
+                node.checks[action.group] = action
         self._check()
 
     def _check(self) -> None:
@@ -290,6 +295,15 @@ class SimCorosync:
                 assert not self.violations, self.violations
                 return
         raise AssertionError("the simulation did not settle")
+
+    def check(self, name: str, key: str, ok: bool, detail: str = "") -> None:
+        """Answer the check of `key` in flight on `name` (the daemon's monitor_done)."""
+        node = self.nodes[name]
+        run = node.checks.pop(key)
+        assert node.placement is not None
+        self._apply(node, node.placement.monitor_done(key, run.token, ok, detail or
+                                                      ("ok" if ok else "simulated"),
+                                                      self.now, self.now))
 
     # --- looking ------------------------------------------------------------------------
 

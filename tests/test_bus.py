@@ -29,6 +29,7 @@ from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType, MessageType
 from dbus_next.message import Message
 
+from hbd.bus import client
 from hbd.bus.names import (
     BUS_NAME,
     GROUP_IFACE,
@@ -41,7 +42,7 @@ from hbd.bus.names import (
     unescape_label,
 )
 from hbd.bus.service import BusService
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, Snapshot
+from hbd.control import GroupInfo, LinkInfo, NodeInfo, Snapshot, TrackedLinkInfo
 from hbd.errors import Busy, ConfigError, HbdError
 from tests.infra import commands
 from tests.infra.privbus import PrivateBus
@@ -453,6 +454,23 @@ def test_monitoring_state_emits_properties_changed(hbd_bus: PrivateBus,
             "FailCount": 1,
             "LastMonitor": "failed: apache: monitor failed: rc=1",
             "LastMonitorTime": 1_800_000_000_500_000, "FailedHere": "monitor failed"}
+    finally:
+        watcher.close()
+        served.publish(SNAP)
+
+
+def test_tracked_links_emit_properties_changed(hbd_bus: PrivateBus,
+                                              served: ServiceThread) -> None:
+    watcher = SignalWatcher(hbd_bus.address)
+    try:
+        lost = replace(SNAP, tracked_links=(TrackedLinkInfo("eth0", "no-carrier", (VIP,)),
+                                            TrackedLinkInfo("eth1", "up", (VIP,))))
+        served.publish(lost)
+        msg = watcher.wait(properties_changed(OBJECT_PATH, MANAGER_IFACE, "TrackedLinks"))
+        assert msg.body[1]["TrackedLinks"].value == [["eth0", "no-carrier", [VIP]],
+                                                     ["eth1", "up", [VIP]]]
+        state = client.read_state(hbd_bus.address)
+        assert state.snapshot.tracked_links == lost.tracked_links
     finally:
         watcher.close()
         served.publish(SNAP)

@@ -14,7 +14,9 @@ partition where only the majority holds groups and the minority released
 them, then a heal with no double owner; corosync restarted (SIGTERM) and
 killed (SIGKILL) under the active node, whose hbd stops its groups, waits
 and rejoins; the stack, quorum, votes and placement over D-Bus and hbctl;
-and an idle hbd that uses (almost) no CPU.  Token: 1000 ms with
+an idle hbd that uses (almost) no CPU; and a failing monitor (the VIP removed
+behind hbd's back) that moves the group to the next node of its order, where
+it stays until `hbctl cleanup` on the failed node.  Token: 1000 ms with
 token_coefficient 0, so losing a node takes about token + consensus (2.2 s).
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +108,7 @@ class VipWatch(threading.Thread):
 
 class Cluster:
     def __init__(self, lab: Lab, nodes: tuple[str, ...], *, env: dict[str, str] | None = None,
-                 dbus_node: str | None = None) -> None:
+                 dbus_node: str | None = None, hbdconf: str | None = None) -> None:
         self.lab, self.names = lab, nodes
         self.haresources = "".join(f"{n} {vip(i)}/24/eth0\n" for i, n in enumerate(nodes, 1))
         self.hacf = hacf_text(nodes, extra="initdead 4\n")
@@ -117,6 +120,8 @@ class Cluster:
             args: tuple[str, ...] = () if n == dbus_node else ("--no-dbus",)
             self.hbd[n] = CorosyncHbd(self.corosync.nodes[n], self.hacf, self.haresources,
                                       extra_args=args, env=env if n == dbus_node else None)
+            if hbdconf is not None:
+                (self.hbd[n].config_dir / "hbd.conf").write_text(hbdconf)
         for node in self.hbd.values():
             node.start()
         self.watch = VipWatch(lab, nodes)
@@ -286,6 +291,79 @@ def test_state_over_dbus_and_hbctl(cluster_of: type[Cluster]) -> None:
         assert status["quorum"] == "inquorate" and status["votes"] == 1
         nodes = {n["name"]: n["status"] for n in status["nodes"]}
         assert nodes == {"n1": "active", "n2": "dead", "n3": "dead"}
+        c.close()
+
+
+def test_a_failing_monitor_moves_the_group_until_cleanup(cluster_of: type[Cluster]) -> None:
+    if missing_prerequisites():
+        pytest.skip("private bus unavailable: " + "; ".join(missing_prerequisites()))
+    from tests.test_bus import install_hbd_files
+
+    group = f"{vip(1)}/24/eth0"
+    with PrivateBus() as bus:
+        install_hbd_files(bus)
+        c = cluster_of(("n1", "n2", "n3"), dbus_node="n1",  # type: ignore[call-arg]
+                       env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address},
+                       # link tracking off: the monitor, not the address's removal, says it
+                       hbdconf=f"monitor {group} interval=1s timeout=2s\nlink_tracking off\n")
+        c.hbd["n1"].wait_log(r"owning org\.linuxha\.hbd1")
+        mark = c.hbd["n1"].mark()
+        # the address disappears behind hbd's back: n1's check fails, no restart is allowed,
+        # and the group goes to the next node of its order (n1 n2 n3)
+        c.lab.run("n1", ["ip", "addr", "del", f"{vip(1)}/24", "dev", "eth0"])
+        c.wait({vip(1): "n2", vip(2): "n2", vip(3): "n3"})
+        c.hbd["n1"].wait_log(r"group \S+: unfit on this node \(monitor: monitor failed", since=mark)
+        c.hbd["n1"].wait_log(r"handing it to the peer, unfit here .*next in its order: n2",
+                             since=mark)
+        time.sleep(4.0)  # auto_failback is on, n1 is first in the order: still it stays away
+        assert c.placement()[vip(1)] == ["n2"]
+        status = _hbctl(bus, "status")
+        assert status.returncode == 0, status.stderr
+        row = next(line.split() for line in status.stdout.splitlines()
+                   if line.startswith(group))
+        assert row[:5] == [group, "n1", "n2", "stopped", "1"], status.stdout
+        assert f"{group}: not on this node: monitor failed" in status.stdout, status.stdout
+        health = bus.busctl("get-property", "org.linuxha.hbd1", "/org/linuxha/hbd1",
+                            "org.linuxha.hbd1.Manager", "GroupHealth")
+        assert f'"{group}" 1 "failed: ' in health and '"monitor failed: ' in health, health
+        # the admin's cleanup on n1: a candidate again, first in the order, so it comes back
+        res = _hbctl(bus, "cleanup", group)
+        assert res.returncode == 0, res.stderr
+        c.wait({vip(1): "n1", vip(2): "n2", vip(3): "n3"})
+        c.hbd["n1"].wait_log(r"failures cleaned up by the admin", since=mark)
+        c.check_no_double_owner()
+        c.close()
+
+
+def test_link_tracking_moves_a_group_whose_address_was_removed(
+        cluster_of: type[Cluster]) -> None:
+    if missing_prerequisites():
+        pytest.skip("private bus unavailable: " + "; ".join(missing_prerequisites()))
+    from tests.test_bus import install_hbd_files
+
+    group = f"{vip(1)}/24/eth0"
+    with PrivateBus() as bus:
+        install_hbd_files(bus)
+        c = cluster_of(("n1", "n2", "n3"), dbus_node="n1",  # type: ignore[call-arg]
+                       env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+        c.hbd["n1"].wait_log(r"owning org\.linuxha\.hbd1")
+        mark = c.hbd["n1"].mark()
+        # no monitor lines: link tracking (on by default) notices the removal itself
+        c.lab.run("n1", ["ip", "addr", "del", f"{vip(1)}/24", "dev", "eth0"])
+        c.wait({vip(1): "n2", vip(2): "n2", vip(3): "n3"})
+        c.hbd["n1"].wait_log(r"unfit on this node \(address:" + re.escape(vip(1)), since=mark)
+        c.hbd["n1"].wait_log(r"handing it to the peer, unfit here .*next in its order: n2",
+                             since=mark)
+        status = _hbctl(bus, "status")
+        assert status.returncode == 0, status.stderr
+        tracked = [line.split() for line in status.stdout.splitlines()
+                   if line.startswith("eth0 ")]
+        assert tracked and tracked[0][1] == "up", status.stdout
+        assert f"{group}: not on this node: {vip(1)} was removed" in status.stdout, status.stdout
+        res = _hbctl(bus, "cleanup", group)
+        assert res.returncode == 0, res.stderr
+        c.wait({vip(1): "n1", vip(2): "n2", vip(3): "n3"})
+        c.check_no_double_owner()
         c.close()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from hbd.cli.hbctl import main
-from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo
+from hbd.control import GroupInfo, LinkInfo, NodeInfo, PingInfo, TrackedLinkInfo
 from hbd.errors import Busy
 from tests.infra import commands
 from tests.infra.privbus import PrivateBus
@@ -107,6 +107,29 @@ def test_status_shows_monitoring_through_the_bus(served: ServiceThread,
     group = status["groups"][0]
     assert (group["fail_count"], group["last_monitor_at"], group["unfit"]) == (
         2, at, "monitor failed: udpsvc: status: dead")
+
+
+def test_status_shows_tracked_links_through_the_bus(served: ServiceThread,
+                                                   fake: FakeController,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    lost = replace(SNAP, groups=(GroupInfo(VIP, "n1", "n2", "stopped",
+                                           unfit="eth0 lost carrier"),),
+                   tracked_links=(TrackedLinkInfo("eth0", "no-carrier", (VIP,)),))
+    served.publish(lost)
+    rc, out, _ = run(capsys, "status")
+    assert rc == 0
+    lines = out.splitlines()
+    assert f"{VIP}: not on this node: eth0 lost carrier" in lines
+    assert lines[-2:] == ["TRACKED LINK  STATE       GROUPS", f"eth0          no-carrier  {VIP}"]
+    status = json.loads(run(capsys, "status", "--json")[1])
+    assert status["tracked_links"] == [{"interface": "eth0", "state": "no-carrier",
+                                        "groups": [VIP]}]
+    # the peer refused it: still running here, and hbctl says so
+    served.publish(replace(lost, groups=(GroupInfo(VIP, "n1", "n1", "running",
+                                                   unfit="eth0 lost carrier"),)))
+    out = run(capsys, "status")[1]
+    assert (f"{VIP}: unfit here, kept running (nobody else can take it): eth0 lost carrier"
+            in out.splitlines())
 
 
 def test_json_everywhere(fake: FakeController, capsys: pytest.CaptureFixture[str]) -> None:

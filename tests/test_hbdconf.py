@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, check
 from hbd.core.hbdconf import HANDLERS, parse_hbdconf
 from tests.infra import commands
@@ -250,12 +251,65 @@ def test_check_config_describes_monitoring(tmp_path: Path) -> None:
             "until cleanup") in result.stdout
 
 
-def test_monitor_lines_on_the_corosync_stack_are_a_warning() -> None:
+def test_link_tracking_lines() -> None:
+    config, problems = _health("link_tracking off\ntrack_interface * eth1\n"
+                               "track_interface 10.0.0.1 eth2 bond0.100\n")
+    assert problems == []
+    hbd = config.hbd  # type: ignore[attr-defined]
+    assert hbd.link_tracking is False
+    assert [(t.group, t.interfaces, t.line) for t in hbd.tracks] == [
+        ("*", ("eth1",), 2), ("10.0.0.1", ("eth2", "bond0.100"), 3)]
+    default, problems = _health("")
+    assert problems == [] and default.hbd.link_tracking is True  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("track_interface eth1\n", "hbd.conf:1: track_interface: needs a group (or *) and at "
+     "least one interface (track_interface GROUP|* IFACE...)"),
+    ("track_interface web eth1\n", "hbd.conf:1: track_interface: no group 'web' in "
+     "haresources (groups: 10.0.0.1, 10.0.0.2; a group is named by its first resource)"),
+    ("track_interface * eth1/2\n", "hbd.conf:1: track_interface: 'eth1/2' is not an "
+     "interface name (1 to 15 letters, digits, '_', '.', '@' or '-')"),
+    ("track_interface * averyveryverylongname\n", "hbd.conf:1: track_interface: "
+     "'averyveryverylongname' is not an interface name (1 to 15 letters, digits, '_', '.', "
+     "'@' or '-')"),
+    ("track_interface * eth1 eth1\n", "hbd.conf:1: track_interface: eth1 listed twice"),
+    ("track_interface * eth1\ntrack_interface * eth2\n", "hbd.conf:2: track_interface: * "
+     "already has a line at line 1 (list every interface on one line)"),
+    ("link_tracking maybe\n", "hbd.conf:1: link_tracking: 'maybe' is not on or off"),
+    ("link_tracking on\nlink_tracking off\n", "hbd.conf:2: link_tracking: already set at "
+     "line 1"),
+])
+def test_bad_link_tracking_lines(text: str, message: str) -> None:
+    config, problems = _health(text)
+    assert problems == [message]
+    assert config is None
+
+
+def test_check_config_describes_link_tracking(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    (d / "hbd.conf").write_text("track_interface * eth1\n")
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert ("link tracking: the interfaces of the groups' addresses; every group also "
+            "needs eth1") in result.stdout
+
+
+def test_monitor_lines_on_the_corosync_stack_are_accepted() -> None:
     hacf = "cluster_stack corosync\nnode n1 n2\n"
     texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
                         0o100600, "hbd.conf", "\nmonitor 10.0.0.1\n")
     config, problems = check(texts, node_name="n1")
-    assert config is not None
-    assert [str(p) for p in problems] == [
-        "hbd.conf:2: warning: monitor: resource monitoring runs on the heartbeat stack only "
-        "(yet); on cluster_stack corosync these lines have no effect"]
+    assert config is not None and problems == []
+    assert [m.target for m in config.hbd.monitors] == ["10.0.0.1"]
+    assert "then hand 10.0.0.1 to the next node in its order;" in describe(config)
+
+
+def test_track_interface_on_the_corosync_stack_is_accepted() -> None:
+    hacf = "cluster_stack corosync\nnode n1 n2\n"
+    texts = ConfigTexts("ha.cf", hacf, "haresources", HEALTH_RES, "authkeys", GOOD_AUTHKEYS,
+                        0o100600, "hbd.conf", "\n\ntrack_interface * eth1\n")
+    config, problems = check(texts, node_name="n1")
+    assert config is not None and problems == []
+    assert [(t.group, t.interfaces) for t in config.hbd.tracks] == [("*", ("eth1",))]
+    assert "every group also needs eth1" in describe(config)

@@ -192,8 +192,9 @@ def test_restart_of_either_daemon_rejoins_without_a_second_owner(mixed: Mixed) -
     assert len(mixed.holders()) == 1
 
 
+# link tracking off: the monitor, not the removal's netlink event, is what notices here
 MONITORED = (f"monitor IPaddr2::{VIP}/24/eth0 interval=500ms timeout=2s\n"
-             f"failure_expiry IPaddr2::{VIP}/24/eth0 never\n")
+             f"failure_expiry IPaddr2::{VIP}/24/eth0 never\nlink_tracking off\n")
 
 
 @pytest.mark.parametrize("mixed", [("hbd-primary", "on", MONITORED)], indirect=True,
@@ -211,3 +212,28 @@ def test_monitor_failure_on_hbd_hands_the_group_to_heartbeat(mixed: Mixed) -> No
     time.sleep(3.0)  # auto_failback on, yet it stays with Heartbeat: it failed on hbd's node
     assert mixed.holders() == ["n2"]
     assert "not on this node: monitor failed" in mixed.hbctl("status")
+
+
+@pytest.mark.parametrize("mixed", [("hbd-primary", "on", "")], indirect=True,
+                         ids=["hbd-primary-tracked"])
+def test_carrier_loss_on_hbd_hands_the_group_to_heartbeat_over_serial(mixed: Mixed) -> None:
+    """Link tracking on the hbd node: its eth0 loses carrier, and the group goes to
+    Heartbeat 3.0.6 through Heartbeat's own standby exchange over the serial cable, at
+    once (nobody is declared dead: the serial heartbeats continue)."""
+    mark = mixed.hbd.mark()
+    lost = time.monotonic()
+    mixed.lab.cut("n1", "eth0")  # the switch port: no carrier on n1's eth0
+    try:
+        mixed.hbd.wait_log(r"tracked interface eth0: up -> no-carrier", since=mark)
+        wait_for(lambda: mixed.lab.has_address("n2", VIP), 10, "Heartbeat took the VIP")
+        took = time.monotonic() - lost
+        wait_answer(mixed.lab, VIP, "n2", timeout=5)
+        assert took < 5.0, f"Heartbeat held the VIP only after {took:.1f} s"
+        assert "is dead" not in mixed.hbd.log()[mark:]
+        assert mixed.heartbeat.node_status(mixed.hbd_name) == "active"
+        assert not mixed.lab.has_address("n1", VIP)
+    finally:
+        mixed.lab.restore("n1", "eth0")
+    # carrier back: auto_failback on asks Heartbeat for the group back
+    mixed.hbd.wait_log(r"may run on this node again \(link:eth0 cleared\)", since=mark)
+    mixed.wait_holder("n1", 30)

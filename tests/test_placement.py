@@ -113,6 +113,11 @@ def test_message_round_trip_and_refusals() -> None:
     (b"hbd=1\ntype=state\nnode=n1\ngroup=running \x1b]0;owned\x07\n", "bad group key"),
     (b"hbd=1\ntype=state\nnode=n1\ngroup=running " + b"k" * 5000 + b"\n", "bad group key"),
     (b"hbd=1\ntype=state\nnode=n1\ndeclined=a \x1b b\n", "bad group key"),
+    # `failed` also carries the groups unfit there (monitoring): the same bounds
+    (b"hbd=1\ntype=state\nnode=n1\nfailed=g \x1b[2J\n", "bad group key"),
+    (b"hbd=1\ntype=state\nnode=n1\nfailed=" + b"k" * 1025 + b"\n", "bad group key"),
+    (b"hbd=1\ntype=state\nnode=n1\nfailed=" + b" ".join(b"g%d" % i for i in range(4097))
+     + b"\n", "too many groups"),
     (b"hbd=1\ntype=" + b"\x1b" * 3000 + b"\nnode=n1\n", "unknown message type"),
     (b"hbd=1\ntype=state\nnode=n1\n"
      + b"".join(b"group=running g%d\n" % i for i in range(5000)), "too many groups"),

@@ -18,7 +18,15 @@ from dbus_next.constants import BusType, MessageFlag, MessageType
 from dbus_next.message import Message
 
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
-from hbd.control import FenceInfo, GroupInfo, LinkInfo, NodeInfo, PingInfo, Snapshot
+from hbd.control import (
+    FenceInfo,
+    GroupInfo,
+    LinkInfo,
+    NodeInfo,
+    PingInfo,
+    Snapshot,
+    TrackedLinkInfo,
+)
 
 T = TypeVar("T")
 
@@ -104,6 +112,8 @@ def _state_from(props: dict[str, Any]) -> State:
         placement=tuple((str(k), tuple(str(n) for n in nodes))
                         for k, nodes in value("Placement", [])),
         ping_nodes=tuple(PingInfo(str(n), str(s)) for n, s in value("PingNodes", [])),
+        tracked_links=tuple(TrackedLinkInfo(str(i), str(s), tuple(str(g) for g in groups))
+                            for i, s, groups in value("TrackedLinks", [])),
         fencing=tuple(FenceInfo(str(n), str(s), str(d)) for n, s, d in value("Fencing", [])),
         fence_device=str(value("FenceDevice", "none")),
     )

@@ -53,6 +53,7 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "FenceDevice": lambda s: s.fence_device,
     "GroupHealth": lambda s: [[g.key, g.fail_count, g.last_monitor,
                                int(g.last_monitor_at * 1e6), g.unfit] for g in s.groups],
+    "TrackedLinks": lambda s: [[t.interface, t.state, list(t.groups)] for t in s.tracked_links],
 }
 
 
@@ -182,6 +183,12 @@ class Manager(ServiceInterface):
         """(group, fail count, last monitor "ok"/"failed: ..."/"", its end in usec since
         the epoch or 0, why it must not run here or "")."""
         return list(self._read("GroupHealth"))
+
+    @dbus_readonly("a(ssas)")
+    def TrackedLinks(self) -> list[list[Any]]:
+        """(interface, state, groups needing it) for link tracking on this node; state:
+        up, no-carrier, down, absent, unknown."""
+        return list(self._read("TrackedLinks"))
 
     # --- signals --------------------------------------------------------------------
 

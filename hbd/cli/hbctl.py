@@ -74,24 +74,33 @@ def _nodes_table(snap: Snapshot) -> str:
     return _table(["NODE", "STATUS", "LINKS"], rows)
 
 
+def _tracked_table(snap: Snapshot) -> str:
+    rows = [[t.interface, t.state, " ".join(t.groups)] for t in snap.tracked_links]
+    return _table(["TRACKED LINK", "STATE", "GROUPS"], rows)
+
+
 def _links_table(snap: Snapshot) -> str:
     return _table(["NODE", "LINK", "STATUS"], [[lk.node, lk.link, lk.status] for lk in snap.links])
 
 
 def _groups_table(snap: Snapshot) -> str:
-    if snap.placement:  # corosync stack: each group's node order too
-        order = dict(snap.placement)
-        rows = [[g.key, g.home, g.owner or "-", g.state, " ".join(order.get(g.key, ()))]
-                for g in snap.groups]
-        return _table(["GROUP", "HOME", "OWNER", "STATE", "ORDER"], rows)
-    if not any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups):
-        rows = [[g.key, g.home, g.owner or "-", g.state] for g in snap.groups]
-        return _table(["GROUP", "HOME", "OWNER", "STATE"], rows)
-    rows = [[g.key, g.home, g.owner or "-", g.state, str(g.fail_count), _monitor_text(g)]
-            for g in snap.groups]
-    text = _table(["GROUP", "HOME", "OWNER", "STATE", "FAILS", "LAST MONITOR"], rows)
-    unfit = [f"{g.key}: not on this node: {g.unfit}" for g in snap.groups if g.unfit]
-    return "\n".join([text, *unfit])
+    """One row per group; FAILS and LAST MONITOR once any group has health to show, and
+    on the corosync stack each group's node order (last: it holds spaces)."""
+    health = any(g.last_monitor or g.fail_count or g.unfit for g in snap.groups)
+    order = dict(snap.placement)
+    head = ["GROUP", "HOME", "OWNER", "STATE"]
+    head += ["FAILS", "LAST MONITOR"] if health else []
+    head += ["ORDER"] if snap.placement else []
+    rows = []
+    for g in snap.groups:
+        row = [g.key, g.home, g.owner or "-", g.state]
+        row += [str(g.fail_count), _monitor_text(g)] if health else []
+        row += [" ".join(order.get(g.key, ()))] if snap.placement else []
+        rows.append(row)
+    unfit = [f"{g.key}: unfit here, kept running (nobody else can take it): {g.unfit}"
+             if g.state == "running" else f"{g.key}: not on this node: {g.unfit}"
+             for g in snap.groups if g.unfit]
+    return "\n".join([_table(head, rows), *unfit])
 
 
 def _monitor_text(group: GroupInfo) -> str:
@@ -122,6 +131,7 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
                     "placement": {key: list(nodes) for key, nodes in snap.placement},
                     "ping_nodes": [asdict(p) for p in snap.ping_nodes],
+                    "tracked_links": [asdict(t) for t in snap.tracked_links],
                     "fence_device": snap.fence_device,
                     "fencing": [asdict(f) for f in snap.fencing]})
         return EXIT_OK
@@ -133,6 +143,9 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     if snap.groups:
         print()
         print(_groups_table(snap))
+    if snap.tracked_links:
+        print()
+        print(_tracked_table(snap))
     if snap.fence_device != "none" or snap.fencing:
         print()
         print(f"fence device: {snap.fence_device}")

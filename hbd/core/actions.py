@@ -191,6 +191,25 @@ class GroupFailed:
 
 
 @dataclass(frozen=True)
+class TrackedLinkChanged:
+    """A tracked interface changed state (hbd.core.linktrack): up, no-carrier, down, absent."""
+
+    interface: str
+    old: str
+    new: str
+    groups: tuple[str, ...]  # the groups that need it
+
+
+@dataclass(frozen=True)
+class AddressRemoved:
+    """An address of a group running here was removed by someone other than hbd."""
+
+    group: str
+    address: str
+    interface: str
+
+
+@dataclass(frozen=True)
 class GroupRecovery:
     """What this node does about a group's health (hbd.core.health)."""
 
@@ -248,5 +267,5 @@ Action = (
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
     | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
     | FenceNode | CancelFence | CheckFenceDevices | FenceStateChanged | FenceDeviceStatus
-    | RunMonitor | GroupRecovery
+    | RunMonitor | GroupRecovery | TrackedLinkChanged | AddressRemoved
 )

@@ -94,10 +94,6 @@ def check(
     hacf = _apply_hbdconf(texts, hacf, hbd, problems)
 
     _check_health_names(texts.hbdconf_name, hbd, groups, problems)
-    if hbd.monitors and hacf.cluster_stack is ClusterStack.COROSYNC:
-        problems.append(Problem(texts.hbdconf_name, hbd.monitors[0].line, (
-            "monitor: resource monitoring runs on the heartbeat stack only (yet); "
-            "on cluster_stack corosync these lines have no effect"), Severity.WARNING))
     keys = {g.key for g in groups}
     for key, _ in hacf.group_orders:
         if key not in keys:
@@ -153,7 +149,9 @@ def _check_health_names(filename: str, hbd: HbdConf, groups: tuple[ResourceGroup
             problems.append(Problem(filename, monitor.line, (
                 f"monitor: no group or resource '{monitor.target}' in haresources (groups: "
                 f"{known_groups}; other resources: {', '.join(ids) or 'none'})")))
-    for name, entries in (("restart", hbd.restarts), ("failure_expiry", hbd.expiries)):
+    tracks = [t for t in hbd.tracks if t.group != "*"]
+    for name, entries in (("restart", hbd.restarts), ("failure_expiry", hbd.expiries),
+                          ("track_interface", tracks)):
         for entry in entries:
             if entry.group not in keys:
                 problems.append(Problem(filename, entry.line, (

@@ -379,6 +379,15 @@ class ExpiryConf:
 
 
 @dataclass(frozen=True)
+class TrackConf:
+    """hbd.conf `track_interface GROUP|* IFACE...`: more interfaces a group needs up here."""
+
+    group: str  # a group key, or "*" for every group
+    interfaces: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class HbdConf:
     """What hbd.conf says: hbd's own settings, which Heartbeat never reads (hbdconf.py)."""
 
@@ -401,6 +410,10 @@ class HbdConf:
     # keepalived's garp_master_refresh: re-announce the addresses of running groups this
     # often; 0: never (only the arp_count rounds after a takeover)
     garp_refresh_ms: int = 0
+    # link tracking (hbd.core.linktrack): the interfaces of a group's addresses are watched
+    # unless `link_tracking off`; `track_interface` lines add others
+    link_tracking: bool = True
+    tracks: tuple[TrackConf, ...] = ()
 
 
 @dataclass(frozen=True)

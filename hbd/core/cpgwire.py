@@ -24,9 +24,13 @@ message of each member.  It is UTF-8 text, one `key=value` per line:
   white space (haresources and ha.cf split on it).
 * `declined`: groups the sender will not run (`hbctl release`, standby);
   `preferred`: groups it took over (`hbctl takeover`) and wants before the
-  preference order; `failed`: groups whose start failed there (until
-  `hbctl cleanup`), each a space-separated list; `leaving=1`: a graceful
-  stop is under way.
+  preference order; `failed`: groups the sender may not run — its start
+  failed there, or the group is unfit there (hbd.core.monitoring: a monitor
+  failed beyond its restarts, a tracked link is down) until `hbctl cleanup`
+  or the expiry — each a space-separated list; `leaving=1`: a graceful stop
+  is under way.  Unfit groups travel in `failed` rather than a key of their
+  own so that every member, hbds that predate monitoring included, leaves
+  the sender out of the group's candidates: the views must agree.
 
 Messages are not signed: Corosync's knet transport already encrypts and
 authenticates every packet with the cluster's authkey (crypto_cipher and

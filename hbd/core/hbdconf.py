@@ -25,6 +25,7 @@ from hbd.core.config import (
     HbdConf,
     MonitorConf,
     RestartConf,
+    TrackConf,
 )
 from hbd.core.parsing import Problems, content_lines, is_decimal, one_value, parse_time_ms
 
@@ -42,6 +43,7 @@ class _State:
     monitors: list[MonitorConf] = field(default_factory=list)
     restarts: list[RestartConf] = field(default_factory=list)
     expiries: list[ExpiryConf] = field(default_factory=list)
+    tracks: list[TrackConf] = field(default_factory=list)
 
 
 Handler = Callable[[_State, int, list[str]], None]
@@ -261,6 +263,44 @@ def _garp_refresh(st: _State, line: int, args: list[str]) -> None:
     st.values["garp_refresh"] = ms
 
 
+# Linux's IFNAMSIZ is 16 with the NUL: 15 characters, none of them '/', ':' or blank
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+
+
+def _track_interface(st: _State, line: int, args: list[str]) -> None:
+    """`track_interface GROUP|* IFACE...`: the group is unfit here while one is down."""
+    if len(args) < 2:
+        st.problems.error(line, "track_interface: needs a group (or *) and at least one "
+                          "interface (track_interface GROUP|* IFACE...)")
+        return
+    group, names = args[0], args[1:]
+    bad = [n for n in names if not _IFNAME.match(n) or n in (".", "..")]
+    if bad:
+        st.problems.error(line, f"track_interface: '{bad[0]}' is not an interface name (1 to "
+                          "15 letters, digits, '_', '.', '@' or '-')")
+        return
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        st.problems.error(line, f"track_interface: {repeated[0]} listed twice")
+        return
+    earlier = next((t.line for t in st.tracks if t.group == group), None)
+    if earlier is not None:
+        st.problems.error(line, f"track_interface: {group} already has a line at line "
+                          f"{earlier} (list every interface on one line)")
+        return
+    st.tracks.append(TrackConf(group, tuple(names), line))
+
+
+def _link_tracking(st: _State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "link_tracking", args)
+    if value is None or not _once(st, line, "link_tracking"):
+        return
+    if value.lower() not in ("on", "off", "yes", "no", "true", "false"):
+        st.problems.error(line, f"link_tracking: '{value}' is not on or off")
+        return
+    st.values["link_tracking"] = value.lower() in ("on", "yes", "true")
+
+
 _AGENT = re.compile(r"fence_[a-z0-9_]{1,60}")
 _OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # What hbd itself says to the agent: the admin may not set these.
@@ -316,6 +356,9 @@ HANDLERS: dict[str, Handler] = {
     "monitor": _monitor,
     "restart": _restart,
     "failure_expiry": _failure_expiry,
+    # link tracking: the interfaces of the groups' addresses, and others named here
+    "link_tracking": _link_tracking,
+    "track_interface": _track_interface,
 }
 
 
@@ -359,4 +402,6 @@ def _finish(st: _State) -> HbdConf:
                    arp_interval_ms=interval, notify=tuple(hooks), notify_dir=notify_dir,
                    notify_timeout_ms=timeout, garp_refresh_ms=refresh, fencing=fencing,
                    monitors=tuple(st.monitors), restarts=tuple(st.restarts),
-                   expiries=tuple(st.expiries))
+                   expiries=tuple(st.expiries),
+                   link_tracking=bool(st.values.get("link_tracking", True)),
+                   tracks=tuple(st.tracks))

@@ -29,6 +29,12 @@ the local half:
 * Moves.  A running group whose agreed placement is elsewhere (failback, a
   takeover, a standby, a graceful stop) is stopped and announced stopped;
   the new node claims it then.
+* Health (hbd.core.monitoring): a failed monitor restarts the group in
+  place (it stays owned here throughout); beyond its restarts, or on
+  set_unfit, the group is announced in `failed`, so every member's view
+  drops this node from its candidates, and the ordinary move takes it to
+  the next node of its order.  This node never claims it until cleanup,
+  expiry or clear_unfit.
 * Commands: release (standby) declines a scope's groups here until a
   takeover; takeover clears that and puts this node first for the scope;
   cleanup retries a blocked stop and forgets a failed start.
@@ -39,6 +45,7 @@ from __future__ import annotations
 from hbd.core.actions import (
     Action,
     CpgSend,
+    GroupRecovery,
     MembershipChanged,
     Notice,
     QuorumChanged,
@@ -61,7 +68,9 @@ from hbd.core.cpgview import (
     preference_order,
 )
 from hbd.core.cpgwire import Announced, NodeState, decode, encode
-from hbd.core.groupwork import BLOCKED_RETRY, GroupWork, Then
+from hbd.core.groupwork import BLOCKED_RETRY, Then
+from hbd.core.health import Health
+from hbd.core.monitoring import Monitoring
 from hbd.core.resources import SCOPES, Group, GroupState, GroupTable, scope_set
 from hbd.errors import Busy, InvalidScope, WireError
 
@@ -88,7 +97,7 @@ def order_problems(config: ClusterConfig) -> list[str]:
             for key, _ in config.hacf.group_orders if key not in keys]
 
 
-class Placement(GroupWork):
+class Placement(Monitoring):
     """This node's side of N-node placement; every entry point returns actions."""
 
     def __init__(self, config: ClusterConfig) -> None:
@@ -112,7 +121,8 @@ class Placement(GroupWork):
         self.claims: set[str] = set()  # claimed, our claim not delivered back yet
         self.declined: set[str] = set()
         self.preferred: set[str] = set()
-        self.failed: set[str] = set()
+        self.failed: set[str] = set()  # start failed here (until cleanup)
+        self.health = Health(config)  # monitors and "unfit here" (monitoring.py)
         self.leaving = False
         self._blocked_noted = False
         self._seq = 0
@@ -298,15 +308,18 @@ class Placement(GroupWork):
             key = group.key
             owner = self.view.owner.get(key)
             if group.state is GroupState.RUNNING:
-                why = self._stop_reason(key, owner, lost, settled)
-                if why:
+                stop = self._stop_reason(key, owner, lost, settled)
+                if stop:
+                    why, recovery = stop
+                    actions += [recovery] if recovery else []
                     actions += self._stop([group], why, None, now, wall)
             elif (group.state is GroupState.STOPPED and may_claim and owner is None
                   and key not in self.claims and key not in self.retiring
-                  and key not in self.in_doubt
+                  and key not in self.in_doubt and not self.health.unfit(key)
                   and self.view.desired(key, self.failback) == self.me
                   and not self._awaited(key, now)):
                 self.claims.add(key)
+        self.health.sync(self._running(), now)
         return actions + self._announce_state(force) + self._check_shutdown()
 
     def _awaited(self, key: str, now: float) -> bool:
@@ -320,23 +333,35 @@ class Placement(GroupWork):
         return False
 
     def _stop_reason(self, key: str, owner: MemberId | None, lost: bool,
-                     settled: bool) -> str | None:
+                     settled: bool) -> tuple[str, GroupRecovery | None] | None:
+        """Why a RUNNING group must stop here, with the health event it means, if any."""
         if self.leaving:
-            return "hbd is stopping"
+            return "hbd is stopping", None
         if key in self.retiring:
-            return "removed from haresources"
+            return "removed from haresources", None
         if lost:
-            return "no quorum" if self.connected else "lost corosync"
+            return ("no quorum" if self.connected else "lost corosync"), None
         if not settled:
             return None
         if owner is not None and owner != self.me:
-            return f"{self._label(owner)} holds it"
+            return f"{self._label(owner)} holds it", None
         desired = self.view.desired(key, self.failback)
         if desired == self.me:
             return None
+        unfit = self.health.unfit(key)
+        details = "; ".join(r.detail for r in unfit)
         if desired is None:
-            return "no node may run it (declined or failed everywhere)"
-        return f"moving to {self._label(desired)}"
+            if not unfit:
+                return "no node may run it (declined or failed everywhere)", None
+            if not any(r.stop_when_stranded for r in unfit):
+                return None  # unfit here (a link, say), but no other node can do better
+            return (f"failed here ({details}) and no other node may run it",
+                    GroupRecovery(key, "stop", "no other node may run it"))
+        if unfit:
+            return (f"unfit here ({details}): moving to {self._label(desired)}",
+                    GroupRecovery(key, "move", f"{details}; next in its order: "
+                                  f"{self._label(desired)}"))
+        return f"moving to {self._label(desired)}", None
 
     def _announce_state(self, force: bool) -> list[Action]:
         if not self.connected or self.me is None:
@@ -348,12 +373,45 @@ class Placement(GroupWork):
         state = NodeState(node=self.node, seq=self._seq + 1, groups=tuple(sorted(groups)),
                           declined=frozenset(self.declined),
                           preferred=frozenset(self.preferred),
-                          failed=frozenset(self.failed), leaving=self.leaving)
+                          failed=frozenset(self.failed | self._unfit_keys()),
+                          leaving=self.leaving)
         if not force and state.same_as(self._sent):
             return []
         self._seq += 1
         self._sent = state
         return [CpgSend(encode(state), f"state #{state.seq}")]
+
+    def _unfit_keys(self) -> set[str]:
+        # Announced in `failed`: every member's view then leaves this node out of the
+        # group's candidates, exactly as after a failed start (hbd 1 peers agree too).
+        return {k for k in self.groups.groups if self.health.unfit(k)}
+
+    # --- health (hbd.core.monitoring's hooks) --------------------------------------------
+
+    def monitor_done(self, key: str, token: int, ok: bool, detail: str, now: float,
+                     wall: float) -> list[Action]:
+        actions = super().monitor_done(key, token, ok, detail, now, wall)
+        return actions + self._evaluate(now, wall) if actions else actions
+
+    def _hand_over(self, now: float, wall: float) -> list[Action]:
+        # The next state announces the group unfit here; once that message comes back
+        # in agreed order, _evaluate stops it ("moving to ...") and the next node in its
+        # order claims it.
+        self.health.handover_at = None
+        return self._evaluate(now, wall)
+
+    def _after_clear(self, keys: list[str], now: float, wall: float) -> list[Action]:
+        return self._evaluate(now, wall) if keys else []
+
+    def _recovery_busy(self) -> str | None:
+        return "hbd is stopping" if self.leaving else None
+
+    def _restart_blocked(self, group: Group) -> bool:
+        return (self.leaving or self.quorum_lost() or not self._settled()
+                or self.view.desired(group.key, self.failback) != self.me)
+
+    def _restarted(self, now: float, wall: float) -> list[Action]:
+        return self._evaluate(now, wall)
 
     # --- group work ----------------------------------------------------------------------
 
@@ -386,6 +444,9 @@ class Placement(GroupWork):
             due.append(end)
         if self.next_blocked_retry is not None:
             due.append(self.next_blocked_retry)
+        health = self.health.next_timer()
+        if health is not None:
+            due.append(health)
         return min(due) if due else None
 
     def handle_timer(self, now: float, wall: float) -> list[Action]:
@@ -403,7 +464,7 @@ class Placement(GroupWork):
                                       "while its node stays in the ring: taking it over"))
         if expired:
             actions += self._evaluate(now, wall)
-        return actions + self._retry_blocked(now, wall)
+        return actions + self._retry_blocked(now, wall) + self._health_timer(now, wall)
 
     def _retry_blocked(self, now: float, wall: float) -> list[Action]:
         if self.next_blocked_retry is None or now < self.next_blocked_retry:
@@ -448,14 +509,18 @@ class Placement(GroupWork):
         return [note, *self._evaluate(now, wall)]
 
     def cleanup(self, key: str, now: float, wall: float) -> list[Action]:
-        """Admin: retry a blocked stop, forget a failed start.  Raises KeyError, Busy."""
+        """Admin: retry a blocked stop, forget a failed start and the monitor's failures.
+
+        Raises KeyError, Busy; nothing changes then.
+        """
         group = self.groups.groups[key]
         if group.state is GroupState.BLOCKED:
             actions = super().cleanup(key, now, wall)
-        elif key in self.failed:
+        elif key in self.failed or self._health_recorded(key):
             actions = []
         else:
             raise Busy(f"group {key} is {group.state.value}, neither blocked nor failed here")
+        actions = self._cleanup_health(key) + actions
         self.failed.discard(key)
         group.detail = ""
         return actions + self._evaluate(now, wall)
@@ -494,6 +559,7 @@ class Placement(GroupWork):
         self.failback = config.hacf.auto_failback is not AutoFailback.OFF
         self.orders.clear()
         self.orders.update(group_orders(config))  # the view shares this dict
+        self.health.configure(config)
         wanted = {g.key: g for g in config.groups}
         for key, definition in wanted.items():
             if key in self.groups.groups:

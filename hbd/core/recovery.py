@@ -1,6 +1,7 @@
-"""What a node does about its groups' health: restart, hand over, refuse.
+"""What a node does about its groups' health on the Heartbeat stack: hand over, refuse.
 
-Failover inherits this; the bookkeeping is hbd.core.health's.
+Failover inherits this; the bookkeeping is hbd.core.health's, monitors, restarts
+and the unfit-here entry points are hbd.core.monitoring's (shared with Placement).
 
 * A monitor's failure (`failures` consecutive bad checks) restarts the group
   in place (stop, then start, through the ordinary group work) while its
@@ -27,10 +28,10 @@ Failover inherits this; the bookkeeping is hbd.core.health's.
 
 from __future__ import annotations
 
-from hbd.core.actions import Action, GroupFailed, GroupRecovery, Notice
+from hbd.core.actions import Action, GroupRecovery, Notice
 from hbd.core.config import AutoFailback
-from hbd.core.groupwork import Then
-from hbd.core.health import MONITOR_REASON, Health, UnfitReason
+from hbd.core.health import Health
+from hbd.core.monitoring import Monitoring
 from hbd.core.resources import Group, GroupState, Held
 from hbd.core.rscstate import RscState, Standby
 from hbd.core.standby import StandbyExchange
@@ -41,105 +42,24 @@ HANDOVER_RETRY = 2.0  # seconds between attempts while the exchange is busy
 REFUSED_RETRY = 30.0  # after the peer refused (or cannot answer)
 
 
-class Recovery(StandbyExchange):
+class Recovery(StandbyExchange, Monitoring):
     """The health half of the resource side; Failover adds the rest of the protocol."""
 
     health: Health
     auto_failback: AutoFailback
 
-    # --- the general mechanism (link tracking calls these) ------------------------------
+    # --- hooks of Monitoring -------------------------------------------------------------
 
-    def set_unfit(self, keys: list[str], reason: str, now: float, wall: float, *,
-                  detail: str = "", expires_after: float | None = None,
-                  stop_when_stranded: bool = False,
-                  admin_clears: bool = False) -> list[Action]:
-        """Mark groups unfit here for `reason`; hand the RUNNING ones to the peer now.
-
-        `keys`: group keys (unknown ones are skipped); `reason`: a short name such as
-        "link:eth0" (setting it again replaces it); `expires_after`: seconds, None for
-        until clear_unfit(); `stop_when_stranded`: when no node can take the group, stop
-        it (True) or keep it running here (False); `admin_clears`: `hbctl cleanup`
-        removes it.  Never raises.
-        """
-        actions: list[Action] = []
-        for key in keys:
-            if key not in self.groups.groups:
-                continue
-            expires = None if expires_after is None else now + expires_after
-            self.health.of(key).unfit[reason] = UnfitReason(
-                reason, detail or reason, wall, expires, stop_when_stranded, admin_clears)
-            actions.append(GroupRecovery(key, "unfit", f"{reason}: {detail}" if detail
-                                         else reason))
-        return actions + self._hand_over(now, wall)
-
-    def clear_unfit(self, keys: list[str], reason: str, now: float,
-                    wall: float) -> list[Action]:
-        """Remove `reason` from groups; a group with no reason left may run here again.
-
-        A group now fit and run by nobody is started here; with auto_failback on, one
-        homed here is asked back from the peer.  Never raises.
-        """
-        cleared = []
-        for key in keys:
-            health = self.health.groups.get(key)
-            if health is not None and health.unfit.pop(reason, None) is not None:
-                cleared.append(key)
-        actions: list[Action] = [GroupRecovery(k, "fit", f"{reason} cleared") for k in cleared]
-        return actions + self._after_clear(cleared, now, wall)
-
-    def unfit_reasons(self, key: str) -> list[UnfitReason]:
-        return self.health.unfit(key)
-
-    def _refusal(self, group: Group) -> str | None:
-        reasons = self.health.unfit(group.key)
-        if not reasons:
-            return None
-        return "unfit here (" + "; ".join(r.detail for r in reasons) + ")"
-
-    # --- monitors ----------------------------------------------------------------------
-
-    def _running(self) -> set[str]:
-        return {g.key for g in self.groups if g.state is GroupState.RUNNING}
-
-    def monitor_done(self, key: str, token: int, ok: bool, detail: str, now: float,
-                     wall: float) -> list[Action]:
-        """The daemon finished a RunMonitor.  A stale result (the group stopped or
-        restarted meanwhile) is ignored.  Never raises."""
-        group = self.groups.groups.get(key)
-        if group is None or group.state is not GroupState.RUNNING:
-            self.health.sync(self._running(), now)
-            return []
-        failed = self.health.result(key, token, ok, detail, now, wall)
-        if failed is None or ok:
-            return []
-        actions: list[Action] = [GroupFailed(key, "monitor", detail)]
-        if not failed:
-            return actions
+    def _recovery_busy(self) -> str | None:
         if self.shutdown_requested or self.standby.state is not Standby.NOT:
-            return [*actions, Notice("warning", f"group {key} failed its monitor while it is "
-                                     "being handed over: left to that")]
-        if self.health.may_restart(key, now):
-            actions.append(GroupRecovery(key, "restart", detail))
-            return actions + self._stop([group], "monitor failed: restarting in place",
-                                        self._restart(group), now, wall)
-        expiry = self.health.expiry.get(key)
-        until = "until 'hbctl cleanup " + key + "'" + (
-            f" or {expiry:g} s" if expiry else "")
-        return actions + self.set_unfit(
-            [key], MONITOR_REASON, now, wall, detail=f"monitor failed: {detail} ({until})",
-            expires_after=expiry, stop_when_stranded=True, admin_clears=True)
+            return "it is being handed over"
+        return None
 
-    def _restart(self, group: Group) -> Then:
-        def then(now: float, wall: float) -> list[Action]:
-            # Seconds later: a shutdown, a standby or a reload may have come meanwhile.
-            if (self.shutdown_requested or group.state is not GroupState.STOPPED
-                    or self.groups.groups.get(group.key) is not group
-                    or self.standby.state is not Standby.NOT):
-                return [Notice("info", f"group {group.key}: restart not finished (the "
-                               "group is being handed over or stopped)"), self._resource_msg(wall)]
-            return self._start([group], "restart after a failed monitor", self._announce,
-                               now, wall)
-        return then
+    def _restart_blocked(self, group: Group) -> bool:
+        return self.shutdown_requested or self.standby.state is not Standby.NOT
+
+    def _restarted(self, now: float, wall: float) -> list[Action]:
+        return self._announce(now, wall)
 
     # --- timers and hooks Failover calls ---------------------------------------------
 
@@ -154,15 +74,7 @@ class Recovery(StandbyExchange):
         return []
 
     def _recovery_timer(self, now: float, wall: float) -> list[Action]:
-        actions: list[Action] = []
-        cleared = []
-        for key, reason in self.health.expired(now):
-            cleared.append(key)
-            actions.append(GroupRecovery(key, "fit", f"{reason.name} expired"))
-        actions += self._after_clear(cleared, now, wall)
-        running = self._running()
-        self.health.sync(running, now)
-        actions += self.health.due(running, now)
+        actions = self._health_timer(now, wall)
         if self.health.handover_at is not None and now >= self.health.handover_at:
             actions += self._hand_over(now, wall)
         return actions
@@ -289,16 +201,10 @@ class Recovery(StandbyExchange):
         Raises KeyError (unknown group), Busy (nothing to clean up); nothing changes then.
         """
         group = self.groups.groups[key]
-        health = self.health.groups.get(key)
-        recorded = health is not None and (health.fail_count > 0 or bool(health.restarts)
-                                           or any(r.admin_clears for r in health.unfit.values()))
-        if group.state is not GroupState.BLOCKED and not recorded:
+        if group.state is not GroupState.BLOCKED and not self._health_recorded(key):
             raise Busy(f"group {key} is {group.state.value}, not blocked, and has no "
                        "failures recorded")
-        actions: list[Action] = []
-        if recorded:
-            self.health.clear_failures(key)
-            actions.append(GroupRecovery(key, "fit", "failures cleaned up by the admin"))
+        actions = self._cleanup_health(key)
         if group.state is GroupState.BLOCKED:
             return actions + super().cleanup(key, now, wall)
         return actions + self._after_clear([key], now, wall)
