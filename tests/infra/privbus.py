@@ -45,6 +45,7 @@ from pathlib import Path
 from tests.infra import commands
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]  # the checkout hbctl runs from
 
 SYSTEM_CONF = Path("/usr/share/dbus-1/system.conf")
 POLKITD = Path("/usr/lib/polkit-1/polkitd")
@@ -490,6 +491,7 @@ class PrivateBus:
         if POLKIT_ETC_RULES.is_dir():
             binds.append((self.rules_dir, POLKIT_ETC_RULES))
         script = "set -e\n" + "".join(f"mount --bind '{a}' '{b}'\n" for a, b in binds)
+        script += self._repo_view_script()
         script += "echo ready\nexec sleep infinity\n"
         self._holder = commands.popen(
             ["setpriv", "--pdeathsig", "SIGKILL", "--", "unshare", "--mount",
@@ -502,6 +504,26 @@ class PrivateBus:
             err = self._holder.stderr.read() if self._holder.stderr else b""
             raise PrivBusError(f"namespace holder failed: {err.decode(errors='replace')}")
         log.debug("bus namespace holder pid %d", self._holder.pid)
+
+    def _repo_view_script(self) -> str:
+        """Let unprivileged users reach this checkout (hbctl runs from it as them).
+
+        A clone in root's home (/root is 0700 on Debian) is out of their reach.
+        Inside the holder's namespace only, the first directory they cannot
+        cross is covered by a 0755 tmpfs holding just the path down to the
+        checkout, which is bound back in place; the host sees no change.
+        """
+        blocking = next((p for p in reversed(REPO.parents)
+                         if p != Path("/") and not p.stat().st_mode & 0o001), None)
+        if blocking is None:
+            return ""
+        keep = self.workdir / "repo"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        below = REPO.relative_to(blocking)
+        return (f"mount --bind '{REPO}' '{keep}'\n"
+                f"mount -t tmpfs -o mode=0755 hbd-repo-view '{blocking}'\n"
+                f"mkdir -p -m 0755 '{blocking / below}'\n"
+                f"mount --bind '{keep}' '{REPO}'\n")
 
     def _dbus_argv(self) -> list[str]:
         return ["dbus-daemon", f"--config-file={self.workdir / 'system.conf'}", "--nofork",
