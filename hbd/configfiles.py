@@ -120,6 +120,8 @@ def _link_text(link: object) -> str:
 
 def _fencing_text(config: ClusterConfig) -> str:
     """Which devices this node fences with; never their parameters (passwords)."""
+    if config.hacf.cluster_stack is ClusterStack.COROSYNC:
+        return "fencing: none (the corosync stack does not fence)"
     device = config.hacf.stonith_for(config.node_name)
     fencing = config.hbd.fencing
     devices = []

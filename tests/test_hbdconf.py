@@ -313,3 +313,17 @@ def test_track_interface_on_the_corosync_stack_is_accepted() -> None:
     assert config is not None and problems == []
     assert [(t.group, t.interfaces) for t in config.hbd.tracks] == [("*", ("eth1",))]
     assert "every group also needs eth1" in describe(config)
+
+
+def test_fencing_settings_on_the_corosync_stack_are_warned_not_silently_ignored() -> None:
+    corosync = "cluster_stack corosync\nnode n1 n2 n3\n"
+    conf = "fence_race_delay 1\nfence_agent fence_dummy type=file\n"
+    config, problems = check(_texts(conf, corosync), node_name="n1")
+    assert config is not None
+    assert [str(p) for p in problems] == [
+        "hbd.conf:1: warning: fence_race_delay: not used on the corosync stack (hbd fences "
+        "only on its own heartbeat stack)",
+        "hbd.conf:2: warning: fence_agent: not used on the corosync stack (hbd fences only "
+        "on its own heartbeat stack)"]
+    from hbd.configfiles import describe
+    assert "fencing: none (the corosync stack does not fence)" in describe(config)

@@ -94,6 +94,15 @@ def check(
     hacf = _apply_hbdconf(texts, hacf, hbd, problems)
 
     _check_health_names(texts.hbdconf_name, hbd, groups, problems)
+    if hacf.cluster_stack is ClusterStack.COROSYNC:
+        # nothing is ignored silently: ha.cf's stonith lines get the same warning
+        fence_lines = [(line, name) for name, line in hbd.lines.items()
+                       if name.startswith("fence_")]
+        fence_lines += [(agent.line, "fence_agent") for agent in hbd.fencing.agents]
+        for line, directive in sorted(fence_lines):
+            problems.append(Problem(
+                texts.hbdconf_name, line, f"{directive}: not used on the corosync stack "
+                "(hbd fences only on its own heartbeat stack)", Severity.WARNING))
     keys = {g.key for g in groups}
     for key, _ in hacf.group_orders:
         if key not in keys:
