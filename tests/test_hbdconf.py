@@ -325,5 +325,4 @@ def test_fencing_settings_on_the_corosync_stack_are_warned_not_silently_ignored(
         "only on its own heartbeat stack)",
         "hbd.conf:2: warning: fence_agent: not used on the corosync stack (hbd fences only "
         "on its own heartbeat stack)"]
-    from hbd.configfiles import describe
     assert "fencing: none (the corosync stack does not fence)" in describe(config)
