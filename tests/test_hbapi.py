@@ -151,8 +151,13 @@ def test_apiauth_from_real_credentials() -> None:
         "s.sendall(encode([('t','hbapi-req'),('reqtype','signon'),('pid',str(os.getpid())),"
         "('from_id',str(os.getpid())),('uid',str(os.geteuid())),('gid',str(os.getegid()))]))\n"
         "print(dict(decode(FrameReader().feed(s.recv(4096))[0]))['result'])\n")
+    # `nobody` may not reach the checkout (a clone in /root is 0700 on Debian) nor the
+    # venv's python there: the client imports a copy of hbd, run by the system python
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root}
+    shutil.copytree(os.path.join(root, "hbd"), os.path.join(directory, "hbd"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": directory}
+    python = os.path.realpath(sys.executable)
 
     async def main() -> tuple[str, str]:
         server = ApiServer(path, lambda: VIEW, {"anon": (frozenset({0}), frozenset({105}))})
@@ -162,7 +167,7 @@ def test_apiauth_from_real_credentials() -> None:
             for prefix in ([], ["setpriv", "--reuid=nobody", "--regid=nogroup",
                                 "--clear-groups"]):
                 proc = await commands.spawn(
-                    [*prefix, sys.executable, "-c", client, path], env=env,
+                    [*prefix, python, "-c", client, path], env=env,
                     stdout=subprocess.PIPE)
                 out, _ = await proc.communicate()
                 results.append(out.decode().strip())

@@ -68,6 +68,9 @@ TEST_COMMANDS: Final = {
     "tcpdump": "tcpdump",
     # real peers and their tools
     "keepalived": "keepalived",
+    # run by resource-agents' IPaddr when the Heartbeat peer brings up a bare-IP group
+    # (not a Python child: the audit hook cannot see it; a fresh machine lacked it)
+    "ifconfig": "net-tools",
     "cl_status": "heartbeat",  # Heartbeat's client-API tool, against hbd too (issue 19)
     # run by hb_standby/hb_takeover's shellfuncs (ha_log, ha_clustermsg) inside their sh
     "ha_logger": "cluster-glue",
