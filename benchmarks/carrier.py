@@ -21,14 +21,13 @@ longest gap between replies.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from typing import Any
 
 from benchmarks.common import median, save, table
-from benchmarks.failover import CLIENT, PROBE_INTERVAL, outage
+from benchmarks.failover import outage, probe_around
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
@@ -102,18 +101,10 @@ def one_run(lab: Lab, subject: HbdCluster | KeepalivedCluster,
     try:
         wait_answer(lab, VIP, "n1", timeout=20)
         time.sleep(rng.uniform(0.0, 1.0))
-        client = lab.popen("client", [sys.executable, "-c", CLIENT, VIP, str(PORT),
-                                      str(WINDOW), str(PROBE_INTERVAL)], stdout=-1, stderr=-3)
-        assert client.stdout is not None
-        client.stdout.readline()  # "ready"
-        time.sleep(1.0)
-        event_at = time.monotonic()
-        cable(lab, "n1", up=False)
-        out, _ = client.communicate(timeout=WINDOW + 30)
+        replies, event_at = probe_around(lab, VIP, WINDOW, lambda: cable(lab, "n1", up=False))
     finally:
         subject.stop()
         cable(lab, "n1", up=True)
-    replies: list[tuple[float, str]] = [(t, n) for t, n in json.loads(out)]
     return outage(replies, event_at, event_at + WINDOW - 1.0)
 
 

@@ -189,25 +189,33 @@ def one_run(lab: Lab, subject: Subject, case: Case) -> dict[str, Any]:
     subject.start()
     try:
         wait_answer(lab, target, "n1", timeout=20)
-        seconds = case.window
-        client = lab.popen("client", [sys.executable, "-c", CLIENT, target, str(PORT),
-                                      str(seconds), str(PROBE_INTERVAL)],
-                           stdout=-1, stderr=-3)
-        assert client.stdout is not None
-        client.stdout.readline()  # "ready"
-        time.sleep(1.0)
-        event_at = time.monotonic()
-        if case.event == "hard":
-            lab.cut("n1")
-        else:
-            subject.stop_gracefully()
-        out, _ = client.communicate(timeout=seconds + 30)
+        def event() -> None:
+            if case.event == "hard":
+                lab.cut("n1")
+            else:
+                subject.stop_gracefully()
+
+        replies, event_at = probe_around(lab, target, case.window, event)
     finally:
         subject.kill()
         lab.restore("n1")
-    replies: list[tuple[float, str]] = [(t, n) for t, n in json.loads(out)]
     return {**outage(replies, event_at, event_at + case.window - 1.0),
             "timeline": [(round((t - event_at) * 1000, 1), n) for t, n in replies]}
+
+
+def probe_around(lab: Lab, target: str, window: float,
+                 event: Callable[[], None]) -> tuple[list[tuple[float, str]], float]:
+    """Probe `target` from the client for `window` s, set off `event` 1 s in; return every
+    (time, answering node) and the event's time."""
+    client = lab.popen("client", [sys.executable, "-c", CLIENT, target, str(PORT),
+                                  str(window), str(PROBE_INTERVAL)], stdout=-1, stderr=-3)
+    assert client.stdout is not None
+    client.stdout.readline()  # "ready"
+    time.sleep(1.0)
+    event_at = time.monotonic()
+    event()
+    out, _ = client.communicate(timeout=window + 30)
+    return [(t, n) for t, n in json.loads(out)], event_at
 
 
 def outage(replies: list[tuple[float, str]], event_at: float, end: float) -> dict[str, Any]:

@@ -25,19 +25,18 @@ that held the group.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
 from benchmarks.common import median, save, table
-from benchmarks.failover import CLIENT, PROBE_INTERVAL, Case, Hbd, Heartbeat, outage, vips
+from benchmarks.failover import Case, Hbd, Heartbeat, outage, probe_around, vips
 from tests.fencedev import FenceDevice
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra import commands
 from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
 from tests.infra.netns import Lab, wait_for
-from tests.vipclient import PORT, start_responders, wait_answer
+from tests.vipclient import start_responders, wait_answer
 
 CASE = Case("fenced-hard-100ms", "hard", "100ms", "300ms", "0.1", window=5.0)
 
@@ -97,20 +96,14 @@ def one_run(lab: Lab, subject: HbdFenced | HeartbeatFenced, device: FenceDevice
     subject.start()
     try:
         wait_answer(lab, target, "n1", timeout=20)
-        client = lab.popen("client", [sys.executable, "-c", CLIENT, target, str(PORT),
-                                      str(CASE.window), str(PROBE_INTERVAL)],
-                           stdout=-1, stderr=-3)
-        assert client.stdout is not None
-        client.stdout.readline()
-        time.sleep(1.0)
-        event_at = time.monotonic()
-        lab.cut("n1")
-        subject.crash()
-        out, _ = client.communicate(timeout=CASE.window + 30)
+        def event() -> None:
+            lab.cut("n1")
+            subject.crash()
+
+        replies, event_at = probe_around(lab, target, CASE.window, event)
     finally:
         subject.kill()
         lab.restore("n1")
-    replies = [(t, n) for t, n in json.loads(out)]
     result = outage(replies, event_at, event_at + CASE.window - 1.0)
     result["fenced"] = device.resets()
     return result

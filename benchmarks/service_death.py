@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import signal
@@ -35,7 +34,7 @@ import time
 from typing import Any
 
 from benchmarks.common import median, save, table
-from benchmarks.failover import CLIENT, PROBE_INTERVAL, outage
+from benchmarks.failover import outage, probe_around
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
@@ -177,17 +176,9 @@ def one_run(lab: Lab, subject: HbdService | KeepalivedService,
     try:
         wait_answer(lab, VIP, "n1", timeout=20)
         time.sleep(rng.uniform(0.0, 1.0))  # anywhere in the checks' 1 s cycle
-        client = lab.popen("client", [sys.executable, "-c", CLIENT, VIP, str(PORT),
-                                      str(WINDOW), str(PROBE_INTERVAL)], stdout=-1, stderr=-3)
-        assert client.stdout is not None
-        client.stdout.readline()  # "ready"
-        time.sleep(1.0)
-        event_at = time.monotonic()
-        subject.kill_service()
-        out, _ = client.communicate(timeout=WINDOW + 30)
+        replies, event_at = probe_around(lab, VIP, WINDOW, lambda: subject.kill_service())
     finally:
         subject.stop()
-    replies: list[tuple[float, str]] = [(t, n) for t, n in json.loads(out)]
     return outage(replies, event_at, event_at + WINDOW - 1.0)
 
 
