@@ -57,6 +57,9 @@ class GroupRunner:
     def __init__(self, config: ClusterConfig, agents: AgentRunner, done: Done,
                  monitor_done: MonitorDone | None = None) -> None:
         self.groups: dict[str, ResourceGroup] = {g.key: g for g in config.groups}
+        # groups a reload removed, by key: kept until a stop of theirs succeeds, since
+        # the engine's StopGroup for them comes after update() (see update)
+        self.retiring: dict[str, ResourceGroup] = {}
         self.agents = agents
         self.done = done
         self.monitor_done = monitor_done
@@ -71,8 +74,17 @@ class GroupRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def update(self, config: ClusterConfig) -> None:
-        """A reload: new definitions apply to the next start of each group."""
-        self.groups = {g.key: g for g in config.groups}
+        """A reload: new definitions apply to the next start of each group.
+
+        A group the new configuration drops may still be running here, and the
+        engine's StopGroup for it is carried out after this call.  Its old
+        definition is kept in `retiring` until a stop succeeds (a failed stop
+        keeps it, for the retry), so that stop still knows what to stop.
+        """
+        groups = {g.key: g for g in config.groups}
+        retiring = {**self.retiring, **self.groups}
+        self.retiring = {k: g for k, g in retiring.items() if k not in groups}
+        self.groups = groups
         self.arp_count = config.hacf.arp_count
         self.arp_interval = config.hacf.arp_interval_ms / 1000.0
 
@@ -352,11 +364,13 @@ class GroupRunner:
     # --- stop --------------------------------------------------------------------
 
     async def _stop(self, key: str) -> None:
-        group = self.groups.get(key)
+        group = self.groups.get(key) or self.retiring.get(key)
         if group is None:
             self.done(key, "stop", False, "no such group in haresources")
             return
         error = await self._stop_resources(key, list(group.resources))
+        if error is None and self.retiring.get(key) is group:
+            del self.retiring[key]  # stopped: the removed definition is no longer needed
         self.done(key, "stop", error is None, error or "")
 
     async def _stop_resources(self, key: str, resources: list[Resource]) -> str | None:
