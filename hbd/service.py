@@ -160,27 +160,34 @@ class ServiceBase:
             self._loop.call_soon(self._publish)
             self.hooks.feed(actions, time.time())  # only queues: the hooks run elsewhere
         for action in actions:
-            if isinstance(action, GroupStateChanged) and self._loop is not None:
-                self.garp.group_state(action.group, action.new, self._loop.time())
-            if isinstance(action, StartGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.start(action.group)
-            elif isinstance(action, StopGroup):
-                assert self.runner is not None
-                eventlog.log_event(action)
-                self.runner.stop(action.group)
-            elif isinstance(action, AnnounceGroup):
-                assert self.runner is not None
-                self.runner.announce(action.group)
-            elif isinstance(action, RunMonitor):
-                assert self.runner is not None
-                self.runner.monitor(action.group, action.resources, action.timeout,
-                                    action.token)
-            elif self._carry_out(action):
-                pass
-            elif not eventlog.log_event(action):
-                log.debug("unhandled action %r", action)
+            try:
+                self._carry_out_one(action)
+            except Exception:  # one adapter's failure must not drop the rest of the batch
+                log.exception("could not carry out %s", type(action).__name__)
+
+    def _carry_out_one(self, action: Action) -> None:
+        """One action; its failure is the caller's to contain."""
+        if isinstance(action, GroupStateChanged) and self._loop is not None:
+            self.garp.group_state(action.group, action.new, self._loop.time())
+        if isinstance(action, StartGroup):
+            assert self.runner is not None
+            eventlog.log_event(action)
+            self.runner.start(action.group)
+        elif isinstance(action, StopGroup):
+            assert self.runner is not None
+            eventlog.log_event(action)
+            self.runner.stop(action.group)
+        elif isinstance(action, AnnounceGroup):
+            assert self.runner is not None
+            self.runner.announce(action.group)
+        elif isinstance(action, RunMonitor):
+            assert self.runner is not None
+            self.runner.monitor(action.group, action.resources, action.timeout,
+                                action.token)
+        elif self._carry_out(action):
+            pass
+        elif not eventlog.log_event(action):
+            log.debug("unhandled action %r", action)
 
     def _arm(self) -> None:
         """Point the one timer at the earliest thing anybody is waiting for.
@@ -206,14 +213,18 @@ class ServiceBase:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         now, wall = self._now()
-        for key in self.garp.due(now):
-            if self.runner is not None:
-                self.runner.refresh(key)
-        self._dispatch(self._timer_work(now, wall))
-        if self.tracking is not None:
-            self._dispatch(self.tracking.tracker.handle_timer(now, wall))
-        self._feed_watchdog(now)
-        self._arm()
+        try:
+            for key in self.garp.due(now):
+                if self.runner is not None:
+                    self.runner.refresh(key)
+            self._dispatch(self._timer_work(now, wall))
+            if self.tracking is not None:
+                self._dispatch(self.tracking.tracker.handle_timer(now, wall))
+        except Exception:  # a bug must not stop the one timer: heartbeats, watchdog
+            log.exception("the timer's work failed")
+        finally:
+            self._feed_watchdog(now)
+            self._arm()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -399,6 +410,9 @@ class ServiceBase:
         """
         await self._started.wait()
         async with self._reload_lock:
+            if self._stopping:  # the adapters are being closed: nothing to apply to
+                log.info("reload ignored: hbd is stopping")
+                return
             self.notifier.reloading()
             try:
                 try:
@@ -411,6 +425,9 @@ class ServiceBase:
                     for problem in err.problems:
                         log.error("  %s", problem)
                     raise
+                if self._stopping:  # SIGTERM came while the files were read
+                    log.info("reload ignored: hbd is stopping")
+                    return
                 self._configure_logging(new)
                 await self._apply(new)
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
@@ -423,7 +440,10 @@ class ServiceBase:
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
             finally:
-                self.notifier.ready()
+                if self._stopping:
+                    self.notifier.stopping()
+                else:
+                    self.notifier.ready()
                 self._publish()
 
     def request_reload(self) -> None:

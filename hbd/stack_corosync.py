@@ -242,33 +242,37 @@ class CorosyncDaemon(ServiceBase):
             self._publish()
 
     def _send(self, payload: bytes) -> None:
-        if self.cpg is None:
+        if self.cpg is None or self._overflowed:
             return  # nobody would read it in order; after joining, the whole state goes out
         if len(self._outbox) >= OUTBOX_LIMIT:
-            # Not _lost() here: we are inside _dispatch, and a nested dispatch of the
-            # disconnect would run before the rest of this batch of actions.
-            if not self._overflowed:
-                self._overflowed = True
-                assert self._loop is not None
-                self._loop.call_soon(self._overflow)
+            self._lose_later(CorosyncError("cpg_mcast_joined", CS_ERR_TRY_AGAIN,
+                                           f"{OUTBOX_LIMIT} messages waiting, corosync "
+                                           "takes none"))
             return
         self._outbox.append(payload)
         if self._send_later is None:
             self._flush()
 
-    def _overflow(self) -> None:
+    def _lose_later(self, err: CorosyncError) -> None:
+        """Not _lost() at once: a send runs inside _dispatch, and a nested dispatch of the
+        disconnect would run before the rest of this batch of actions."""
+        if not self._overflowed:
+            self._overflowed = True
+            assert self._loop is not None
+            self._loop.call_soon(self._lose, err)
+
+    def _lose(self, err: CorosyncError) -> None:
         self._overflowed = False
         if self.cpg is not None:
-            self._lost(CorosyncError("cpg_mcast_joined", CS_ERR_TRY_AGAIN,
-                                     f"{OUTBOX_LIMIT} messages waiting, corosync takes none"))
+            self._lost(err)
 
     def _flush(self) -> None:
         self._send_later = None
-        while self._outbox and self.cpg is not None:
+        while self._outbox and self.cpg is not None and not self._overflowed:
             try:
                 sent = self.cpg.send(self._outbox[0])
             except CorosyncError as err:
-                self._lost(err)
+                self._lose_later(err)
                 return
             if not sent:  # flow control: the queue keeps the agreed order of our messages
                 assert self._loop is not None

@@ -35,7 +35,7 @@ from hbd.core.config import AuthMethod, ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.pingnodes import PingNodes
-from hbd.errors import HbdError
+from hbd.errors import HbdError, NetError
 from hbd.fencer import Fencer
 from hbd.links import LinkSet
 from hbd.service import Options, ServiceBase
@@ -60,6 +60,7 @@ class HeartbeatDaemon(ServiceBase):
         self.failover: Failover | None = None
         self.pingnodes: PingNodes | None = None
         self.pinger: Any = None  # hbd.net.icmp.Pinger when ping nodes are configured
+        self._unpingable: set[str] = set()  # ping nodes whose echo could not be sent
         self.links: LinkSet | None = None
         self.clientstatus: ClientStatusResponder | None = None
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
@@ -86,7 +87,13 @@ class HeartbeatDaemon(ServiceBase):
             self.links.send(action)
         elif isinstance(action, SendPing):
             if self.pinger is not None:
-                self.pinger.send(action.address)
+                try:
+                    self.pinger.send(action.address)
+                except NetError as err:  # e.g. no ICMPv6 socket on a host without IPv6
+                    if action.address not in self._unpingable:
+                        self._unpingable.add(action.address)
+                        log.error("cannot ping %s (%s): it counts as unreachable",
+                                  action.address, err)
         elif isinstance(action, FenceNode):
             self.fencer.fence(action.node, action.attempt)
         elif isinstance(action, CancelFence):

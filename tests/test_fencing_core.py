@@ -221,3 +221,23 @@ def test_fence_state_machine_refuses_illegal_moves_and_stays_put() -> None:
     with pytest.raises(TransitionError):
         fsm.move(FenceState.DELAYED)
     assert fsm.state is FenceState.FENCING
+
+
+def test_a_reload_removing_every_device_waits_for_confirmation_not_a_crash() -> None:
+    net = cluster(hbdconf="fence_race_delay 0\nfence_retry_interval 1\n")
+    net.fence_fail.add("n1")
+    net.nodes["n1"].alive = False
+    cut_at = net.now
+    net.run_for(0.5)
+    fencing = net.nodes["n2"].failover.fencing
+    assert fencing.state_of("n1") is FenceState.FAILED
+    # the admin removes the stonith_host line and reloads while the retry is pending
+    fencing.reconfigure(make_config("n2", haresources=f"n1 {G1}\n",
+                                    extra="auto_failback off\n"))
+    net.run_for(2.0)
+    assert fencing.state_of("n1") is FenceState.CONFIRM  # no IndexError, no silent stall
+    assert not net.nodes["n2"].failover.engine.internal_errors
+    assert not started(net, "n2", G1, cut_at)
+    net.command("n2", "fencing_confirm", "n1")
+    net.run_for(0.5)
+    assert started(net, "n2", G1, cut_at)

@@ -174,6 +174,41 @@ def test_the_timer_runs_the_stacks_work_dispatches_and_rearms() -> None:
     on_loop(test)
 
 
+def test_an_adapter_failure_loses_neither_the_batch_nor_the_timer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Failing(Stack):
+        def _carry_out(self, action: Action) -> bool:
+            if isinstance(action, CpgSend) and action.payload == b"bad":
+                raise OSError("the adapter failed")
+            return super()._carry_out(action)
+
+        def _timer_work(self, now: float, wall: float) -> list[Action]:
+            self.timer_work.append(now)
+            raise RuntimeError("a bug in the timer's work")
+
+    async def test(stack: Stack) -> None:
+        stack._dispatch([CpgSend(b"bad", "test"), CpgSend(b"good", "test"),
+                         StartGroup("g", "test")])
+        assert stack.carried == [CpgSend(b"good", "test")]  # the rest of the batch went
+        assert stack.runner.calls == [("start", "g")]  # type: ignore[union-attr]
+        now = asyncio.get_running_loop().time()
+        stack.due = [now + FAR]
+        stack._on_timer()
+        assert stack._timer_at == now + FAR  # re-armed: heartbeats and watchdog go on
+        stack._cancel_timer()
+
+    with caplog.at_level(logging.ERROR):
+        run = Failing()
+
+        async def main() -> None:
+            run._loop = asyncio.get_running_loop()
+            await test(run)
+
+        asyncio.run(main())
+    assert "could not carry out CpgSend" in caplog.text
+    assert "the timer's work failed" in caplog.text
+
+
 # --- snapshots -------------------------------------------------------------------------------
 
 def test_heartbeat_snapshot_nodes_links_and_who_runs_each_group() -> None:

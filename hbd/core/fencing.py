@@ -164,6 +164,12 @@ class Fencing:
     def _attempt(self, node: str, target: _Target) -> list[Action]:
         target.attempt += 1
         target.due = None
+        if not self.configured:  # a reload removed every device while this one waited
+            return [self._move(node, target, FenceState.CONFIRM,
+                               "no fence device any more: run 'hbctl fence confirm "
+                               f"{node}' once it is down"),
+                    Notice("error", f"Cannot reset node {node}: no STONITH device is "
+                           "configured any more; waiting for manual confirmation")]
         if self.manual:
             return [self._move(node, target, FenceState.CONFIRM,
                                "waiting for an operator: run 'meatclient -c "
