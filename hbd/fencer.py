@@ -54,9 +54,20 @@ def _last_line(data: bytes, secrets: list[str]) -> str:
     return _mask(lines[-1].strip()[:200], secrets) if lines else ""
 
 
+def _file_words(path: str) -> list[str]:
+    """The words of a device's parameters file (blocking: run in a thread)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(65536).split()
+    except OSError:
+        return []
+
+
 def _write_private(path: str, text: str) -> None:
     """A parameters file only root reads; it must not exist already (no symlink games)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):  # left by an earlier hbd with our pid
+        os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text + "\n")
@@ -140,17 +151,19 @@ class Fencer:
         secrets = device.params.split()
         path = device.config_file
         own_file = None
-        if path is None:
-            self._serial += 1
-            own_file = path = os.path.join(self.runtime_dir, "fence",
-                                           f"stonith-{os.getpid()}-{self._serial}")
-            try:
-                await asyncio.to_thread(_write_private, path, device.params)
-            except OSError as err:
-                return _Outcome(False, f"cannot write its parameters file: {err.strerror}")
         # meatware waits for an operator (meatclient -c): no timeout on its reset
         timeout = None if reset and device.type == "meatware" else self.settings.timeout_ms / 1000
         try:
+            if path is None:
+                self._serial += 1
+                own_file = path = os.path.join(self.runtime_dir, "fence",
+                                               f"stonith-{os.getpid()}-{self._serial}")
+                try:
+                    await asyncio.to_thread(_write_private, path, device.params)
+                except OSError as err:
+                    return _Outcome(False, f"cannot write its parameters file: {err.strerror}")
+            else:  # `stonith TYPE FILE`: the file's words are the secrets to mask
+                secrets = await asyncio.to_thread(_file_words, path)
             return await self._run([STONITH, "-s", "-t", device.type, "-F", path, *op], None,
                                    timeout, secrets)
         finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hbd.core.config import ClusterConfig
 from hbd.core.hbdconf import parse_hbdconf
-from hbd.fencer import Fencer, _last_line
+from hbd.fencer import Fencer, _file_words, _last_line
 from tests.infra.netns import proc_pids
 from tests.simnet import make_config
 
@@ -127,3 +127,13 @@ def test_cancel_kills_a_waiting_meatware_run(tmp_path: Path) -> None:
 def test_output_is_masked() -> None:
     said = f"WARNING: Ignoring unknown option 'password={SECRET}'\n".encode()
     assert _last_line(said, [SECRET]) == "WARNING: Ignoring unknown option 'password=***'"
+
+
+def test_a_stonith_parameters_file_is_masked_like_a_stonith_host_line(tmp_path: Path) -> None:
+    # `stonith TYPE FILE`: the device may echo the file's words (a password) in its output
+    params = tmp_path / "params"
+    params.write_text(f"hostlist=n2 {SECRET}\n")
+    words = _file_words(str(params))
+    assert SECRET in words
+    assert SECRET not in _last_line(f"login failed for {SECRET}\n".encode(), words)
+    assert _file_words(str(tmp_path / "missing")) == []
