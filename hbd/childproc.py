@@ -11,7 +11,8 @@ left running with our stdout), kept up to a limit, and closed soon after the
 child exits, so a daemon that kept them open gets EPIPE, not a hung hbd.  Past
 the timeout, or when the caller is cancelled, the whole process group is
 killed with SIGKILL and reaped (a process that left the group with setsid()
-escapes that).  When the child exits by itself nothing is killed: what an
+escapes that), and our ends of its pipes are closed, however early the
+cancellation comes.  When the child exits by itself nothing is killed: what an
 agent's `start` launched must live on.  Children run at normal scheduling
 and nice 0 whatever hbd's own priority.
 """
@@ -26,7 +27,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 DRAIN_SECONDS = 0.5  # how long output is still read after the child exits
 STDIN_LIMIT = 65536  # input bytes a child may be given: a pipe's room, filled before it starts
@@ -125,29 +126,39 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float 
     started = loop.time()
     # preexec_fn only when needed: it rules out vfork, and its two calls take no lock
     preexec = _normal_scheduling if _scheduling_differs() else None
+    # Everything opened here is closed here, however run_child ends (an error, a
+    # cancellation at any await): `inherited`, the fds only the child keeps, right
+    # after it starts; `readers`, our read ends, at the end (a file object closes
+    # once however many times it is closed, so also the ones handed to a transport).
+    inherited: list[int] = []
+    readers: list[BinaryIO] = []
+    transports: list[asyncio.BaseTransport] = []
+    proc: asyncio.subprocess.Process | None = None
     try:
-        source: int = asyncio.subprocess.DEVNULL if stdin is None else _input_pipe(stdin)
-    except (OSError, ValueError) as err:
-        return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
-    pipes = [os.pipe()] if merge_stderr else [os.pipe(), os.pipe()]
-    writers = [w for _, w in pipes]
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=source, stdout=writers[0], stderr=writers[-1],
-            env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
-    except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
-        for r, _ in pipes:
-            os.close(r)
-        return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
-    finally:
-        for w in [*writers, *([source] if stdin is not None else [])]:
-            with contextlib.suppress(OSError):
-                os.close(w)
-    captures = [_Capture(limit, keep) for _ in pipes]
-    transports = [await _read(loop, r, capture) for (r, _), capture in zip(pipes, captures,
-                                                                           strict=True)]
-    timed_out = False
-    try:
+        try:
+            source: int = asyncio.subprocess.DEVNULL
+            if stdin is not None:
+                source = _input_pipe(stdin)
+                inherited.append(source)
+            writers = []
+            for _ in range(1 if merge_stderr else 2):
+                r, w = os.pipe()
+                inherited.append(w)
+                writers.append(w)
+                readers.append(os.fdopen(r, "rb", 0))
+            # Cancelled while it starts, asyncio kills the child itself (SIGKILL to
+            # it alone: its pid is not ours yet) and reaps it.
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=source, stdout=writers[0], stderr=writers[-1],
+                env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
+        except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
+            return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
+        finally:
+            _close_fds(inherited)
+        captures = [_Capture(limit, keep) for _ in readers]
+        for reader, capture in zip(readers, captures, strict=True):
+            transports.append(await _read(loop, reader, capture))
+        timed_out = False
         try:
             rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
@@ -156,14 +167,18 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float 
             await proc.wait()
             rc = None
         await asyncio.wait([c.eof for c in captures], timeout=DRAIN_SECONDS)
-    except asyncio.CancelledError:
-        kill_group(proc.pid)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 5.0)
+    except BaseException:  # cancelled, mostly: no child of ours is left running
+        if proc is not None:
+            kill_group(proc.pid)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5.0)
         raise
     finally:
+        _close_fds(inherited)
         for transport in transports:
-            transport.close()
+            transport.close()  # stops watching the pipe at once; closed just below
+        for reader in readers:
+            reader.close()
     out, errs = captures[0], captures[-1]
     if merge_stderr:
         return ChildRun(rc, timed_out, bytes(out.data), b"", loop.time() - started, out.dropped)
@@ -171,7 +186,14 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float 
                     out.dropped, errs.dropped)
 
 
-async def _read(loop: asyncio.AbstractEventLoop, fd: int,
+def _close_fds(fds: list[int]) -> None:
+    """Closes each fd once, emptying the list."""
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+async def _read(loop: asyncio.AbstractEventLoop, reader: BinaryIO,
                 capture: _Capture) -> asyncio.BaseTransport:
-    transport, _ = await loop.connect_read_pipe(lambda: capture, os.fdopen(fd, "rb", 0))
+    transport, _ = await loop.connect_read_pipe(lambda: capture, reader)
     return transport
