@@ -2,11 +2,20 @@
 
 Debian's unmodified `cl_status` signs on here and asks its questions; the
 conversation itself is hbd.core.hbapi's.  This adapter accepts connections
-(a bounded number), reads the peer's credentials (SO_PEERCRED) for the
-signon checks and `apiauth`, feeds each framed message to the client's
-session with a fresh view of the cluster, and writes the answers.  A client
-that breaks the framing is disconnected with a log line; nothing a client
-sends can block the loop or grow memory without bound.
+(a bounded number, and fewer per user), reads the peer's credentials
+(SO_PEERCRED) for the signon checks and `apiauth`, feeds each framed message
+to the client's session with a fresh view of the cluster, and writes the
+answers.  A client that breaks the framing is disconnected with a log line;
+nothing a client sends can block the loop or grow memory without bound.
+
+The socket is open to every local user (apiauth decides at signon), so no
+client may hold a connection for free: signon must be complete within
+SIGNON_TIMEOUT of connecting, every later message within IDLE_TIMEOUT of the
+previous one (an absolute deadline: trickling a frame's bytes does not extend
+it), and an answer the client does not read within DRAIN_TIMEOUT drops it.
+One uid holds at most MAX_CLIENTS_PER_UID of the MAX_CLIENTS connections, and
+the warnings a client can cause at will are logged at most once per
+LOG_INTERVAL each (with a count of those left out).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import socket
 import stat
 import struct
 import syslog
+import time
 from collections.abc import Callable
 
 from hbd import __version__
@@ -42,7 +52,11 @@ from hbd.core.hbapi import (
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 32
-IDLE_TIMEOUT = 30.0  # seconds a client may stay connected without a complete message
+MAX_CLIENTS_PER_UID = 8  # one user (a loop of connects) cannot take every connection
+SIGNON_TIMEOUT = 5.0  # seconds from connecting to a complete signon message
+IDLE_TIMEOUT = 30.0  # seconds from one complete message (or the signon) to the next
+DRAIN_TIMEOUT = 10.0  # seconds an answer may wait for the client to read it
+LOG_INTERVAL = 60.0  # seconds between two log lines of one kind a client can cause
 AuthTable = dict[str, tuple[frozenset[int], frozenset[int]]]
 
 
@@ -119,6 +133,23 @@ class ApiServer:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[ApiSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_uid: dict[int, int] = {}
+        self._logged: dict[str, float] = {}  # kind -> when its last line was logged
+        self._unlogged: dict[str, int] = {}  # kind -> lines left out since then
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """A warning a client can cause at will: at most one line per LOG_INTERVAL and kind."""
+        now = time.monotonic()
+        last = self._logged.get(kind)
+        if last is not None and now - last < LOG_INTERVAL:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return
+        self._logged[kind] = now
+        left_out = self._unlogged.pop(kind, 0)
+        if left_out:
+            message += " (and %d more like it not logged)"
+            args = (*args, left_out)
+        log.warning(message, *args)
 
     async def start(self) -> None:
         """Create the socket (replacing a stale one).  Raises OSError."""
@@ -175,20 +206,32 @@ class ApiServer:
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SIGNON_TIMEOUT
         sock = writer.get_extra_info("socket")
-        if len(self._tasks) > MAX_CLIENTS:
-            log.warning("API: more than %d clients connected: refusing one", MAX_CLIENTS)
-            return
         pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET,
                                                             socket.SO_PEERCRED, 12))
+        if len(self._tasks) > MAX_CLIENTS:
+            self._warn("full", "API: more than %d clients connected: refusing one (pid %d, "
+                       "uid %d)", MAX_CLIENTS, pid, uid)
+            return
+        if self._per_uid.get(uid, 0) >= MAX_CLIENTS_PER_UID:
+            self._warn("uid", "API: uid %d has %d clients connected: refusing another "
+                       "(pid %d)", uid, MAX_CLIENTS_PER_UID, pid)
+            return
+        self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         session = ApiSession(Peer(pid, uid, gid), self._authorize, self.named_clients)
         self._sessions.add(session)
         frames = FrameReader()
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(reader.read(4096), IDLE_TIMEOUT)
+                    async with asyncio.timeout_at(deadline):
+                        data = await reader.read(4096)
                 except TimeoutError:
+                    if session.state is SessionState.NEW:
+                        self._warn("signon", "API: client pid %d (uid %d) did not sign on "
+                                   "within %gs: disconnected", pid, uid, SIGNON_TIMEOUT)
                     return
                 if not data:
                     return
@@ -200,16 +243,29 @@ class ApiServer:
                         if session.state is not before and not session.casual:
                             self._on_clients(self.named_clients())
                         if answer.log:
-                            log.warning("API: %s", answer.log)
+                            self._warn("session", "API: %s", answer.log)
                         for fields in answer.frames:
                             writer.write(encode(fields))
-                        await writer.drain()
+                        try:
+                            async with asyncio.timeout(DRAIN_TIMEOUT):
+                                await writer.drain()
+                        except TimeoutError:
+                            self._warn("drain", "API: client pid %d (uid %d) did not read "
+                                       "its answer within %gs: disconnected", pid, uid,
+                                       DRAIN_TIMEOUT)
+                            writer.transport.abort()
+                            return
                         if answer.close:
                             return
+                        deadline = loop.time() + IDLE_TIMEOUT
                 except FrameError as err:
-                    log.warning("API: client pid %d sent bad data (%s): disconnected", pid, err)
+                    self._warn("frame", "API: client pid %d sent bad data (%s): disconnected",
+                               pid, err)
                     return
         finally:
             self._sessions.discard(session)
+            left = self._per_uid.pop(uid) - 1
+            if left:
+                self._per_uid[uid] = left
             if not session.casual:
                 self._on_clients(self.named_clients())

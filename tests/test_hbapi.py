@@ -8,7 +8,10 @@ The bytes are those captured from Debian's cl_status talking to Heartbeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import tempfile
 
 import pytest
 
+from hbd import apiserver
 from hbd.apiserver import ApiServer
 from hbd.core.hbapi import (
     ApiNode,
@@ -139,11 +143,9 @@ def test_no_question_before_signon_and_no_relaying() -> None:
     assert s.handle([("t", "resource"), ("rsc_hold", "all")], VIEW).close
 
 
-def test_apiauth_from_real_credentials() -> None:
-    """A real socket: root passes anon's uid=root; nobody (not in haclient) is refused."""
-    directory = tempfile.mkdtemp(prefix="hbapi-")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, "register")
+def nobody_client(directory: str) -> tuple[str, dict[str, str], str]:
+    """A client that signs on with its own ids and prints the result, the environment it
+    runs in and the python to run it with (`nobody` can run it: see below)."""
     client = (
         "import os, socket, sys\n"
         "from hbd.core.hbapi import FrameReader, decode, encode\n"
@@ -156,8 +158,15 @@ def test_apiauth_from_real_credentials() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shutil.copytree(os.path.join(root, "hbd"), os.path.join(directory, "hbd"),
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "PYTHONPATH": directory}
-    python = os.path.realpath(sys.executable)
+    return client, {**os.environ, "PYTHONPATH": directory}, os.path.realpath(sys.executable)
+
+
+def test_apiauth_from_real_credentials() -> None:
+    """A real socket: root passes anon's uid=root; nobody (not in haclient) is refused."""
+    directory = tempfile.mkdtemp(prefix="hbapi-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "register")
+    client, env, python = nobody_client(directory)
 
     async def main() -> tuple[str, str]:
         server = ApiServer(path, lambda: VIEW, {"anon": (frozenset({0}), frozenset({105}))})
@@ -198,3 +207,186 @@ def test_apiauth_lines_and_heartbeats_defaults() -> None:
     assert table["ping"] == ((), ("haclient",))
     assert dict(hacf.parameters)["hbversion"] == "3.0.6"
     assert dict(hacf.parameters)["deadtime"] == "30000ms"  # Heartbeat's default, as text
+
+
+# -- the socket's limits: a client (of any uid) cannot hold connections for free --------
+
+def own_signon() -> bytes:
+    """The signon this test process sends (its own pid and ids, as SO_PEERCRED reports)."""
+    return encode([("t", "hbapi-req"), ("reqtype", "signon"), ("pid", str(os.getpid())),
+                   ("from_id", str(os.getpid())), ("uid", str(os.geteuid())),
+                   ("gid", str(os.getegid()))])
+
+
+def api_path() -> str:
+    directory = tempfile.mkdtemp(prefix="hbapi-")
+    os.chmod(directory, 0o755)
+    return os.path.join(directory, "register")
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True if the server closes the connection within `seconds` (data before that is read)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_slow_loris_dropped_at_the_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trickling a 64 KiB frame one byte at a time no longer holds a connection: signon is due
+    SIGNON_TIMEOUT after connecting, each later message IDLE_TIMEOUT after the previous one,
+    however often bytes arrive.  A prompt client is served as before."""
+    monkeypatch.setattr(apiserver, "SIGNON_TIMEOUT", 0.3)
+    monkeypatch.setattr(apiserver, "IDLE_TIMEOUT", 0.6)
+    path = api_path()
+    header = b"\x00\x00\x01\x00\xcd\xab\x00\x00"  # a frame of 64 KiB, never completed
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(header)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await asyncio.sleep(0.05)
+                writer.write(b"x")
+                await writer.drain()
+
+    async def main() -> tuple[bool, bool, list[str]]:
+        server = ApiServer(path, lambda: VIEW, {"anon": (frozenset({os.geteuid()}),
+                                                         frozenset())})
+        await server.start()
+        try:
+            loop = asyncio.get_running_loop()
+            # never signs on
+            reader, writer = await asyncio.open_unix_connection(path)
+            started = loop.time()
+            task = asyncio.create_task(trickle(writer))
+            unsigned = await closed_within(reader, 3.0) and loop.time() - started < 2.0
+            task.cancel()
+            writer.close()
+            # signs on, asks a question, then trickles the next message
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(own_signon() + encode([
+                ("t", "hbapi-req"), ("reqtype", "nodelist"), ("dest", "n1"),
+                ("pid", str(os.getpid())), ("from_id", str(os.getpid()))]))
+            frames, answers = FrameReader(), []
+            while len(answers) < 4:
+                answers += [dict(decode(b)) for b in frames.feed(await reader.read(4096))]
+            task = asyncio.create_task(trickle(writer))
+            signed = await closed_within(reader, 3.0)
+            task.cancel()
+            writer.close()
+            return unsigned, signed, [a["result"] for a in answers]
+        finally:
+            await server.stop()
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    unsigned, signed, results = asyncio.run(main())
+    assert results == ["OK", "ok/more", "ok/more", "OK"]  # signon, then the three rows
+    assert unsigned, "a client that never signs on must be dropped at the signon deadline"
+    assert signed, "a message trickled a byte at a time must be dropped at its deadline"
+
+
+def test_one_uid_cannot_lock_out_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """root (this process) fills its share of the connections without signing on; nobody still
+    gets in and signs on.  No deadline helps here: they are all far away."""
+    monkeypatch.setattr(apiserver, "MAX_CLIENTS", 4)
+    monkeypatch.setattr(apiserver, "MAX_CLIENTS_PER_UID", 2)
+    monkeypatch.setattr(apiserver, "SIGNON_TIMEOUT", 60.0)
+    path = api_path()
+    directory = os.path.dirname(path)
+    nobody = pwd.getpwnam("nobody")
+    client, env, python = nobody_client(directory)
+
+    async def main() -> tuple[list[bool], str]:
+        server = ApiServer(path, lambda: VIEW,
+                           {"anon": (frozenset({os.geteuid(), nobody.pw_uid}), frozenset())})
+        await server.start()
+        held = []
+        try:
+            for _ in range(6):
+                held.append(await asyncio.open_unix_connection(path))
+            await asyncio.sleep(0.1)
+            closed = [await closed_within(reader, 0.2) for reader, _ in held]
+            proc = await commands.spawn(
+                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                 python, "-c", client, path], env=env, stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+            return closed, out.decode().strip()
+        finally:
+            for _, writer in held:
+                writer.close()
+            await server.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+
+    closed, result = asyncio.run(main())
+    assert result == "OK", "nobody was locked out by root's connections"
+    assert closed == [False, False, True, True, True, True]  # root keeps its two
+
+
+def test_refusals_logged_once_per_interval(monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A connect loop against a full socket logs one line per LOG_INTERVAL, then says how
+    many refusals it left out."""
+    monkeypatch.setattr(apiserver, "MAX_CLIENTS", 1)
+    monkeypatch.setattr(apiserver, "LOG_INTERVAL", 60.0)
+    path = api_path()
+    caplog.set_level(logging.WARNING, logger="hbd.apiserver")
+
+    async def main() -> list[bool]:
+        server = ApiServer(path, lambda: VIEW, {})
+        await server.start()
+        try:
+            _, holder = await asyncio.open_unix_connection(path)
+            await asyncio.sleep(0.05)
+            refused = []
+            for i in range(21):
+                if i == 20:
+                    monkeypatch.setattr(apiserver, "LOG_INTERVAL", 0.0)
+                reader, writer = await asyncio.open_unix_connection(path)
+                refused.append(await closed_within(reader, 2.0))
+                writer.close()
+            holder.close()
+            return refused
+        finally:
+            await server.stop()
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    assert all(asyncio.run(main()))
+    lines = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[1].endswith("(and 19 more like it not logged)")
+
+
+def test_a_client_that_does_not_read_is_dropped(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Answers a client never reads no longer hold its connection: after DRAIN_TIMEOUT the
+    server gives up on it."""
+    monkeypatch.setattr(apiserver, "DRAIN_TIMEOUT", 0.3)
+    path = api_path()
+    caplog.set_level(logging.WARNING, logger="hbd.apiserver")
+    big = ApiView(node="n1", nodes=tuple(ApiNode(f"node{i:04}", "normal", "active")
+                                         for i in range(2000)),
+                  resources="local", deadtime_ms=500, keepalive_ms=100, logfacility=0)
+
+    async def main() -> None:
+        server = ApiServer(path, lambda: big, {"anon": (frozenset({os.geteuid()}),
+                                                        frozenset())})
+        await server.start()
+        try:
+            _, writer = await asyncio.open_unix_connection(path)
+            writer.write(own_signon() + 20 * encode([
+                ("t", "hbapi-req"), ("reqtype", "nodelist"), ("dest", "n1"),
+                ("pid", str(os.getpid())), ("from_id", str(os.getpid()))]))
+            async with asyncio.timeout(5.0):
+                while "did not read" not in caplog.text:
+                    await asyncio.sleep(0.05)
+            writer.close()
+        finally:
+            await server.stop()
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    asyncio.run(main())
