@@ -45,8 +45,10 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         mode = None
     hbdconf: str | None = None
     hbdconf_error: str | None = None
+    hbdconf_mode: int | None = None
     try:  # optional: only a file that exists and cannot be read is a problem
         hbdconf = (directory / HBD_CONF).read_text(encoding="utf-8", errors="replace")
+        hbdconf_mode = os.stat(directory / HBD_CONF).st_mode
     except FileNotFoundError:
         pass
     except OSError as err:
@@ -62,6 +64,7 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         hbdconf_name=str(directory / HBD_CONF),
         hbdconf=hbdconf,
         hbdconf_error=hbdconf_error,
+        hbdconf_mode=hbdconf_mode,
     )
 
 

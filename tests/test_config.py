@@ -468,3 +468,30 @@ def test_group_order_naming_no_group_is_a_warning() -> None:
     got = messages(hacf=GOOD_HACF + "cluster_stack corosync\ngroup_order 10.9.9.9 n2 n1\n")
     assert got == ["ha.cf: warning: group_order 10.9.9.9: no haresources group has that key "
                    "(keys: 10.77.0.240/24/eth0); the line has no effect"]
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_hbdconf_with_fence_passwords_readable_by_others_is_warned(tmp_path: Path,
+                                                                    mode: int) -> None:
+    d = _write_dir(tmp_path)
+    (d / "hbd.conf").write_text("notify_timeout 5\nfence_agent fence_dummy type=file\n")
+    os.chmod(d / "hbd.conf", mode)
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert (f"{d}/hbd.conf:2: warning: fence_agent options (passwords) in a file readable or "
+            f"writable by group or others (mode {mode:o}): chmod 600 {d}/hbd.conf"
+            ) in result.stderr + result.stdout
+
+
+def test_hbdconf_private_or_without_fence_agents_is_not_warned(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    conf = d / "hbd.conf"
+    conf.write_text("fence_agent fence_dummy type=file\n")
+    os.chmod(conf, 0o600)
+    out = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    conf.write_text("notify_timeout 5\n")
+    os.chmod(conf, 0o644)
+    out2 = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    for result in (out, out2):
+        assert result.returncode == 0, result.stderr
+        assert "chmod 600" not in result.stderr + result.stdout
