@@ -1,0 +1,175 @@
+"""`hbctl history`'s parts without a journal, the duration fields hbd.eventlog adds,
+and `hbctl status --watch`'s coalescing of signal bursts.
+
+The journal itself is read in tests/test_history_systemd.py (a real journald in
+a throwaway systemd machine); here the entries are the dicts systemd-python's
+reader yields, and the watch session is fed PropertiesChanged messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from dbus_next.constants import MessageType
+from dbus_next.message import Message
+from dbus_next.signature import Variant
+
+from hbd import eventlog
+from hbd.bus import client
+from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
+from hbd.cli import history, watch
+from hbd.core import actions as a
+from hbd.eventlog import MessageId
+
+GROUP = "10.77.0.240/24/eth0"
+NOW = dt.datetime(2026, 12, 7, 12, 30, 15).timestamp()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("now", NOW),
+    ("1h", NOW - 3600),
+    ("-30min", NOW - 1800),
+    ("2d ago", NOW - 2 * 86400),
+    ("90s", NOW - 90),
+    ("today", dt.datetime(2026, 12, 7).timestamp()),
+    ("yesterday", dt.datetime(2026, 12, 6).timestamp()),
+    ("2026-12-07 10:00", dt.datetime(2026, 12, 7, 10, 0).timestamp()),
+    ("2026-12-07 10:00:30", dt.datetime(2026, 12, 7, 10, 0, 30).timestamp()),
+    ("2026-12-01", dt.datetime(2026, 12, 1).timestamp()),
+    ("09:15", dt.datetime(2026, 12, 7, 9, 15).timestamp()),
+    ("@1700000000.5", 1700000000.5),
+])
+def test_parse_time(text: str, expected: float) -> None:
+    assert history.parse_time(text, NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "last tuesday", "1y", "2026-13-01", "25:00", "@x"])
+def test_parse_time_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        history.parse_time(text, NOW)
+
+
+def entry(message_id: str, at_s: float, message: str, **fields: str) -> dict[str, Any]:
+    """An entry as systemd.journal.Reader yields it (MESSAGE_ID a UUID, time a datetime)."""
+    return {"MESSAGE_ID": uuid.UUID(message_id), "MESSAGE": message, "_HOSTNAME": "n1",
+            "__REALTIME_TIMESTAMP": dt.datetime.fromtimestamp(NOW + at_s),
+            **{f"HBD_{k.upper()}": v for k, v in fields.items()}}
+
+
+ENTRIES = [
+    entry(MessageId.NODE_DEAD, 1.0, "WARN: node n2: is dead", node="n2"),
+    entry(MessageId.GROUP_STATE, 1.001, "info: group G: stopped -> starting (on n1)",
+          group=GROUP, node="n1", previous="stopped", state="starting"),
+    entry(MessageId.TAKEOVER, 1.002, f"info: taking over group {GROUP} (n2 is dead)",
+          group=GROUP, reason="n2 is dead", move="m1"),
+    entry(MessageId.GROUP_STATE, 1.250, "info: group G: starting -> running (on n1)",
+          group=GROUP, node="n1", previous="starting", state="running", move="m1",
+          duration_ms="248"),
+    entry(MessageId.RELEASE, 5.0, "info: releasing group other (standby [all])",
+          group="other", reason="standby [all]", move="m2"),
+    entry(MessageId.GROUP_STATE, 17.0, "info: group other: stopping -> blocked",
+          group="other", node="", previous="stopping", state="blocked", move="m2",
+          duration_ms="12000"),
+    entry(MessageId.TAKEOVER, 20.0, "info: taking over group old (start-up)", group="old"),
+    entry(MessageId.LINK_DOWN, 21.0, "WARN: Link n2:eth0 dead.", node="n2", link="eth0"),
+]
+
+
+def test_events_joined_to_their_end() -> None:
+    events = history.events_from(reversed(ENTRIES))  # sorted by time whatever the order
+    assert [(e.event, e.group or e.node, e.duration_ms, e.result) for e in events] == [
+        ("node-dead", "n2", None, ""), ("takeover", GROUP, 248, "running"),
+        ("release", "other", 12000, "blocked"), ("takeover", "old", None, "")]
+    assert events[0].message == "node n2: is dead"  # the level word is not part of it
+    text = history.text_of(events).splitlines()
+    assert text[0].split() == ["TIME", "EVENT", "GROUP/NODE", "TOOK", "DETAIL"]
+    assert text[2].split()[2:] == ["takeover", GROUP, "248", "ms", "n2", "is", "dead"]
+    assert text[3].endswith("12.0 s  standby [all] (ended blocked)")
+    assert " ? " in text[4]  # a takeover whose end is not in the journal
+    first = history.json_of(events)[1]
+    assert first["time"].startswith("2026-12-07T12:30:16.002")
+    assert (first["duration_ms"], first["reason"], first["host"]) == (248, "n2 is dead", "n1")
+
+
+def test_select() -> None:
+    events = history.events_from(ENTRIES)
+    assert [e.event for e in history.select(events, since=NOW + 2)] == ["release", "takeover"]
+    assert [e.event for e in history.select(events, until=NOW + 2)] == ["node-dead", "takeover"]
+    assert [e.group for e in history.select(events, group="old")] == ["old"]
+    assert [e.event for e in history.select(events, node="n2")] == ["node-dead"]
+    assert len(history.select(events, node="n1")) == 4  # logged on n1
+
+
+def test_eventlog_times_each_move(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hbd.cluster")
+    eventlog.log_event(a.GroupStateChanged(GROUP, "stopped", "starting", "n1"))
+    eventlog.log_event(a.StartGroup(GROUP, "n2 is dead"))
+    eventlog.log_event(a.GroupStateChanged(GROUP, "starting", "running", "n1"))
+    eventlog.log_event(a.GroupStateChanged(GROUP, "running", "stopping", "n1"))  # no move
+    eventlog.log_event(a.GroupStateChanged(GROUP, "stopping", "stopped", ""))
+    fields = [{k: v for k, v in r.__dict__.items() if k.startswith("HBD_")}
+              for r in caplog.records]
+    move = fields[1]["HBD_MOVE"]
+    assert fields[1]["HBD_REASON"] == "n2 is dead" and len(move) == 32
+    assert fields[2]["HBD_MOVE"] == move and int(fields[2]["HBD_DURATION_MS"]) >= 0
+    assert (fields[2]["HBD_PREVIOUS"], fields[2]["HBD_STATE"]) == ("starting", "running")
+    assert "HBD_DURATION_MS" not in fields[0] and "HBD_DURATION_MS" not in fields[4]
+
+
+def test_history_refusals(tmp_path: Any, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    from hbd.cli.hbctl import main
+
+    assert main(["history", "--directory", str(tmp_path / "none")]) == 1
+    assert "no such journal directory" in capsys.readouterr().err
+    assert main(["history", "--directory", str(tmp_path)]) == 1
+    assert "no journal files" in capsys.readouterr().err
+    assert main(["history", "--since", "someday"]) == 2
+
+
+# --- the watch's redraws ---------------------------------------------------------------
+
+
+def changed(groups: list[list[str]]) -> Message:
+    return Message(message_type=MessageType.SIGNAL, path=OBJECT_PATH,
+                   interface="org.freedesktop.DBus.Properties", member="PropertiesChanged",
+                   signature="sa{sv}as",
+                   body=[MANAGER_IFACE, {"Groups": Variant("a(ssss)", groups)}, []])
+
+
+PROPS = {"NodeName": Variant("s", "n1"), "Version": Variant("s", "9"),
+         "Nodes": Variant("a(ssb)", [["n1", "active", True]]),
+         "Links": Variant("a(sss)", []), "ResourcesHeld": Variant("s", "none"),
+         "Groups": Variant("a(ssss)", [])}
+
+
+def test_watch_coalesces_bursts_and_ends_when_hbd_leaves() -> None:
+    async def scenario() -> tuple[list[str], int, str]:
+        drawn: list[str] = []
+        out = io.StringIO()
+        session = watch.Watch(None, lambda s: str(s.snapshot.groups), out,  # type: ignore[arg-type]
+                              clear=False, json_lines=False)
+        session.render = lambda s: drawn.append(str(len(s.snapshot.groups))) or str(drawn)
+        session.props = dict(PROPS)
+        session.draw()
+        for n in range(1, 51):  # a burst: one redraw now-ish, one for the rest
+            session.on_message(changed([[f"g{i}", "n1", "n1", "running"] for i in range(n)]))
+            await asyncio.sleep(0)
+        await asyncio.sleep(3 * watch.REDRAW_INTERVAL)
+        session.on_message(Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/DBus",
+                                   interface="org.freedesktop.DBus", member="NameOwnerChanged",
+                                   signature="sss", body=[BUS_NAME, ":1.5", ""]))
+        return drawn, await asyncio.wait_for(session.done, 1), out.getvalue()
+
+    drawn, code, out = asyncio.run(scenario())
+    assert drawn[0] == "0" and drawn[-1] == "50"
+    assert len(drawn) <= 3, drawn  # the first, maybe one during the burst, the last
+    assert code == watch.EXIT_UNREACHABLE
+    assert out.count("--- ") == len(drawn)
+    assert client.state_from(PROPS).snapshot.node_name == "n1"
