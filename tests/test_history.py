@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import json
 import logging
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +27,11 @@ from hbd import eventlog
 from hbd.bus import client
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from hbd.cli import history, watch
+from hbd.cli.hbctl import main
 from hbd.core import actions as a
+from hbd.demo.journal import JournalCatcher, decode
 from hbd.eventlog import MessageId
+from hbd.journalsend import JournalSocket, encode
 
 GROUP = "10.77.0.240/24/eth0"
 NOW = dt.datetime(2026, 12, 7, 12, 30, 15).timestamp()
@@ -88,7 +94,7 @@ def test_events_joined_to_their_end() -> None:
         ("release", "other", 12000, "blocked"), ("takeover", "old", None, "")]
     assert events[0].message == "node n2: is dead"  # the level word is not part of it
     text = history.text_of(events).splitlines()
-    assert text[0].split() == ["TIME", "EVENT", "GROUP/NODE", "TOOK", "DETAIL"]
+    assert text[0].split() == ["TIME", "EVENT", "ABOUT", "TOOK", "DETAIL"]
     assert text[2].split()[2:] == ["takeover", GROUP, "248", "ms", "n2", "is", "dead"]
     assert text[3].endswith("12.0 s  standby [all] (ended blocked)")
     assert " ? " in text[4]  # a takeover whose end is not in the journal
@@ -122,10 +128,7 @@ def test_eventlog_times_each_move(caplog: pytest.LogCaptureFixture) -> None:
     assert "HBD_DURATION_MS" not in fields[0] and "HBD_DURATION_MS" not in fields[4]
 
 
-def test_history_refusals(tmp_path: Any, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
-    from hbd.cli.hbctl import main
-
+def test_history_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["history", "--directory", str(tmp_path / "none")]) == 1
     assert "no such journal directory" in capsys.readouterr().err
     assert main(["history", "--directory", str(tmp_path)]) == 1
@@ -173,3 +176,54 @@ def test_watch_coalesces_bursts_and_ends_when_hbd_leaves() -> None:
     assert code == watch.EXIT_UNREACHABLE
     assert out.count("--- ") == len(drawn)
     assert client.state_from(PROPS).snapshot.node_name == "n1"
+
+
+# --- --file, and the demo's stand-in for journald -----------------------------------------
+
+
+def test_demo_catcher_feeds_history_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    """hbd's own journal datagrams (hbd.journalsend) caught by the demo's catcher, then
+    read by `hbctl history --file` as journalctl -o json lines."""
+    catcher = JournalCatcher(tmp_path / "journal.socket", tmp_path / "journal.json", "n1")
+    sender = JournalSocket(str(catcher.socket_path))
+    try:
+        for e in ENTRIES:
+            fields = {k: str(v.hex if isinstance(v, uuid.UUID) else v) for k, v in e.items()
+                      if not k.startswith("_")}
+            sender.send(fields)
+        sender.send({"MESSAGE": "line one\nline two", "PRIORITY": "6"})  # a binary field
+        sender.sock.sendto(b"NOT AN ENTRY", str(catcher.socket_path))
+        wait_lines = tmp_path / "journal.json"
+        deadline = time.monotonic() + 5
+        while len(wait_lines.read_text().splitlines()) < len(ENTRIES) + 1:
+            assert time.monotonic() < deadline, wait_lines.read_text()
+            time.sleep(0.01)
+    finally:
+        sender.close()
+        catcher.close()
+    lines = [json.loads(line) for line in wait_lines.read_text().splitlines()]
+    assert lines[-1]["MESSAGE"] == "line one\nline two" and lines[-1]["_HOSTNAME"] == "n1"
+    assert catcher.bad == 1
+    assert main(["history", "--file", str(wait_lines), "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert [(e["event"], e["duration_ms"]) for e in events] == [
+        ("node-dead", None), ("takeover", 248), ("release", 12000), ("takeover", None)]
+    # journalctl writes MESSAGE_IDs as plain hex, binary fields as lists of byte values
+    (tmp_path / "j2.json").write_text(json.dumps({
+        "MESSAGE_ID": MessageId.NODE_DEAD, "MESSAGE": [110, 50], "HBD_NODE": "n2",
+        "__REALTIME_TIMESTAMP": "1700000000000000", "_HOSTNAME": "n1"}) + "\n\n")
+    assert main(["history", "--file", str(tmp_path / "j2.json"), "--json"]) == 0
+    (event,) = json.loads(capsys.readouterr().out)
+    assert (event["event"], event["message"], event["timestamp_us"]) == ("node-dead", "n2",
+                                                                         1700000000000000)
+    (tmp_path / "bad.json").write_text("{\nnot json\n")
+    assert main(["history", "--file", str(tmp_path / "bad.json")]) == 1
+    assert "bad.json:1: not a JSON journal entry" in capsys.readouterr().err
+
+
+def test_decode_is_encode_reversed() -> None:
+    fields = {"MESSAGE": "a\nb=c", "HBD_GROUP": "10.0.0.1/24/eth0", "EMPTY": ""}
+    assert decode(encode(fields)) == fields
+    with pytest.raises(ValueError):
+        decode(b"MESSAGE\n\x05\x00\x00\x00\x00\x00\x00\x00ab\n")

@@ -128,7 +128,7 @@ def test_history_lists_the_sequence_in_order(script: Script) -> None:
     assert [line.split()[2] for line in rows] == names
     for line, e in zip([r for r in rows if "node-dead" not in r], moves, strict=True):
         assert f"{e['duration_ms']} ms" in line and GROUP in line and e["reason"] in line
-    assert out.splitlines()[0].split() == ["TIME", "EVENT", "GROUP/NODE", "TOOK", "DETAIL"]
+    assert out.splitlines()[0].split() == ["TIME", "EVENT", "ABOUT", "TOOK", "DETAIL"]
 
 
 def test_history_filters(script: Script) -> None:
@@ -146,6 +146,15 @@ def test_history_filters(script: Script) -> None:
     assert history(n1, "--since", "tomorrow") == []
     res = hbctl(n1, "history", "--since", "last tuesday", check=False)
     assert res.returncode == 2 and "not a time" in res.stderr
+
+
+def test_history_file_reads_journalctl_json(script: Script) -> None:
+    """`journalctl -o json` of n1 piped into --file -: the same events as from the journal."""
+    dump = script.n1.run(["journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=hbd"]
+                         ).stdout
+    from_file = json.loads(script.n1.run([*HBCTL, "history", "--json", "--file", "-"],
+                                         env=ENV, input=dump).stdout)
+    assert from_file == history(script.n1)
 
 
 def test_history_needs_journal_access(script: Script) -> None:

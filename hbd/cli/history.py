@@ -67,6 +67,7 @@ class Event:
     event: str  # a value of EVENTS
     group: str  # "" when the event is about no group
     node: str  # the node it is about (dead node, fenced node, split brain keeper), or ""
+    link: str  # the heartbeat link or tracked interface it is about, or ""
     reason: str  # why (the takeover's reason, the failure's detail...), or ""
     message: str  # the log line as written
     duration_ms: int | None = None  # a takeover's or release's, once ended
@@ -146,13 +147,32 @@ def _entries(directory: str | None, since: float | None) -> Iterator[Mapping[str
         reader.close()
 
 
+def _json_entries(path: str) -> Iterator[Mapping[str, Any]]:
+    """Entries as `journalctl -o json` prints them, one per line ("-": standard input)."""
+    with open(sys.stdin.fileno() if path == "-" else path, encoding="utf-8",
+              errors="replace", closefd=path != "-") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise HistoryError(f"{path}:{number}: not a JSON journal entry") from None
+            if isinstance(entry, dict):
+                yield entry
+
+
 def _text(entry: Mapping[str, Any], key: str) -> str:
     value = entry.get(key, "")
+    if isinstance(value, list):  # journalctl -o json: a binary field is a list of bytes
+        value = bytes(v for v in value if isinstance(v, int) and 0 <= v < 256)
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _message_id(entry: Mapping[str, Any]) -> str:
     value = entry.get("MESSAGE_ID")
+    if isinstance(value, str):  # journalctl -o json
+        return value.replace("-", "").lower()
     return str(getattr(value, "hex", value or ""))  # systemd-python makes it a UUID
 
 
@@ -182,8 +202,8 @@ def events_from(entries: Iterable[Mapping[str, Any]]) -> list[Event]:
         message = message.split(": ", 1)[1] if re.match(r"^[A-Za-z]+: ", message) else message
         node = _text(entry, "HBD_NODE") if name not in ("takeover", "release") else ""
         found.append((Event(_timestamp_us(entry), _text(entry, "_HOSTNAME"), name,
-                            _text(entry, "HBD_GROUP"), node, _text(entry, "HBD_REASON"),
-                            message), _text(entry, "HBD_MOVE")))
+                            _text(entry, "HBD_GROUP"), node, _text(entry, "HBD_LINK"),
+                            _text(entry, "HBD_REASON"), message), _text(entry, "HBD_MOVE")))
     events = []
     for event, move in found:
         if move in ends:
@@ -225,9 +245,10 @@ def _detail(event: Event) -> str:
 
 def text_of(events: list[Event]) -> str:
     hosts = len({e.host for e in events}) > 1
-    head = ["TIME", *(["HOST"] if hosts else []), "EVENT", "GROUP/NODE", "TOOK", "DETAIL"]
+    head = ["TIME", *(["HOST"] if hosts else []), "EVENT", "ABOUT", "TOOK", "DETAIL"]
     rows = [[e.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], *([e.host] if hosts else []),
-             e.event, e.group or e.node or "-", _took(e), _detail(e)] for e in events]
+             e.event, e.group or e.node or e.link or "-", _took(e), _detail(e)]
+            for e in events]
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=False)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in (head, *rows))
@@ -249,8 +270,11 @@ def _command(args: argparse.Namespace) -> int:
         print(f"hbctl history: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_access(args.directory)
-        events = events_from(_entries(args.directory, since))
+        if args.file:
+            events = events_from(_json_entries(args.file))
+        else:
+            check_access(args.directory)
+            events = events_from(_entries(args.directory, since))
     except HistoryError as err:
         print(f"hbctl history: {err}", file=sys.stderr)
         return err.code
@@ -281,8 +305,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--group", "-g", metavar="KEY", help="only this group's events")
     parser.add_argument("--node", "-n", metavar="NODE",
                         help="only events about NODE or logged on NODE")
-    parser.add_argument("--directory", "-D", metavar="DIR",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--directory", "-D", metavar="DIR",
                         help="read the journal files in DIR (as journalctl -D)")
+    source.add_argument("--file", "-f", metavar="FILE",
+                        help="read entries as `journalctl -o json` prints them ('-': stdin)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="one JSON array of events")
     parser.set_defaults(func=_command)
