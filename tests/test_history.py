@@ -139,8 +139,8 @@ def test_history_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 # --- the watch's redraws ---------------------------------------------------------------
 
 
-def changed(groups: list[list[str]]) -> Message:
-    return Message(message_type=MessageType.SIGNAL, path=OBJECT_PATH,
+def changed(groups: list[list[str]], sender: str = ":1.5") -> Message:
+    return Message(message_type=MessageType.SIGNAL, path=OBJECT_PATH, sender=sender,
                    interface="org.freedesktop.DBus.Properties", member="PropertiesChanged",
                    signature="sa{sv}as",
                    body=[MANAGER_IFACE, {"Groups": Variant("a(ssss)", groups)}, []])
@@ -160,14 +160,24 @@ def test_watch_coalesces_bursts_and_ends_when_hbd_leaves() -> None:
                               clear=False, json_lines=False)
         session.render = lambda s: drawn.append(str(len(s.snapshot.groups))) or str(drawn)
         session.props = dict(PROPS)
+        session.owner = ":1.5"
         session.draw()
+        session.on_message(changed([["spoofed", "n1", "n1", "running"]], sender=":1.99"))
+        await asyncio.sleep(2 * watch.REDRAW_INTERVAL)
+        assert drawn == ["0"]  # not from hbd: ignored
         for n in range(1, 51):  # a burst: one redraw now-ish, one for the rest
             session.on_message(changed([[f"g{i}", "n1", "n1", "running"] for i in range(n)]))
             await asyncio.sleep(0)
         await asyncio.sleep(3 * watch.REDRAW_INTERVAL)
+        gone = [BUS_NAME, ":1.5", ""]
         session.on_message(Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/DBus",
                                    interface="org.freedesktop.DBus", member="NameOwnerChanged",
-                                   signature="sss", body=[BUS_NAME, ":1.5", ""]))
+                                   signature="sss", body=gone, sender=":1.99"))  # spoofed
+        await asyncio.sleep(0.01)
+        assert not session.done.done()
+        session.on_message(Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/DBus",
+                                   interface="org.freedesktop.DBus", member="NameOwnerChanged",
+                                   signature="sss", body=gone, sender="org.freedesktop.DBus"))
         return drawn, await asyncio.wait_for(session.done, 1), out.getvalue()
 
     drawn, code, out = asyncio.run(scenario())

@@ -69,6 +69,7 @@ class Watch:
         self._pending: asyncio.TimerHandle | None = None
         self._last_text = ""
         self._refetch = False
+        self.owner = ""  # hbd's unique name: the only sender whose changes count
 
     def finish(self, code: int, why: str = "") -> None:
         if self.done.done():
@@ -80,11 +81,13 @@ class Watch:
     def on_message(self, msg: Message) -> None:
         if msg.message_type is not MessageType.SIGNAL or self.done.done():
             return
-        if msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == BUS_NAME:
+        # A unicast signal reaches us whatever our match rules say: check who sent it.
+        if (msg.member == "NameOwnerChanged" and msg.sender == "org.freedesktop.DBus"
+                and msg.body and msg.body[0] == BUS_NAME):
             if not msg.body[2]:
                 self.finish(EXIT_UNREACHABLE, "hbd went away (org.linuxha.hbd1 left the bus)")
         elif (msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH
-              and msg.body and msg.body[0] == MANAGER_IFACE):
+              and msg.sender == self.owner and msg.body and msg.body[0] == MANAGER_IFACE):
             self.props.update(msg.body[1])
             self._refetch = self._refetch or bool(msg.body[2])  # invalidated: read them
             self.schedule()
@@ -112,18 +115,26 @@ class Watch:
     def draw(self) -> None:
         if self.done.done():
             return
-        text = self.render(client.state_from(self.props))
+        try:
+            text = self.render(client.state_from(self.props))
+        except (KeyError, TypeError, ValueError, IndexError):  # a value not as documented
+            self._refetch = True  # read everything again at the next change
+            return
         if text == self._last_text:
             return
         self._last_text = text
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         if self.json_lines:
-            self.out.write(text + "\n")
+            screen = text + "\n"
         elif self.clear:
-            self.out.write(f"{CLEAR}{stamp}  hbctl status --watch (Ctrl-C to quit)\n\n{text}\n")
+            screen = f"{CLEAR}{stamp}  hbctl status --watch (Ctrl-C to quit)\n\n{text}\n"
         else:
-            self.out.write(f"--- {stamp} ---\n{text}\n")
-        self.out.flush()
+            screen = f"--- {stamp} ---\n{text}\n"
+        try:
+            self.out.write(screen)
+            self.out.flush()
+        except BrokenPipeError as err:  # `hbctl status --watch | head`: hbctl's main handles it
+            self.done.set_exception(err)
 
 
 async def _run(address: str | None, render: Render, out: TextIO, json_lines: bool) -> int:
@@ -141,6 +152,11 @@ async def _run(address: str | None, render: Render, out: TextIO, json_lines: boo
                 interface="org.freedesktop.DBus", member="AddMatch", signature="s",
                 body=[rule]))
             client.check(reply)
+        reply = client.check(await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="GetNameOwner", signature="s",
+            body=[BUS_NAME])))
+        session.owner = str(reply.body[0])
         session.props = await asyncio.wait_for(client.get_all(bus), client.READ_TIMEOUT)
         session.draw()
         lost = asyncio.ensure_future(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
