@@ -79,8 +79,8 @@ def _began(group: str) -> str:
 
 def _ended(event: a.GroupStateChanged) -> dict[str, str]:
     """HBD_MOVE and HBD_DURATION_MS for the entry of a group that finished moving."""
-    if event.old not in _MOVING_STATES or event.new in _MOVING_STATES:
-        return {}
+    if event.old not in _MOVING_STATES or event.new == event.old:
+        return {}  # a failed start goes on to stopping: that ends the takeover too
     began = _moving.pop(event.group, None)
     if began is None:
         return {}

@@ -126,6 +126,15 @@ def test_eventlog_times_each_move(caplog: pytest.LogCaptureFixture) -> None:
     assert fields[2]["HBD_MOVE"] == move and int(fields[2]["HBD_DURATION_MS"]) >= 0
     assert (fields[2]["HBD_PREVIOUS"], fields[2]["HBD_STATE"]) == ("starting", "running")
     assert "HBD_DURATION_MS" not in fields[0] and "HBD_DURATION_MS" not in fields[4]
+    caplog.clear()  # a start that fails ends its takeover as it turns to stopping
+    eventlog.log_event(a.StartGroup(GROUP, "start-up"))
+    eventlog.log_event(a.GroupStateChanged(GROUP, "starting", "stopping", "n1"))
+    eventlog.log_event(a.StopGroup(GROUP, "clean up after a failed start"))
+    eventlog.log_event(a.GroupStateChanged(GROUP, "stopping", "stopped", ""))
+    fields = [{k: v for k, v in r.__dict__.items() if k.startswith("HBD_")}
+              for r in caplog.records]
+    assert fields[1]["HBD_MOVE"] == fields[0]["HBD_MOVE"] and fields[1]["HBD_STATE"] == "stopping"
+    assert fields[3]["HBD_MOVE"] == fields[2]["HBD_MOVE"] != fields[0]["HBD_MOVE"]
 
 
 def test_history_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
