@@ -15,6 +15,7 @@ traceback; stopping n1's hbd ends n1's view with exit 3 and says why.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -50,11 +51,12 @@ def group_row(owner: str, state: str) -> re.Pattern[str]:
 class PtyWatch:
     """`hbctl status --watch` on a pty; `output` grows as the program writes."""
 
-    def __init__(self, bus: PrivateBus, term: str) -> None:
+    def __init__(self, bus: PrivateBus, term: str, *options: str) -> None:
         master, slave = pty.openpty()
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address, "TERM": term,
                "PYTHONPATH": commands.pythonpath(str(ROOT))}
-        self.proc = commands.popen([sys.executable, "-m", "hbd.cli.hbctl", "status", "--watch"],
+        self.proc = commands.popen([sys.executable, "-m", "hbd.cli.hbctl", "status", "--watch",
+                                    *options],
                                    stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
                                    env=env, start_new_session=True)
         os.close(slave)
@@ -187,10 +189,14 @@ def test_dumb_terminal_and_ctrl_c(cluster: Cluster, watch_factory: list[PtyWatch
 
 
 def test_watch_says_when_hbd_goes_away(cluster: Cluster, watch_factory: list[PtyWatch]) -> None:
-    watch = PtyWatch(cluster.buses["n1"], "dumb")
+    """In JSON lines this time (a terminal changes nothing there): one object per change."""
+    watch = PtyWatch(cluster.buses["n1"], "xterm", "--json")
     watch_factory.append(watch)
-    watch.wait_for(re.compile(r"on n1: holding"))
-    cluster.nodes["n1"].stop()
+    watch.wait_for(re.compile(r'^\{"node_name": "n1"', re.M))
+    cluster.nodes["n1"].stop()  # it releases nothing (n2 runs the group), then leaves
     assert watch.wait_exit(15) == 3
-    assert "hbd went away" in watch.output, watch.output
-    assert "Traceback" not in watch.output
+    assert "hbctl: hbd went away" in watch.output, watch.output
+    assert "Traceback" not in watch.output and "\x1b" not in watch.output
+    views = [json.loads(line) for line in watch.output.splitlines() if line.startswith("{")]
+    assert views[0]["node_name"] == "n1"
+    assert [g["owner"] for g in views[0]["groups"]] == ["n2"]
