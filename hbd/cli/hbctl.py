@@ -5,9 +5,15 @@ cl_status subcommands (hbstatus, listnodes, nodestatus, listhblinks,
 hblinkstatus, rscstatus) print exactly what Heartbeat's cl_status prints,
 with its exit codes, so existing scripts keep working.
 
-Exit codes: 0 ok; 1 refused or failed (Busy, InvalidScope...; also the
-cl_status "no" answers: node or link down, heartbeat stopped); 2 usage;
-3 hbd not running or not reachable; 4 not authorized.
+`status --watch` stays and redraws on every change (hbd/cli/watch.py);
+`history` reads the cluster's events from the journal and needs no daemon
+(hbd/cli/history.py).
+
+Exit codes: 0 ok (also a watch ended by Ctrl-C); 1 refused or failed (Busy,
+InvalidScope...; also the cl_status "no" answers: node or link down,
+heartbeat stopped); 2 usage; 3 hbd not running or not reachable (also a
+watch whose hbd went away); 4 not authorized (by polkit; for history: no
+read access to the journal).
 """
 
 from __future__ import annotations
