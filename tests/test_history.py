@@ -246,3 +246,10 @@ def test_decode_is_encode_reversed() -> None:
     assert decode(encode(fields)) == fields
     with pytest.raises(ValueError):
         decode(b"MESSAGE\n\x05\x00\x00\x00\x00\x00\x00\x00ab\n")
+
+
+def test_corosync_ids_match_the_stack() -> None:
+    from hbd import stack_corosync
+
+    assert (history.QUORUM_ID, history.MEMBERSHIP_ID) == (stack_corosync.MSG_QUORUM,
+                                                          stack_corosync.MSG_MEMBERSHIP)

@@ -30,6 +30,8 @@ from hbd.eventlog import MessageId
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_AUTHORIZED = 0, 1, 2, 4
 
+QUORUM_ID: Final = "25d0a98266c146028d93470fb4a18977"  # stack_corosync.MSG_QUORUM
+MEMBERSHIP_ID: Final = "cad5ff67cb424cc79d4cb2e988baeaaf"  # stack_corosync.MSG_MEMBERSHIP
 # MESSAGE_ID -> the event's name in the listing
 EVENTS: Final = {
     MessageId.TAKEOVER: "takeover",
@@ -48,6 +50,9 @@ EVENTS: Final = {
     MessageId.FENCING: "fencing",
     MessageId.TRACKED_LINK_DOWN: "tracked-link-down",
     MessageId.ADDRESS_REMOVED: "address-removed",
+    # the corosync stack's own (hbd/stack_corosync.py; not imported: it brings the stack)
+    QUORUM_ID: "quorum",
+    MEMBERSHIP_ID: "members",
 }
 _ENDS: Final = MessageId.GROUP_STATE  # read only for the end of a takeover or release
 _EXPECTED_END: Final = {"takeover": "running", "release": "stopped"}
