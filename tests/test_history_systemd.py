@@ -163,3 +163,10 @@ def test_history_needs_journal_access(script: Script) -> None:
     assert res.returncode == 4, res
     assert "systemd-journal or adm group" in res.stderr
     assert "Traceback" not in res.stderr
+    # a member of systemd-journal reads it, as with journalctl
+    groups = script.n1.read_file("/etc/group").decode().splitlines()
+    gid = next(line.split(":")[2] for line in groups if line.startswith("systemd-journal:"))
+    res = script.n1.run(["setpriv", "--reuid=nobody", "--regid=nogroup", f"--groups={gid}",
+                         *HBCTL, "history", "--json"], env=ENV, check=False)
+    assert res.returncode == 0, res
+    assert json.loads(res.stdout) == history(script.n1)
