@@ -178,4 +178,7 @@ def run(render: Render, *, json_lines: bool = False, address: str | None = None,
         out: TextIO | None = None) -> int:
     """Watch until Ctrl-C (0) or hbd leaves (3).  Raises client.ClientError when hbd
     cannot be reached at the start."""
-    return asyncio.run(_run(address, render, out or sys.stdout, json_lines))
+    try:
+        return asyncio.run(_run(address, render, out or sys.stdout, json_lines))
+    except KeyboardInterrupt:  # Ctrl-C before the handler was in place (still connecting)
+        return EXIT_OK
