@@ -10,6 +10,8 @@ in `extra=`, which the journal handler turns into structured fields
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
 from hbd.core import actions as a
@@ -60,6 +62,30 @@ _RECOVERY: dict[str, tuple[int, str, str]] = {
     "unfit": (logging.WARNING, MessageId.GROUP_UNFIT, "group %s: unfit on this node (%s)"),
     "fit": (logging.INFO, MessageId.GROUP_FIT, "group %s: may run on this node again (%s)"),
 }
+
+
+# A group's start or stop under way: when it began (monotonic) and the id that ties
+# its TAKEOVER/RELEASE entry to the GROUP_STATE entry that ends it (HBD_MOVE), which
+# then carries HBD_DURATION_MS: `hbctl history` shows how long each failover took.
+_moving: dict[str, tuple[float, str]] = {}
+_MOVING_STATES = frozenset({"starting", "stopping"})
+
+
+def _began(group: str) -> str:
+    move = uuid.uuid4().hex
+    _moving[group] = (time.monotonic(), move)
+    return move
+
+
+def _ended(event: a.GroupStateChanged) -> dict[str, str]:
+    """HBD_MOVE and HBD_DURATION_MS for the entry of a group that finished moving."""
+    if event.old not in _MOVING_STATES or event.new == event.old:
+        return {}  # a failed start goes on to stopping: that ends the takeover too
+    began = _moving.pop(event.group, None)
+    if began is None:
+        return {}
+    took_ms = max(0, round((time.monotonic() - began[0]) * 1000))
+    return {"move": began[1], "duration_ms": str(took_ms)}
 
 
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
@@ -113,39 +139,43 @@ def log_event(event: object) -> bool:
               count, event.node, event.first - 1, event.last + 1, node=event.node)
     elif isinstance(event, a.StartGroup):
         _emit(logging.INFO, MessageId.TAKEOVER, "taking over group %s (%s)", event.group,
-              event.reason, group=event.group)
+              event.reason, group=event.group, reason=event.reason, move=_began(event.group))
     elif isinstance(event, a.StopGroup):
         _emit(logging.INFO, MessageId.RELEASE, "releasing group %s (%s)", event.group,
-              event.reason, group=event.group)
+              event.reason, group=event.group, reason=event.reason, move=_began(event.group))
     elif isinstance(event, a.GroupStateChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "group %s: %s -> %s%s", event.group,
               event.old, event.new, f" (on {event.owner})" if event.owner else "",
-              group=event.group, node=event.owner)
+              group=event.group, node=event.owner, previous=event.old, state=event.new,
+              **_ended(event))
     elif isinstance(event, a.ResourcesHeldChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "resources held: %s -> %s", event.old,
               event.new)
     elif isinstance(event, a.SplitBrain):
         _emit(logging.CRITICAL, MessageId.SPLIT_BRAIN, "split brain on group %s: %s keeps it; %s",
-              event.group, event.keeper, event.detail, group=event.group, node=event.keeper)
+              event.group, event.keeper, event.detail, group=event.group, node=event.keeper,
+              reason=event.detail)
     elif isinstance(event, a.GroupFailed):
         message_id = (MessageId.MONITOR_FAILURE if event.operation == "monitor"
                       else MessageId.RESOURCE_FAILURE)
         _emit(logging.ERROR, message_id, "group %s: %s failed: %s",
               event.group, event.operation, event.detail, group=event.group,
-              operation=event.operation)
+              operation=event.operation, reason=event.detail)
     elif isinstance(event, a.FenceStateChanged):
         level = {"failed": logging.CRITICAL, "waiting-confirmation": logging.CRITICAL,
                  "fenced": logging.WARNING, "fencing": logging.WARNING,
                  "delayed": logging.WARNING}.get(event.new, logging.INFO)
         _emit(level, MessageId.FENCING, "fencing of node %s: %s -> %s (%s)", event.node,
-              event.old, event.new, event.detail, node=event.node, fencing=event.new)
+              event.old, event.new, event.detail, node=event.node, fencing=event.new,
+              reason=event.detail)
     elif isinstance(event, a.FenceDeviceStatus):
         _emit(logging.INFO if event.ok else logging.ERROR, MessageId.FENCE_DEVICE,
               "STONITH device status: %s (%s)", "OK" if event.ok else "FAILED", event.detail,
               fence_device="ok" if event.ok else "failed")
     elif isinstance(event, a.GroupRecovery):
         level, message_id, text = _RECOVERY[event.what]
-        _emit(level, message_id, text, event.group, event.detail, group=event.group)
+        _emit(level, message_id, text, event.group, event.detail, group=event.group,
+              reason=event.detail)
     elif isinstance(event, a.TrackedLinkChanged):
         groups = ", ".join(event.groups)
         if event.new == "up":

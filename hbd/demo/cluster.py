@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hbd
+from hbd.demo.journal import JournalCatcher
 from hbd.demo.lab import Lab
+from hbd.logs import JOURNAL_SOCKET_ENV
 
 VIP = "10.77.0.240"
 PORT = 7777  # the demo service: a UDP responder on each node
@@ -125,6 +127,7 @@ class Node:
     bus_address: str | None = None
     bus_proc: subprocess.Popen[bytes] | None = None  # its dbus-daemon
     proc: subprocess.Popen[bytes] | None = None  # hbd itself
+    journal: JournalCatcher | None = None  # its journal entries (hbd/demo/journal.py)
     tail: LogTail = field(init=False)
     pid: int | None = None
 
@@ -193,6 +196,8 @@ def hbd_env(node: Node) -> dict[str, str]:
     package_root = str(Path(hbd.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH"))
                                         if p)
+    if node.journal is not None:
+        env[JOURNAL_SOCKET_ENV] = str(node.journal.socket_path)
     if node.bus_address:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = node.bus_address
     else:
@@ -201,6 +206,9 @@ def hbd_env(node: Node) -> dict[str, str]:
 
 
 def start_hbd(lab: Lab, node: Node) -> None:
+    if node.journal is None:  # kept across restarts: one history per node
+        node.journal = JournalCatcher(node.dir / "journal.socket", node.dir / "journal.json",
+                                      node.name)
     proc = lab.spawn(node.name, node.argv(), output=node.log_path, env=hbd_env(node))
     node.proc = proc
     node.pid = proc.pid

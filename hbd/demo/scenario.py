@@ -257,6 +257,7 @@ class Demo:
         self.cut_link()
         self.restore_link()
         self.auto_failback()
+        self.history()
 
     def build(self) -> None:
         self.step(1, f"Building the lab: network namespaces {self.lab.tag}-* on {NETWORK}")
@@ -467,6 +468,29 @@ class Demo:
                    if first is not None else "n1 did not get the VIP back within 20 s")
         self.wait(self._cluster_formed, 10)
 
+    def history(self) -> None:
+        """What happened, as `hbctl history` reads it back from n1's journal entries."""
+        n1 = self.nodes["n1"]
+        if n1.journal is None:
+            return
+        self.screen.say()
+        self.screen.say(self.screen.bold("What happened, from n1's journal entries"))
+        self.note("On a node, `hbctl history` reads hbd's events from the journal. The demo's "
+                  "nodes have no\njournald: each hbd sends the same entries to a socket of the "
+                  f"demo, kept in\n{n1.journal.out} as `journalctl -o json` prints them.")
+        self.command(["hbctl", "history", "--file", str(n1.journal.out)])
+        time.sleep(0.2)  # the last entries are on their way through hbd's log queue
+        result = commands.run([sys.executable, "-m", "hbd.cli.hbctl", "history", "--file",
+                               str(n1.journal.out)], capture_output=True, text=True,
+                              timeout=60, env=cluster.client_env(), stdin=subprocess.DEVNULL)
+        for line in (result.stdout + result.stderr).splitlines():
+            self.screen.say(f"      {line}")
+        takeovers = [line for line in result.stdout.splitlines()
+                     if " takeover " in line and " ms " in line]
+        self.check("HISTORY", result.returncode == 0 and len(takeovers) >= 2,
+                   f"n1's history lists {len(takeovers)} takeovers with their durations"
+                   if result.returncode == 0 else f"hbctl history failed ({result.returncode})")
+
     # --- the end ------------------------------------------------------------------------
 
     def summary(self) -> None:
@@ -485,6 +509,9 @@ class Demo:
                   f"{self.lab.workdir}")
         hbds = [n.proc for n in self.nodes.values() if n.proc is not None]
         left = self.lab.teardown(stop_first=hbds)
+        for node in self.nodes.values():
+            if node.journal is not None:
+                node.journal.close()
         if left:
             self.screen.say(f"      could not remove: {', '.join(left)}")
         else:
