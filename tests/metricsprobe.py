@@ -1,0 +1,99 @@
+"""Run inside a lab namespace: scrape hbd's metrics, flood them, or time heartbeats.
+
+    python -m tests.metricsprobe scrape URL
+        one scrape; the body on stdout (exit 1 when it failed)
+    python -m tests.metricsprobe flood URL RATE SECONDS
+        RATE scrapes a second for SECONDS; JSON {"ok", "failed", "max_s"} on stdout
+    python -m tests.metricsprobe gaps PORT SECONDS
+        listen to Heartbeat broadcasts on PORT; JSON {source: [count, max gap s]}
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+import time
+import urllib.parse
+
+
+def scrape(url: str, timeout: float = 5.0) -> bytes:
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/metrics")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status}")
+        return body
+    finally:
+        conn.close()
+
+
+def flood(url: str, rate: float, seconds: float) -> dict[str, float]:
+    ok = failed = 0
+    worst = 0.0
+    start = time.monotonic()
+    total = int(rate * seconds)
+    for index in range(total):
+        due = start + index / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        began = time.monotonic()
+        try:
+            scrape(url)
+            ok += 1
+        except OSError:
+            failed += 1
+        worst = max(worst, time.monotonic() - began)
+    return {"ok": ok, "failed": failed, "max_s": worst,
+            "elapsed_s": time.monotonic() - start}
+
+
+def gaps(port: int, seconds: float) -> dict[str, list[float]]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.bind(("", port))
+    sock.settimeout(0.05)
+    seen: dict[str, list[float]] = {}  # source -> [count, max gap, last]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data, (source, _) = sock.recvfrom(65536)
+        except TimeoutError:
+            continue
+        if b"t=status" not in data:
+            continue
+        now = time.monotonic()
+        entry = seen.setdefault(source, [0, 0.0, now])
+        entry[0] += 1
+        entry[1] = max(entry[1], now - entry[2])
+        entry[2] = now
+    return {source: entry[:2] for source, entry in seen.items()}
+
+
+def main(argv: list[str]) -> int:
+    if argv[0] == "scrape":
+        try:
+            sys.stdout.buffer.write(scrape(argv[1]))
+        except OSError as err:
+            print(f"scrape failed: {err}", file=sys.stderr)
+            return 1
+        return 0
+    if argv[0] == "flood":
+        print(json.dumps(flood(argv[1], float(argv[2]), float(argv[3]))))
+        return 0
+    if argv[0] == "gaps":
+        print(json.dumps(gaps(int(argv[1]), float(argv[2]))))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
