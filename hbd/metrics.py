@@ -127,7 +127,8 @@ def lag_figures(lag: LoopLagLike | None) -> tuple[Histogram | None, float]:
 # Bad-packet reasons as the engine words them (hbd.core.engine, auth, fields), folded into
 # a few label values: the words may hold peer-chosen text, a label must stay bounded.
 _BAD_REASONS: tuple[tuple[str, str], ...] = (
-    ("malformed", "malformed"),
+    ("malformed:", "malformed"),  # hbd.core.wire's; auth's "malformed auth" below
+    ("malformed", "auth"),
     ("no ", "auth"),
     ("bad mac", "auth"),
     ("key index", "auth"),

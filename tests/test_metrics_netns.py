@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -124,8 +125,8 @@ def test_scraped_metrics_follow_a_failover(lab: Lab, cluster: list[HbdNode]) -> 
     assert took is not None and 0 < took < 5  # from n1 declared dead to the VIP up here
     assert (value(after, "hbd_heartbeats_received_total", node="n1", link="eth0") or 0) >= heard
     # the same figures in n2's textfile
-    text = (n2.dir / "hbd.prom").read_text()
-    assert 'hbd_failovers_total{group="%s",reason="peer_dead"} 1.0' % GROUP in text
+    needle = f'hbd_failovers_total{{group="{GROUP}",reason="peer_dead"}} 1.0'
+    wait_for(lambda: needle in (n2.dir / "hbd.prom").read_text(), 5, "the textfile")
 
 
 def _version(samples: Samples) -> str:
@@ -198,3 +199,30 @@ def test_scrape_flood_delays_no_heartbeat(lab: Lab, cluster: list[HbdNode]) -> N
     for source, (count, worst) in gaps.items():
         assert count >= 250, (source, count)  # ~10 a second for 30 s
         assert worst < 0.2, (source, worst)  # never as late as warntime
+
+
+def test_reload_starts_moves_and_stops_the_endpoint(lab: Lab, cluster: list[HbdNode]) -> None:
+    node = HbdNode(lab, "n1", ha_cf("bcast eth0"), HARESOURCES)
+    cluster.append(node.start())
+    node.wait_log(r"ready: ")
+    url = f"http://{lab.ip('n1')}:{PORT}/metrics"
+    probe = [sys.executable, "-m", "tests.metricsprobe", "scrape"]
+    assert lab.run("client", [*probe, url], check=False).returncode == 1  # off by default
+    conf = node.config_dir / "hbd.conf"
+    conf.write_text(f"metrics_listen {lab.ip('n1')}:{PORT}\n")
+    mark = node.mark()
+    node.signal(signal.SIGHUP)
+    node.wait_log(r"metrics served on http://", since=mark)
+    assert "hbd_build_info" in lab.run("client", [*probe, url]).stdout
+    conf.write_text(f"metrics_listen {lab.ip('n1')}:{PORT + 1}\n")
+    mark = node.mark()
+    node.signal(signal.SIGHUP)
+    node.wait_log(r"configuration reloaded", since=mark)
+    moved = f"http://{lab.ip('n1')}:{PORT + 1}/metrics"
+    assert "hbd_build_info" in lab.run("client", [*probe, moved]).stdout
+    assert lab.run("client", [*probe, url], check=False).returncode == 1  # the old port closed
+    conf.write_text("")
+    mark = node.mark()
+    node.signal(signal.SIGHUP)
+    node.wait_log(r"configuration reloaded", since=mark)
+    assert lab.run("client", [*probe, moved], check=False).returncode == 1
