@@ -385,3 +385,17 @@ def test_the_packages_recommend_the_library() -> None:
     assert re.search(r"^Recommends:.*python3-prometheus-client", control, re.M)
     spec = (ROOT / "packaging" / "rpm" / "hbd.spec").read_text()
     assert "Recommends:     python3dist(prometheus-client)" in spec
+
+
+def test_a_trigger_serves_one_failover_only() -> None:
+    t = Telemetry("n2")
+    t.feed([NodeStatusChanged("n1", "active", "dead")], 10.0)
+    t.feed([StartGroup(G, "the peer died before taking it"),
+            StartGroup("other", "the peer died before taking it")], 10.1)
+    t.feed([_running(), GroupStateChanged("other", "starting", "running", "n2")], 10.6)
+    t.feed([StartGroup(G, "n1 released it")], 60.0)  # later, a different failover
+    t.feed([_running()], 60.5)
+    c = t.counters()
+    assert c.failovers == (((G, "peer_dead"), 1), ((G, "request"), 1),
+                           (("other", "peer_dead"), 1))
+    assert c.failover_seconds.sum_s == pytest.approx(0.6 + 0.6 + 0.5)

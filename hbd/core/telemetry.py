@@ -11,8 +11,9 @@ A failover is timed from its trigger to the group running here.  Triggers
 are the events that make a group move: a peer declared dead (or leaving the
 corosync membership), a takeover or standby request, a monitor failure, a
 tracked link lost.  The latest one within TRIGGER_WINDOW is the trigger of a
-StartGroup that follows; a start with none (the peer's own standby, seen
-here only as its release) is timed from the start itself.  Starts at
+StartGroup that follows, and of the others started with it (within
+SAME_FAILOVER), never of a later one; a start with none (the peer's own
+standby, seen here only as its release) is timed from the start itself.  Starts at
 start-up or after a configuration change are not failovers.
 """
 
@@ -38,6 +39,7 @@ from hbd.core.actions import (
 FAILOVER_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                                        float("inf"))
 TRIGGER_WINDOW = 300.0  # seconds: an older trigger is not what made a group start
+SAME_FAILOVER = 1.0  # seconds: starts this close to the trigger's first start share it
 # StartGroup reasons that are not failovers (hbd.core.failover, placement, recovery)
 _NOT_FAILOVER = ("our own groups at start-up", "added to haresources")
 # why a failover happened: the label values of hbd_failovers_total{reason}
@@ -88,6 +90,7 @@ class Telemetry:
         self._hist_count = 0
         self._hist_sum = 0.0
         self._trigger: tuple[str, float] | None = None  # (reason, when)
+        self._trigger_used: float | None = None  # when a start first took it
         self._starting: dict[str, tuple[str, float]] = {}  # group -> (reason, since)
         self.changes = 0  # bumped whenever anything counted changed
 
@@ -100,7 +103,11 @@ class Telemetry:
     def command(self, method: str, now: float) -> None:
         """An admin's takeover or standby (D-Bus, hbctl, Heartbeat's FIFO)."""
         if method in ("takeover", "release"):
-            self._trigger = ("request", now)
+            self._set_trigger("request", now)
+
+    def _set_trigger(self, reason: str, now: float) -> None:
+        self._trigger = (reason, now)
+        self._trigger_used = None
 
     def monitor_result(self, group: str, ok: bool) -> None:
         key = (group, "ok" if ok else "failed")
@@ -112,21 +119,21 @@ class Telemetry:
             _bump(self._late, action.node)
         elif isinstance(action, NodeStatusChanged):
             if action.new == "dead" and not action.local:
-                self._trigger = ("peer_dead", now)
+                self._set_trigger("peer_dead", now)
             return
         elif isinstance(action, MembershipChanged):
             if action.left:
-                self._trigger = ("peer_dead", now)
+                self._set_trigger("peer_dead", now)
             return
         elif isinstance(action, TrackedLinkChanged):
             if action.new != "up":
-                self._trigger = ("link", now)
+                self._set_trigger("link", now)
             return
         elif isinstance(action, GroupFailed):
             key = (action.group, action.operation)
             self._failures[key] = self._failures.get(key, 0) + 1
             if action.operation == "monitor":
-                self._trigger = ("monitor", now)
+                self._set_trigger("monitor", now)
         elif isinstance(action, SplitBrain):
             _bump(self._split, action.group)
         elif isinstance(action, FenceStateChanged):
@@ -147,9 +154,12 @@ class Telemetry:
     def _started(self, action: StartGroup, now: float) -> None:
         if action.reason.startswith(_NOT_FAILOVER):
             return
-        trigger = self._trigger
-        if trigger is not None and now - trigger[1] <= TRIGGER_WINDOW:
+        trigger, used = self._trigger, self._trigger_used
+        if trigger is not None and (now - trigger[1] <= TRIGGER_WINDOW if used is None
+                                    else now - used <= SAME_FAILOVER):
             self._starting[action.group] = trigger
+            if used is None:
+                self._trigger_used = now
         else:
             self._starting[action.group] = (_reason_of(action.reason), now)
 
