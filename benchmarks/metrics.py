@@ -9,7 +9,10 @@ second, then as fast as SCRAPERS parallel clients can.  Measured per phase:
 scrapes answered, n1's CPU per second of wall time, the largest and the
 99th-percentile heartbeat gap of each node, late-heartbeat warnings; and
 the memory metrics add (n1's RSS and PSS beside n2's, the same daemon with
-and without prometheus-client loaded).
+and without prometheus-client loaded).  Beside them, in the same run and
+with the same timers, a Heartbeat 3.0.6 pair in a lab of its own (no
+metrics: it has none) whose heartbeat gaps show what the machine's load
+alone does to a C daemon's timing while hbd is scraped.
 
     .venv/bin/python -m benchmarks.metrics [--seconds 20]
 
@@ -27,19 +30,37 @@ from typing import Any
 
 from benchmarks.common import cpu_seconds, pss_bytes, rss_bytes, save, table, tree
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat, render_ha_cf
 from tests.infra.netns import Lab
 
 PORT = 9817
 SCRAPERS = 4
 
 
-def _phase(lab: Lab, n1: HbdNode, n2: HbdNode, seconds: float,
-           rate: float | None) -> dict[str, Any]:
+PROBE = [sys.executable, "-m", "tests.metricsprobe"]
+
+
+def _listen(lab: Lab, client: str, seconds: float) -> subprocess.Popen[bytes]:
+    return lab.popen(client, [*PROBE, "gaps", "694", str(seconds + 1)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _gaps(lab: Lab, listener: subprocess.Popen[bytes], seconds: float,
+          names: tuple[str, str]) -> dict[str, dict[str, float]]:
+    out, _ = listener.communicate(timeout=seconds + 30)
+    by_ip = {lab.ip(n): n for n in names}
+    return {by_ip.get(source, source): {"heartbeats": count, "max_s": round(worst, 4),
+                                        "p99_s": round(p99, 4)}
+            for source, (count, worst, p99) in json.loads(out).items()}
+
+
+def _phase(lab: Lab, n1: HbdNode, n2: HbdNode, seconds: float, rate: float | None,
+           reference: Lab | None) -> dict[str, Any]:
     url = f"http://{lab.ip('n1')}:{PORT}/metrics"
-    probe = [sys.executable, "-m", "tests.metricsprobe"]
+    probe = PROBE
     marks = n1.mark(), n2.mark()
-    listener = lab.popen("client", [*probe, "gaps", "694", str(seconds + 1)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listener = _listen(lab, "client", seconds)
+    beside = _listen(reference, "hclient", seconds) if reference is not None else None
     cpu_before = cpu_seconds(tree(n1.pid))
     floods: list[subprocess.Popen[bytes]] = []
     if rate is None:  # as fast as SCRAPERS clients go
@@ -56,17 +77,16 @@ def _phase(lab: Lab, n1: HbdNode, n2: HbdNode, seconds: float,
         scraped += figures["ok"]
         failed += figures["failed"]
         worst_scrape = max(worst_scrape, figures["max_s"])
-    out, _ = listener.communicate(timeout=seconds + 30)
     cpu = cpu_seconds(tree(n1.pid)) - cpu_before
-    gaps = json.loads(out)
+    gaps = _gaps(lab, listener, seconds, ("n1", "n2"))
+    heartbeat = (_gaps(reference, beside, seconds, ("h1", "h2"))
+                 if reference is not None and beside is not None else {})
     late = sum(len(re.findall(r"[Ll]ate heartbeat", node.log()[mark:]))
                for node, mark in zip((n1, n2), marks, strict=True))
     return {"scrapes": scraped, "scrape_failures": failed, "scrapes_per_s": scraped / seconds,
             "slowest_scrape_s": round(worst_scrape, 4),
             "n1_cpu_per_s": round(cpu / seconds, 4),
-            "gaps": {("n1" if source == lab.ip("n1") else "n2"): {
-                "heartbeats": count, "max_s": round(worst, 4), "p99_s": round(p99, 4)}
-                for source, (count, worst, p99) in gaps.items()},
+            "gaps": gaps, "heartbeat_3_0_6_gaps": heartbeat,
             "late_heartbeat_warnings": late}
 
 
@@ -74,6 +94,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
+    reference: Lab | None = None
+    peers: list[HeartbeatPeer] = []
+    if find_heartbeat():
+        reference = Lab(("h1", "h2", "hclient"))
+        conf = render_ha_cf(("h1", "h2"), keepalive="100ms", deadtime="300ms",
+                            warntime="200ms")
+        peers = [HeartbeatPeer(reference, n, ha_cf=conf).start() for n in ("h1", "h2")]
+        peers[0].wait_status("h2", "active", timeout=30)
+    else:
+        print("heartbeat not installed: no reference pair", file=sys.stderr)
+    try:
+        result = _measure(args.seconds, reference)
+    finally:
+        for peer in peers:
+            peer.kill()
+        if reference is not None:
+            reference.teardown()
+    return result
+
+
+def _measure(seconds: float, reference: Lab | None) -> int:
     hacf = ha_cf("bcast eth0", keepalive="100ms", deadtime="300ms", warntime="200ms")
     with Lab(("n1", "n2", "client")) as lab:
         n1 = HbdNode(lab, "n1", hacf, "n1 10.77.0.240/24/eth0\n")
@@ -85,26 +126,32 @@ def main(argv: list[str] | None = None) -> int:
             n2.start()
             n1.wait_log(r"group \S+ start done")
             n1.wait_log(r"metrics served on")
-            phases = {"no scrapes": _phase(lab, n1, n2, args.seconds, 0),
-                      "100 scrapes/s": _phase(lab, n1, n2, args.seconds, 100),
-                      f"{SCRAPERS} clients flat out": _phase(lab, n1, n2, args.seconds, None)}
+            phases = {"no scrapes": _phase(lab, n1, n2, seconds, 0, reference),
+                      "100 scrapes/s": _phase(lab, n1, n2, seconds, 100, reference),
+                      f"{SCRAPERS} clients flat out": _phase(lab, n1, n2, seconds, None, reference)}
             memory = {"n1_with_metrics": {"rss": rss_bytes([n1.pid]), "pss": pss_bytes([n1.pid])},
                       "n2_without": {"rss": rss_bytes([n2.pid]), "pss": pss_bytes([n2.pid])}}
         finally:
             n1.stop()
             n2.stop()
-    rows = [["phase", "scrapes/s", "n1 CPU", "n1 gap max/p99 ms", "n2 gap max/p99 ms", "late"]]
+    rows = [["phase", "scrapes/s", "n1 CPU", "n1 gap max/p99 ms", "n2 gap max/p99 ms", "late",
+             "Heartbeat h1/h2 gap max ms"]]
+
+    def gap(g: dict[str, float]) -> str:
+        return f"{g.get('max_s', 0) * 1000:.0f}/{g.get('p99_s', 0) * 1000:.0f}"
+
     for name, p in phases.items():
-        g1, g2 = p["gaps"].get("n1", {}), p["gaps"].get("n2", {})
+        hb = p["heartbeat_3_0_6_gaps"]
         rows.append([name, f"{p['scrapes_per_s']:.0f}", f"{p['n1_cpu_per_s']:.1%}",
-                     f"{g1.get('max_s', 0) * 1000:.0f}/{g1.get('p99_s', 0) * 1000:.0f}",
-                     f"{g2.get('max_s', 0) * 1000:.0f}/{g2.get('p99_s', 0) * 1000:.0f}",
-                     str(p["late_heartbeat_warnings"])])
+                     gap(p["gaps"].get("n1", {})), gap(p["gaps"].get("n2", {})),
+                     str(p["late_heartbeat_warnings"]),
+                     "/".join(f"{hb.get(n, {}).get('max_s', 0) * 1000:.0f}"
+                              for n in ("h1", "h2")) if hb else "-"])
     print(table(rows))
     extra = memory["n1_with_metrics"]["rss"] - memory["n2_without"]["rss"]
     print(f"memory: n1 (metrics on) RSS {memory['n1_with_metrics']['rss'] / 2**20:.1f} MiB, "
           f"n2 (off) {memory['n2_without']['rss'] / 2**20:.1f} MiB: +{extra / 2**20:.1f} MiB")
-    path = save("metrics", {"seconds": args.seconds, "keepalive_ms": 100, "deadtime_ms": 300,
+    path = save("metrics", {"seconds": seconds, "keepalive_ms": 100, "deadtime_ms": 300,
                             "warntime_ms": 200, "phases": phases, "memory": memory})
     print(f"saved {path}")
     late = sum(p["late_heartbeat_warnings"] for p in phases.values())
