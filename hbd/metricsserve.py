@@ -67,8 +67,10 @@ class _Rendered:
 
     def get(self) -> bytes | None:
         view = self._view
-        if view is None:
-            return None
+        return None if view is None else self.bytes_for(view)
+
+    def bytes_for(self, view: MetricsView) -> bytes:
+        """The text of `view`: rendered by the first thread that asks, then cached."""
         with self._lock:
             if self._rendered_for is not view:
                 self._bytes = render(view)
@@ -136,8 +138,9 @@ class _Server(ThreadingHTTPServer):
 class _TextfileWriter:
     """Writes each new view to PATH atomically, from its own thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rendered: _Rendered) -> None:
         self.path = path
+        self._rendered = rendered  # shared with the HTTP server: one rendering per view
         self._wake = threading.Condition()
         self._view: MetricsView | None = None
         self._written: MetricsView | None = None
@@ -175,7 +178,7 @@ class _TextfileWriter:
         directory, name = os.path.split(self.path)
         temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
         try:
-            data = render(view)
+            data = self._rendered.bytes_for(view)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 os.write(fd, data)
@@ -234,7 +237,7 @@ class Exporter:
                 retired.append(self._textfile)
                 self._textfile = None
             if settings.textfile:
-                self._textfile = _TextfileWriter(settings.textfile)
+                self._textfile = _TextfileWriter(settings.textfile, self._rendered)
                 log.info("metrics written to %s every %.1f s when they change",
                          settings.textfile, settings.interval)
                 if self._latest is not None:

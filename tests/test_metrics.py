@@ -8,6 +8,7 @@ tests/test_metrics_netns.py.
 from __future__ import annotations
 
 import http.client
+import itertools
 import re
 import socket
 import sys
@@ -399,3 +400,49 @@ def test_a_trigger_serves_one_failover_only() -> None:
     assert c.failovers == (((G, "peer_dead"), 1), ((G, "request"), 1),
                            (("other", "peer_dead"), 1))
     assert c.failover_seconds.sum_s == pytest.approx(0.6 + 0.6 + 0.5)
+
+
+def test_the_textfile_is_written_and_an_unwritable_one_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    exp = metricsserve.Exporter()
+    path = tmp_path / "hbd.prom"
+    exp.configure(metricsserve.MetricsSettings(None, str(path), 0.1))
+    view = full_view()
+    exp.publish(view)
+    metricsserve.retire(exp.close())  # writes the latest view before stopping
+    assert _samples(path.read_bytes())[("hbd_quorate", ())] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["hbd.prom"]  # no temporary file left
+    missing = tmp_path / "gone" / "hbd.prom"
+    exp.configure(metricsserve.MetricsSettings(None, str(missing), 0.1))
+    for version in ("1", "2", "3"):
+        exp.publish(m.MetricsView(version, view.snapshot, view.counters))
+        time.sleep(0.05)
+    metricsserve.retire(exp.close())
+    assert caplog.text.count("cannot write the metrics textfile") == 1
+
+
+def test_the_loop_builds_views_at_most_every_interval() -> None:
+    import asyncio
+
+    from hbd.metricsloop import MetricsLoop
+
+    built: list[float] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def build() -> m.MetricsView:
+            built.append(loop.time())
+            return m.MetricsView(str(len(built)), full_view().snapshot, full_view().counters)
+
+        metrics = MetricsLoop(loop, build)
+        await metrics.configure(metricsserve.MetricsSettings(("127.0.0.1", 0), "", 0.2))
+        for _ in range(50):  # state changes in a burst: no view more often than 0.2 s
+            metrics.state_changed()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        await metrics.close()
+
+    asyncio.run(scenario())
+    spacing = [b - a for a, b in itertools.pairwise(built[:-1])]  # the last: close()'s
+    assert len(built) >= 4 and all(s >= 0.19 for s in spacing), built
