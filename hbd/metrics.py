@@ -47,6 +47,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                        "1 for the node's current status (init, up, active, dead), else 0"),
     "hbd_link_up": ("gauge", ("node", "link"),
                     "1 while the link to the node is up (this node's own: open), else 0"),
+    "hbd_ping_node_up": ("gauge", ("node",),
+                         "1 while the ping node (or ping_group) answers, else 0"),
     "hbd_heartbeats_sent_total": ("counter", ("link",),
                                   "Status messages (heartbeats) this node sent on the link"),
     "hbd_heartbeats_received_total": ("counter", ("node", "link"),
@@ -187,12 +189,16 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield fam
     fam = _gauge("hbd_node_state")
     for node in snap.nodes:
-        for state in NODE_STATES:
+        for state in _states(NODE_STATES, node.status):
             fam.add_metric([node.name, state], 1 if node.status == state else 0)
     yield fam
     fam = _gauge("hbd_link_up")
     for link in snap.links:
         fam.add_metric([link.node, link.link], 1 if link.status == "up" else 0)
+    yield fam
+    fam = _gauge("hbd_ping_node_up")
+    for ping in snap.ping_nodes:
+        fam.add_metric([ping.name], 1 if ping.status == "ping" else 0)
     yield fam
     yield _counter("hbd_heartbeats_sent_total", [((k,), v) for k, v in view.heartbeats_sent])
     yield _counter("hbd_heartbeats_received_total", view.heartbeats_received)
@@ -200,7 +206,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter("hbd_bad_packets_total", [((k,), v) for k, v in view.bad_packets])
     fam = _gauge("hbd_group_state")
     for group in snap.groups:
-        for state in GROUP_STATES:
+        for state in _states(GROUP_STATES, group.state):
             fam.add_metric([group.key, state], 1 if group.state == state else 0)
     yield fam
     fam = _gauge("hbd_group_owner")
@@ -219,7 +225,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter("hbd_split_brains_total", [((k,), v) for k, v in counters.split_brains])
     fam = _gauge("hbd_fence_state")
     for fence in snap.fencing:
-        for state in FENCE_STATES:
+        for state in _states(FENCE_STATES, fence.state):
             fam.add_metric([fence.node, state], 1 if fence.state == state else 0)
     yield fam
     yield _counter("hbd_fence_operations_total", counters.fence_results)
@@ -240,6 +246,11 @@ def families(view: MetricsView) -> Iterator[Metric]:
         fam = _gauge("hbd_event_loop_lag_max_seconds")
         fam.add_metric([], view.loop_lag_max)
         yield fam
+
+
+def _states(known: tuple[str, ...], current: str) -> tuple[str, ...]:
+    """The label values of a state set: the known ones, and one no list foresaw."""
+    return known if current in known else (*known, current)
 
 
 def _counter(name: str, rows: Iterable[tuple[tuple[str, ...], int]]) -> Metric:

@@ -26,6 +26,7 @@ from hbd.control import (
     GroupInfo,
     LinkInfo,
     NodeInfo,
+    PingInfo,
     Snapshot,
     TrackedLinkInfo,
 )
@@ -215,7 +216,7 @@ def full_view() -> m.MetricsView:
         links=(LinkInfo("n1", "eth0", "up"), LinkInfo("n2", "eth0", "dead")),
         resources_held="all",
         groups=(GroupInfo(G, "n1", "n1", "running", fail_count=1),),
-        stack="corosync", quorate=True,
+        stack="corosync", quorate=True, ping_nodes=(PingInfo("10.0.0.254", "dead"),),
         tracked_links=(TrackedLinkInfo("eth0", "up", (G,)),),
         fencing=(FenceInfo("n2", "fenced", "done"),), fence_device="ok")
     lag = Histogram((0.001, 0.01, float("inf")), (90, 9, 1), 100, 0.5)
@@ -255,6 +256,17 @@ def test_rendered_values() -> None:
     assert s[("hbd_event_loop_lag_seconds_bucket", (("le", "0.01"),))] == 99
     assert s[("hbd_event_loop_lag_seconds_count", ())] == 100
     assert s[("hbd_quorate", ())] == 1
+    assert s[("hbd_ping_node_up", (("node", "10.0.0.254"),))] == 0
+
+
+def test_a_state_no_list_foresaw_is_shown_all_the_same() -> None:
+    view = full_view()
+    odd = Snapshot("n1", (NodeInfo("n1", "leaving", True),), (), "none",
+                   (GroupInfo(G, "n1", "", "migrating"),))
+    s = _samples(m.render(m.MetricsView("1", odd, view.counters)))
+    assert s[("hbd_node_state", (("node", "n1"), ("state", "leaving")))] == 1
+    assert s[("hbd_node_state", (("node", "n1"), ("state", "active")))] == 0
+    assert s[("hbd_group_state", (("group", G), ("state", "migrating")))] == 1
 
 
 @pytest.mark.parametrize("text,reason", [
@@ -345,6 +357,18 @@ def test_connections_are_bounded(exporter: metricsserve.Exporter) -> None:
             sock.close()
     time.sleep(0.3)
     assert _get(address)[0] == 200  # the slots came back
+
+
+def test_ipv6_is_served() -> None:
+    exp = metricsserve.Exporter()
+    exp.configure(metricsserve.MetricsSettings(("::1", 0), "", 1.0))
+    try:
+        address = exp.address
+        assert address is not None and address[0] == "::1"
+        exp.publish(full_view())
+        assert _get(address)[0] == 200
+    finally:
+        metricsserve.retire(exp.close())
 
 
 def test_a_port_in_use_is_logged_not_raised(exporter: metricsserve.Exporter,
