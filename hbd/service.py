@@ -379,9 +379,9 @@ class ServiceBase:
         await self._finished.wait()
         # the hooks still see the last events (the groups' `stopped`), for a bounded time
         await self.hooks.stop(0.0 if self._hurry else None)
-        if self.metrics is not None:
+        if self.metrics is not None and not self._hurry:  # hurried: its threads just end
             await self.metrics.close()
-            self.metrics = None
+        self.metrics = None
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
         """The group runner finished a start or stop."""
@@ -493,7 +493,10 @@ class ServiceBase:
             return
         if self.metrics is None:
             self.metrics = MetricsLoop(self._loop, self._metrics_view)
-        await self.metrics.configure(MetricsSettings.from_conf(hbd))
+        try:
+            await self.metrics.configure(MetricsSettings.from_conf(hbd))
+        except Exception:  # the metrics must never fail a start or a reload
+            log.exception("could not configure the metrics")
 
     def _metrics_view(self) -> Any:
         """The metrics' immutable view (hbd.metrics.MetricsView), built on the loop."""
@@ -539,8 +542,8 @@ class ServiceBase:
     def _command(self, method: str, *args: str) -> None:
         """Run one admin command now; its errors (InvalidScope, Busy...) propagate."""
         now, wall = self._now()
-        self.telemetry.command(method, now)
         actions: list[Action] = getattr(self._group_work(), method)(*args, now, wall)
+        self.telemetry.command(method, now)  # accepted: what it starts is a failover
         self._dispatch(actions)
         self._arm()
         self._publish()
