@@ -129,6 +129,30 @@ def test_scraped_metrics_follow_a_failover(lab: Lab, cluster: list[HbdNode]) -> 
     wait_for(lambda: needle in (n2.dir / "hbd.prom").read_text(), 5, "the textfile")
 
 
+def test_a_takeover_request_is_a_timed_failover(lab: Lab, cluster: list[HbdNode]) -> None:
+    """Heartbeat's own hb_takeover on n2 (through hbd's FIFO): counted as `request`."""
+    n1, n2 = start(lab, cluster)
+    n1.wait_log(r"group \S+ start done")
+    mark = n2.mark()
+    result = lab.run("n2", ["env", f"HA_FIFO={n2.heartbeat_dir / 'fifo'}",
+                            "/usr/share/heartbeat/hb_takeover", "all"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    n2.wait_log(r"group \S+ start done", since=mark)
+
+    def counted() -> Samples | None:
+        s = scrape(lab, "n2")
+        return s if value(s, "hbd_failovers_total", group=GROUP, reason="request") else None
+
+    after = wait_for(counted, 10, "the takeover counted on n2", interval=0.2)
+    assert value(after, "hbd_failovers_total", group=GROUP, reason="request") == 1
+    assert value(after, "hbd_group_owner", group=GROUP, node="n2") == 1
+    took = value(after, "hbd_failover_duration_seconds_sum")
+    assert took is not None and 0 < took < 5  # from the request to the VIP up on n2
+    released = scrape(lab, "n1")  # n1 released it: no failover there
+    assert value(released, "hbd_failover_duration_seconds_count") == 0
+    assert value(released, "hbd_group_state", group=GROUP, state="stopped") == 1
+
+
 def _version(samples: Samples) -> str:
     return next(dict(k[1])["version"] for k in samples if k[0] == "hbd_build_info")
 
