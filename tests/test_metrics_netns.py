@@ -193,8 +193,12 @@ def test_textfile_is_replaced_atomically(lab: Lab, cluster: list[HbdNode]) -> No
         reader.join()
     assert not bad, bad[:3]
     assert len(seen) >= 5  # it was rewritten meanwhile (the heartbeat counters move)
+    assert n1.stop() == 0  # its last view written, the writer thread ended
     leftovers = [p.name for p in Path(n1.dir).iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
+    final = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    assert [s.labels["state"] for s in final["hbd_group_state"].samples if s.value == 1] == [
+        "stopped"]  # the last view: the groups released
 
 
 @pytest.mark.slow
