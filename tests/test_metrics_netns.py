@@ -148,9 +148,13 @@ def test_a_takeover_request_is_a_timed_failover(lab: Lab, cluster: list[HbdNode]
     assert value(after, "hbd_group_owner", group=GROUP, node="n2") == 1
     took = value(after, "hbd_failover_duration_seconds_sum")
     assert took is not None and 0 < took < 5  # from the request to the VIP up on n2
-    released = scrape(lab, "n1")  # n1 released it: no failover there
-    assert value(released, "hbd_failover_duration_seconds_count") == 0
-    assert value(released, "hbd_group_state", group=GROUP, state="stopped") == 1
+
+    def released() -> Samples | None:  # n1 released it: no failover there
+        s = scrape(lab, "n1")
+        return s if value(s, "hbd_group_state", group=GROUP, state="stopped") == 1 else None
+
+    on_n1 = wait_for(released, 5, "n1's metrics showing the group released", interval=0.2)
+    assert value(on_n1, "hbd_failover_duration_seconds_count") == 0
 
 
 def _version(samples: Samples) -> str:
