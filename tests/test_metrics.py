@@ -470,3 +470,38 @@ def test_the_loop_builds_views_at_most_every_interval() -> None:
     asyncio.run(scenario())
     spacing = [b - a for a, b in itertools.pairwise(built[:-1])]  # the last: close()'s
     assert len(built) >= 4 and all(s >= 0.19 for s in spacing), built
+
+
+def test_the_service_feeds_its_counters_and_the_loop_lag_into_the_view() -> None:
+    """ServiceBase: dispatched events are counted; `loop_lag` (hbd.looplag) is read when
+    the running service holds one."""
+    import asyncio
+
+    from tests.test_service import Stack
+
+    class Lag:
+        def __init__(self) -> None:
+            self.buckets = (0.001, float("inf"))
+            self.counts = [5, 1]
+            self.count = 6
+            self.sum_s = 0.01
+            self.max_s = 0.008
+
+    class WithSnapshot(Stack):
+        def snapshot(self) -> Snapshot:
+            return full_view().snapshot
+
+    async def run() -> None:
+        stack = WithSnapshot()
+        stack._loop = asyncio.get_running_loop()
+        stack._dispatch([LateHeartbeat("n2", 900, False)])
+        view = stack._metrics_view()
+        assert view.counters.late_heartbeats == (("n2", 1),)
+        assert view.loop_lag is None  # no measurement: the lag metrics are left out
+        stack.loop_lag = Lag()  # type: ignore[attr-defined]
+        view = stack._metrics_view()
+        assert view.loop_lag == Histogram((0.001, float("inf")), (5, 1), 6, 0.01)
+        assert view.loop_lag_max == 0.008
+        assert b"hbd_event_loop_lag_max_seconds 0.008" in m.render(view)
+
+    asyncio.run(run())
