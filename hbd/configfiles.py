@@ -204,7 +204,23 @@ def describe(config: ClusterConfig) -> str:
                  f"timeout {hbd.notify_timeout_ms} ms each")
     lines += _describe_health(config)
     lines.append(_describe_tracking(config))
+    lines.append(_describe_metrics(config))
     return "\n".join(lines)
+
+
+def _describe_metrics(config: ClusterConfig) -> str:
+    hbd = config.hbd
+    outputs = []
+    if hbd.metrics_listen is not None:
+        host, port = hbd.metrics_listen
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        outputs.append(f"served on http://{shown}/metrics")
+    if hbd.metrics_textfile:
+        outputs.append(f"written to {hbd.metrics_textfile}")
+    if not outputs:
+        return "metrics: off"
+    return (f"metrics: {' and '.join(outputs)}; refreshed every {hbd.metrics_interval_ms} ms "
+            "at most")
 
 
 def _describe_tracking(config: ClusterConfig) -> str:

@@ -43,6 +43,7 @@ from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import LinkTracker, TrackedLink
 from hbd.core.monitoring import Monitoring
 from hbd.core.refresh import RefreshSchedule
+from hbd.core.telemetry import Telemetry
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
@@ -101,6 +102,10 @@ class ServiceBase:
                                 HookSettings.from_conf(config.hbd, options.config_dir))
         self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
         self.tracking: LinkTracking | None = None  # link tracking (_start_tracking)
+        # Prometheus metrics: events counted here always (cheap); the outputs
+        # (hbd.metricsloop.MetricsLoop) exist only while hbd.conf asks for them
+        self.telemetry = Telemetry(options.node)
+        self.metrics: Any = None
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -159,6 +164,7 @@ class ServiceBase:
         if self._loop is not None and any(not isinstance(a, self._ROUTINE) for a in actions):
             self._loop.call_soon(self._publish)
             self.hooks.feed(actions, time.time())  # only queues: the hooks run elsewhere
+            self.telemetry.feed(actions, self._loop.time())
         for action in actions:
             try:
                 self._carry_out_one(action)
@@ -348,6 +354,7 @@ class ServiceBase:
         log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
         self.notifier.ready()
         self._started.set()
+        self._spawn(self._configure_metrics(self.config))
         if self.notifier.watchdog_interval is not None:
             assert self._loop is not None
             self._watchdog_at = self._loop.time()
@@ -372,6 +379,9 @@ class ServiceBase:
         await self._finished.wait()
         # the hooks still see the last events (the groups' `stopped`), for a bounded time
         await self.hooks.stop(0.0 if self._hurry else None)
+        if self.metrics is not None and not self._hurry:  # hurried: its threads just end
+            await self.metrics.close()
+        self.metrics = None
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
         """The group runner finished a start or stop."""
@@ -393,6 +403,7 @@ class ServiceBase:
         now, wall = self._now()
         log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,
                 "ok" if ok else "FAILED", detail)
+        self.telemetry.monitor_result(key, ok)
         self._dispatch(work.monitor_done(key, token, ok, detail, now, wall))
         self._arm()
         self._check_finished()
@@ -433,6 +444,7 @@ class ServiceBase:
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
                 self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
                 self.config = new
+                await self._configure_metrics(new)
                 if self.api is not None:
                     from hbd.apiserver import resolve_apiauth
 
@@ -465,6 +477,45 @@ class ServiceBase:
         log.info("%s received: stopping", signame)
         self._stop.set()
 
+    # --- Prometheus metrics (hbd.metricsloop; the library is loaded only when asked for) ---
+
+    async def _configure_metrics(self, config: ClusterConfig) -> None:
+        hbd = config.hbd
+        if self.metrics is None and hbd.metrics_listen is None and not hbd.metrics_textfile:
+            return
+        assert self._loop is not None
+        try:
+            from hbd.metricsloop import MetricsLoop
+            from hbd.metricsserve import MetricsSettings
+        except ImportError as err:
+            log.error("metrics asked for in hbd.conf, but %s: install prometheus-client "
+                      "(Debian: python3-prometheus-client)", err)
+            return
+        if self.metrics is None:
+            self.metrics = MetricsLoop(self._loop, self._metrics_view)
+        try:
+            await self.metrics.configure(MetricsSettings.from_conf(hbd))
+        except Exception:  # the metrics must never fail a start or a reload
+            log.exception("could not configure the metrics")
+
+    def _metrics_view(self) -> Any:
+        """The metrics' immutable view (hbd.metrics.MetricsView), built on the loop."""
+        from hbd import __version__
+        from hbd.metrics import MetricsView, fold_bad, lag_figures
+
+        sent, received, bad = self._metrics_traffic()
+        lag, lag_max = lag_figures(getattr(self, "loop_lag", None))
+        return MetricsView(__version__, self.snapshot(), self.telemetry.counters(),
+                           heartbeats_sent=sent, heartbeats_received=received,
+                           bad_packets=fold_bad(bad), loop_lag=lag, loop_lag_max=lag_max)
+
+    def _metrics_traffic(self) -> tuple[tuple[tuple[str, int], ...],
+                                        tuple[tuple[tuple[str, str], int], ...],
+                                        tuple[tuple[str, int], ...]]:
+        """Heartbeats sent per link, received per (node, link), bad packets by reason
+        text: the stacks with links of their own say."""
+        return (), (), ()
+
     # --- front ends ---------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
@@ -474,6 +525,8 @@ class ServiceBase:
     def _publish(self) -> None:
         """STATUS= always; subscribers only when what they would see changed."""
         self._publish_status()
+        if self.metrics is not None:
+            self.metrics.state_changed()
         if not self._subscribers:
             return
         snapshot = self.snapshot()
@@ -490,6 +543,7 @@ class ServiceBase:
         """Run one admin command now; its errors (InvalidScope, Busy...) propagate."""
         now, wall = self._now()
         actions: list[Action] = getattr(self._group_work(), method)(*args, now, wall)
+        self.telemetry.command(method, now)  # accepted: what it starts is a failover
         self._dispatch(actions)
         self._arm()
         self._publish()

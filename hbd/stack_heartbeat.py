@@ -64,6 +64,7 @@ class HeartbeatDaemon(ServiceBase):
         self.links: LinkSet | None = None
         self.clientstatus: ClientStatusResponder | None = None
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
+        self._heartbeats_sent: dict[int, int] = {}  # link index -> status messages sent
 
     def _api_clients_changed(self, named: frozenset[str]) -> None:
         if self.clientstatus is not None:
@@ -85,6 +86,10 @@ class HeartbeatDaemon(ServiceBase):
         if isinstance(action, Transmit):
             assert self.links is not None  # the engine starts sending once they are open
             self.links.send(action)
+            if action.msgtype == "status":
+                sent = self._heartbeats_sent
+                for index in action.links or range(len(self.config.hacf.links)):
+                    sent[index] = sent.get(index, 0) + 1
         elif isinstance(action, SendPing):
             if self.pinger is not None:
                 try:
@@ -106,6 +111,23 @@ class HeartbeatDaemon(ServiceBase):
         else:
             return False
         return True
+
+    def _metrics_traffic(self) -> tuple[tuple[tuple[str, int], ...],
+                                        tuple[tuple[tuple[str, str], int], ...],
+                                        tuple[tuple[str, int], ...]]:
+        assert self.engine is not None
+        names = self.engine.link_names
+        sent: dict[str, int] = {}
+        for index, count in self._heartbeats_sent.items():
+            name = names[index] if index < len(names) else f"link{index}"
+            sent[name] = sent.get(name, 0) + count  # links sharing an interface: one
+        received: dict[tuple[str, str], int] = {}
+        for peer in self.engine.peers.values():
+            for state in peer.links.values():
+                key = (peer.name, state.name)
+                received[key] = received.get(key, 0) + state.heard
+        return (tuple(sorted(sent.items())), tuple(sorted(received.items())),
+                tuple(sorted(self.engine.bad.totals.items())))
 
     # --- fencing (hbd.fencer runs the devices) ----------------------------------------
 

@@ -21,6 +21,7 @@ DEFAULT_MCAST_TTL = 1
 MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
 DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
+DEFAULT_METRICS_INTERVAL_MS = 1000  # hbd.conf metrics_interval
 
 
 class Severity(enum.Enum):
@@ -414,6 +415,11 @@ class HbdConf:
     # unless `link_tracking off`; `track_interface` lines add others
     link_tracking: bool = True
     tracks: tuple[TrackConf, ...] = ()
+    # Prometheus metrics (hbd/metrics.py), off by default: the HTTP endpoint's (host, port),
+    # a node_exporter textfile's path ("" for none), and how often the view is refreshed
+    metrics_listen: tuple[str, int] | None = None
+    metrics_textfile: str = ""
+    metrics_interval_ms: int = DEFAULT_METRICS_INTERVAL_MS
 
 
 @dataclass(frozen=True)

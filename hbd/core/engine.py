@@ -437,6 +437,7 @@ class Engine:
         if state is None:
             return []
         state.last_heard = now
+        state.heard += 1
         if state.fsm.state is not LinkStatus.UP:
             state.fsm.move(LinkStatus.UP)
             return [LinkStatusChanged(peer.name, state.name, True)]

@@ -27,6 +27,7 @@ from hbd.logs import JOURNAL_SOCKET_ENV
 
 VIP = "10.77.0.240"
 PORT = 7777  # the demo service: a UDP responder on each node
+METRICS_PORT = 9817  # hbd.conf metrics_listen: each node's Prometheus metrics
 NODES = ("n1", "n2")
 
 HA_CF = """\
@@ -159,6 +160,9 @@ def write_config(lab: Lab, authkeys: str) -> dict[str, Node]:
         node.config_dir.mkdir(parents=True)
         (node.config_dir / "ha.cf").write_text(HA_CF)
         (node.config_dir / "haresources").write_text(HARESOURCES)
+        (node.config_dir / "hbd.conf").write_text(
+            "# hbd.conf: hbd's own settings (Heartbeat never reads this file)\n"
+            f"metrics_listen {lab.hosts[name].address}:{METRICS_PORT}\n")
         keys = node.config_dir / "authkeys"
         fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

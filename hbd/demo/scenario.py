@@ -35,6 +35,10 @@ PROBE_MS = 10  # the client's probe interval
 LOCAL_STATUS = "Local status now set to: "  # hbd's log line for its own status
 VIEW_INTERVAL = 0.25  # seconds between refreshes of the status view
 STEPS = 8
+# what show_metrics prints of a scrape (the lines whose value is not 0)
+_METRICS_SHOWN = ("hbd_node_state", "hbd_link_up", "hbd_group_state", "hbd_group_owner",
+                  "hbd_failovers_total", "hbd_failover_duration_seconds_count",
+                  "hbd_failover_duration_seconds_sum")
 
 
 class StepFailed(Exception):
@@ -258,6 +262,7 @@ class Demo:
         self.restore_link()
         self.auto_failback()
         self.history()
+        self.show_metrics()
 
     def build(self) -> None:
         self.step(1, f"Building the lab: network namespaces {self.lab.tag}-* on {NETWORK}")
@@ -490,6 +495,30 @@ class Demo:
         self.check("HISTORY", result.returncode == 0 and len(takeovers) >= 2,
                    f"n1's history lists {len(takeovers)} takeovers with their durations"
                    if result.returncode == 0 else f"hbctl history failed ({result.returncode})")
+
+    def show_metrics(self) -> None:
+        """A few lines of n2's Prometheus metrics, scraped from the client."""
+        node = self.lab.hosts["n2"]
+        url = f"http://{node.address}:{cluster.METRICS_PORT}/metrics"
+        self.screen.say(self.screen.bold("      Prometheus metrics (hbd.conf metrics_listen), "
+                                         "as a scraper on the client sees n2's:"))
+        self.command(["curl", "-s", url], "the demo's own probe does it, from the client")
+        proc = self.lab.spawn("client", [sys.executable, "-m", "hbd.demo.probe", "scrape",
+                                         url, self.lab.tag], stdout_pipe=True,
+                              env=cluster.client_env())
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.lab.stop(proc)
+            out = b""
+        shown = [line for line in out.decode(errors="replace").splitlines()
+                 if line.startswith(_METRICS_SHOWN) and not line.endswith(" 0.0")]
+        for line in shown:
+            self.screen.say(f"      | {line}")
+        failovers = [line for line in shown if line.startswith("hbd_failovers_total{")]
+        self.check("METRICS", bool(failovers),
+                   f"n2's metrics count {len(failovers)} kind(s) of failover and their "
+                   "durations" if failovers else "n2's metrics show no failover")
 
     # --- the end ------------------------------------------------------------------------
 
