@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from hbd.core import actions as a
+from hbd.core.telemetry import Failover
 
 log = logging.getLogger("hbd.cluster")
 
@@ -66,7 +67,9 @@ _RECOVERY: dict[str, tuple[int, str, str]] = {
 
 # A group's start or stop under way: when it began (monotonic) and the id that ties
 # its TAKEOVER/RELEASE entry to the GROUP_STATE entry that ends it (HBD_MOVE), which
-# then carries HBD_DURATION_MS: `hbctl history` shows how long each failover took.
+# then carries HBD_DURATION_MS (the start or stop itself) and, when the start ended
+# a failover, HBD_FAILOVER_MS (from its trigger: hbd.core.telemetry, the figure of
+# the metrics' histogram) and HBD_FAILOVER_REASON: `hbctl history` shows both.
 _moving: dict[str, tuple[float, str]] = {}
 _MOVING_STATES = frozenset({"starting", "stopping"})
 
@@ -77,15 +80,20 @@ def _began(group: str) -> str:
     return move
 
 
-def _ended(event: a.GroupStateChanged) -> dict[str, str]:
-    """HBD_MOVE and HBD_DURATION_MS for the entry of a group that finished moving."""
+def _ended(event: a.GroupStateChanged, failover: Failover | None) -> dict[str, str]:
+    """HBD_MOVE, HBD_DURATION_MS and a failover's HBD_FAILOVER_MS and
+    HBD_FAILOVER_REASON for the entry of a group that finished moving."""
     if event.old not in _MOVING_STATES or event.new == event.old:
         return {}  # a failed start goes on to stopping: that ends the takeover too
     began = _moving.pop(event.group, None)
     if began is None:
         return {}
     took_ms = max(0, round((time.monotonic() - began[0]) * 1000))
-    return {"move": began[1], "duration_ms": str(took_ms)}
+    fields = {"move": began[1], "duration_ms": str(took_ms)}
+    if failover is not None and failover.group == event.group:
+        fields["failover_ms"] = str(max(0, round(failover.seconds * 1000)))
+        fields["failover_reason"] = failover.reason
+    return fields
 
 
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
@@ -95,8 +103,9 @@ def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) 
     log.log(level, text, *args, extra=extra)
 
 
-def log_event(event: object) -> bool:
-    """Log one engine event; return False if it is not an event this module knows."""
+def log_event(event: object, failover: Failover | None = None) -> bool:
+    """Log one engine event; return False if it is not an event this module knows.
+    `failover`: the one a GroupStateChanged ended (Telemetry.take_failover)."""
     if isinstance(event, a.NodeStatusChanged):
         if event.local:
             _emit(logging.INFO, MessageId.LOCAL_STATUS, "Local status now set to: '%s'",
@@ -147,7 +156,7 @@ def log_event(event: object) -> bool:
         _emit(logging.INFO, MessageId.GROUP_STATE, "group %s: %s -> %s%s", event.group,
               event.old, event.new, f" (on {event.owner})" if event.owner else "",
               group=event.group, node=event.owner, previous=event.old, state=event.new,
-              **_ended(event))
+              **_ended(event, failover))
     elif isinstance(event, a.ResourcesHeldChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "resources held: %s -> %s", event.old,
               event.new)

@@ -190,6 +190,9 @@ class ServiceBase:
             assert self.runner is not None
             self.runner.monitor(action.group, action.resources, action.timeout,
                                 action.token)
+        elif isinstance(action, GroupStateChanged):
+            # the failover it ended, if any: the very figure the metrics' histogram took
+            eventlog.log_event(action, self.telemetry.take_failover(action.group))
         elif self._carry_out(action):
             pass
         elif not eventlog.log_event(action):

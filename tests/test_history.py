@@ -29,6 +29,7 @@ from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from hbd.cli import history, watch
 from hbd.cli.hbctl import main
 from hbd.core import actions as a
+from hbd.core.telemetry import Telemetry
 from hbd.demo.journal import JournalCatcher, decode
 from hbd.eventlog import MessageId
 from hbd.journalsend import JournalSocket, encode
@@ -76,7 +77,7 @@ ENTRIES = [
           group=GROUP, reason="n2 is dead", move="m1"),
     entry(MessageId.GROUP_STATE, 1.250, "info: group G: starting -> running (on n1)",
           group=GROUP, node="n1", previous="starting", state="running", move="m1",
-          duration_ms="248"),
+          duration_ms="248", failover_ms="1620", failover_reason="peer_dead"),
     entry(MessageId.RELEASE, 5.0, "info: releasing group other (standby [all])",
           group="other", reason="standby [all]", move="m2"),
     entry(MessageId.GROUP_STATE, 17.0, "info: group other: stopping -> blocked",
@@ -93,14 +94,19 @@ def test_events_joined_to_their_end() -> None:
         ("node-dead", "n2", None, ""), ("takeover", GROUP, 248, "running"),
         ("release", "other", 12000, "blocked"), ("takeover", "old", None, "")]
     assert events[0].message == "node n2: is dead"  # the level word is not part of it
+    assert [(e.failover_ms, e.failover_reason) for e in events] == [
+        (None, ""), (1620, "peer_dead"), (None, ""), (None, "")]
     text = history.text_of(events).splitlines()
-    assert text[0].split() == ["TIME", "EVENT", "ABOUT", "TOOK", "DETAIL"]
-    assert text[2].split()[2:] == ["takeover", GROUP, "248", "ms", "n2", "is", "dead"]
+    assert text[0].split() == ["TIME", "EVENT", "ABOUT", "FAILOVER", "TOOK", "DETAIL"]
+    assert text[2].split()[2:] == ["takeover", GROUP, "1620", "ms", "248", "ms", "n2", "is",
+                                   "dead"]
+    assert text[3].split()[2:5] == ["release", "other", "-"]  # a release is no failover
     assert text[3].endswith("12.0 s  standby [all] (ended blocked)")
     assert " ? " in text[4]  # a takeover whose end is not in the journal
     first = history.json_of(events)[1]
     assert first["time"].startswith("2026-12-07T12:30:16.002")
     assert (first["duration_ms"], first["reason"], first["host"]) == (248, "n2 is dead", "n1")
+    assert (first["failover_ms"], first["failover_reason"]) == (1620, "peer_dead")
 
 
 def test_select() -> None:
@@ -126,6 +132,7 @@ def test_eventlog_times_each_move(caplog: pytest.LogCaptureFixture) -> None:
     assert fields[2]["HBD_MOVE"] == move and int(fields[2]["HBD_DURATION_MS"]) >= 0
     assert (fields[2]["HBD_PREVIOUS"], fields[2]["HBD_STATE"]) == ("starting", "running")
     assert "HBD_DURATION_MS" not in fields[0] and "HBD_DURATION_MS" not in fields[4]
+    assert "HBD_FAILOVER_MS" not in fields[2]  # no failover handed: a start-up, say
     caplog.clear()  # a start that fails ends its takeover as it turns to stopping
     eventlog.log_event(a.StartGroup(GROUP, "start-up"))
     eventlog.log_event(a.GroupStateChanged(GROUP, "starting", "stopping", "n1"))
@@ -135,6 +142,30 @@ def test_eventlog_times_each_move(caplog: pytest.LogCaptureFixture) -> None:
               for r in caplog.records]
     assert fields[1]["HBD_MOVE"] == fields[0]["HBD_MOVE"] and fields[1]["HBD_STATE"] == "stopping"
     assert fields[3]["HBD_MOVE"] == fields[2]["HBD_MOVE"] != fields[0]["HBD_MOVE"]
+
+
+def test_eventlog_carries_the_failover_the_metrics_took(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The GROUP_STATE entry ending a failover's start carries the telemetry's own figure
+    (from the dead peer's last heartbeat), which the histogram observed too."""
+    caplog.set_level(logging.INFO, logger="hbd.cluster")
+    t = Telemetry("n1")
+    batches: list[tuple[list[a.Action], float]] = [
+        ([a.NodeStatusChanged("n2", "active", "dead", last_heard=10.0)], 10.3),
+        ([a.GroupStateChanged(GROUP, "stopped", "starting", "n1"),
+          a.StartGroup(GROUP, "n2 is dead")], 10.31),
+        ([a.GroupStateChanged(GROUP, "starting", "running", "n1")], 10.335)]
+    for actions, now in batches:  # as ServiceBase._dispatch does
+        t.feed(actions, now)
+        for action in actions:
+            failover = (t.take_failover(action.group)
+                        if isinstance(action, a.GroupStateChanged) else None)
+            eventlog.log_event(action, failover)
+    end = {k: v for k, v in caplog.records[-1].__dict__.items() if k.startswith("HBD_")}
+    assert end["HBD_FAILOVER_MS"] == "335" and end["HBD_FAILOVER_REASON"] == "peer_dead"
+    assert t.counters().failover_seconds.sum_s * 1000 == pytest.approx(335)
+    assert int(end["HBD_DURATION_MS"]) < 335  # the start alone: no detection in it
+    assert t.take_failover(GROUP) is None  # handed once
 
 
 def test_history_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

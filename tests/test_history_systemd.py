@@ -6,7 +6,9 @@ deadtime 300 ms, auto_failback off), logging to its machine's journald.  The
 script, on n1's side: n1 takes the VIP at start-up; `hbctl standby` on n1
 hands it to n2; n2's hbd is killed (SIGKILL, no restart), n1 declares n2 dead
 and takes the VIP back.  Then `hbctl history` inside n1 lists these events in
-order, each takeover and release with how long it took (HBD_DURATION_MS), as
+order, each takeover and release with how long it took (HBD_DURATION_MS) and the
+takeover after n2's death with how long the failover took from n2's last heartbeat
+(HBD_FAILOVER_MS: the deadtime is in it), as
 text and as JSON, and its --since, --until, --group and --node filters keep
 what they should; a user outside the journal's groups gets a clear refusal.
 """
@@ -128,6 +130,14 @@ def test_history_lists_the_sequence_in_order(script: Script) -> None:
     dead = next(e for e in events if e["event"] == "node-dead")
     assert dead["node"] == "n2" and "n2" in dead["message"]
     assert "n2" in moves[2]["reason"], moves[2]  # taken over because n2 died
+    # that takeover was a failover, timed from n2's last heartbeat: the deadtime (300 ms)
+    # spent noticing the silence is in it, so it clearly exceeds the start alone
+    assert moves[2]["failover_reason"] == "peer_dead", moves[2]
+    assert moves[2]["failover_ms"] >= 300, moves[2]
+    assert moves[2]["failover_ms"] >= moves[2]["duration_ms"] + 250, moves[2]
+    assert moves[2]["failover_ms"] < 10_000, moves[2]
+    # n1's start-up and its own release are no failovers here
+    assert startup[-1]["failover_ms"] is None and moves[1]["failover_ms"] is None, moves
     stamps = [e["timestamp_us"] for e in events]
     assert stamps == sorted(stamps)
     # the text shows the same rows, with their durations
@@ -138,7 +148,11 @@ def test_history_lists_the_sequence_in_order(script: Script) -> None:
         line = next(r for r in rows if r.startswith(e["time"][:23].replace("T", " "))
                     and r.split()[2] == e["event"])
         assert f"{e['duration_ms']} ms" in line and GROUP in line and e["reason"] in line
-    assert out.splitlines()[0].split() == ["TIME", "EVENT", "ABOUT", "TOOK", "DETAIL"]
+        if e["failover_ms"] is not None:
+            assert line.split()[4:8] == [str(e["failover_ms"]), "ms",
+                                         str(e["duration_ms"]), "ms"], line
+    assert out.splitlines()[0].split() == ["TIME", "EVENT", "ABOUT", "FAILOVER", "TOOK",
+                                           "DETAIL"]
 
 
 def test_history_filters(script: Script) -> None:

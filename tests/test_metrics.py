@@ -140,6 +140,18 @@ def test_a_failover_is_timed_from_the_peer_declared_dead() -> None:
     assert c.failover_seconds.counts[FAILOVER_BUCKETS.index(2.5)] == 1
 
 
+def test_a_peer_death_is_timed_from_its_last_heartbeat() -> None:
+    """The deadtime spent noticing the silence is part of the failover."""
+    t = Telemetry("n2")
+    t.feed([NodeStatusChanged("n1", "active", "dead", last_heard=99.7)], 100.0)
+    t.feed([StartGroup(G, "the peer died before taking it")], 100.01)
+    t.feed([_running()], 100.05)
+    assert t.counters().failover_seconds.sum_s == pytest.approx(0.35)
+    taken = t.take_failover(G)
+    assert taken is not None and (taken.reason, taken.seconds) == ("peer_dead",
+                                                                   pytest.approx(0.35))
+
+
 def test_start_up_and_failed_starts_are_not_failovers() -> None:
     t = Telemetry("n1")
     t.feed([StartGroup(G, "our own groups at start-up")], 1.0)

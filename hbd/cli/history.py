@@ -5,7 +5,11 @@ docs/operations.md); this reads those entries with systemd-python's journal
 reader (no daemon needed), oldest first.  A takeover or release entry is
 joined to the GROUP_STATE entry that ended it through their common HBD_MOVE,
 which carries HBD_DURATION_MS: how long the group took to start (or stop) and
-what it ended as.  Entries of an hbd older than those fields show no duration.
+what it ended as; when the start ended a failover, also HBD_FAILOVER_MS: how
+long the failover took from its trigger (a dead peer's last heartbeat, the
+request, the monitor failure) to the group running here, the figure of the
+metrics' hbd_failover_duration_seconds.  Entries of an hbd older than those
+fields show no duration.
 
 Reading the system journal needs what journalctl needs: root, or membership of
 the systemd-journal (or adm) group; without it this says so and exits 4.
@@ -75,8 +79,10 @@ class Event:
     link: str  # the heartbeat link or tracked interface it is about, or ""
     reason: str  # why (the takeover's reason, the failure's detail...), or ""
     message: str  # the log line as written
-    duration_ms: int | None = None  # a takeover's or release's, once ended
+    duration_ms: int | None = None  # a takeover's or release's start or stop, once ended
     result: str = ""  # what the group ended as: running, stopped, blocked ("": not yet)
+    failover_ms: int | None = None  # a takeover that was a failover: from its trigger
+    failover_reason: str = ""  # why: peer_dead, request, monitor, link, other
 
     @property
     def time(self) -> dt.datetime:
@@ -192,13 +198,17 @@ def events_from(entries: Iterable[Mapping[str, Any]]) -> list[Event]:
     """The listed events of these journal entries, takeovers and releases joined to
     their end.  Pure: the tests feed it dicts."""
     found: list[tuple[Event, str]] = []
-    ends: dict[str, tuple[int, str]] = {}
+    ends: dict[str, dict[str, Any]] = {}
     for entry in entries:
         message_id = _message_id(entry)
         if message_id == _ENDS:
             move, took = _text(entry, "HBD_MOVE"), _text(entry, "HBD_DURATION_MS")
             if move and took.isdigit():
-                ends[move] = (int(took), _text(entry, "HBD_STATE"))
+                ends[move] = {"duration_ms": int(took), "result": _text(entry, "HBD_STATE")}
+                failover = _text(entry, "HBD_FAILOVER_MS")
+                if failover.isdigit():
+                    ends[move].update(failover_ms=int(failover), failover_reason=_text(
+                        entry, "HBD_FAILOVER_REASON"))
             continue
         name = EVENTS.get(message_id)
         if name is None:
@@ -212,7 +222,7 @@ def events_from(entries: Iterable[Mapping[str, Any]]) -> list[Event]:
     events = []
     for event, move in found:
         if move in ends:
-            event = replace(event, duration_ms=ends[move][0], result=ends[move][1])
+            event = replace(event, **ends[move])
         events.append(event)
     events.sort(key=lambda e: e.timestamp_us)
     return events
@@ -231,12 +241,18 @@ def select(events: Iterable[Event], *, since: float | None = None, until: float 
 # --- output --------------------------------------------------------------------------
 
 
+def _ms(value: int) -> str:
+    return f"{value} ms" if value < 10_000 else f"{value / 1000:.1f} s"
+
+
 def _took(event: Event) -> str:
     if event.duration_ms is None:
         return "-" if event.event not in _EXPECTED_END else "?"
-    if event.duration_ms < 10_000:
-        return f"{event.duration_ms} ms"
-    return f"{event.duration_ms / 1000:.1f} s"
+    return _ms(event.duration_ms)
+
+
+def _failover(event: Event) -> str:
+    return "-" if event.failover_ms is None else _ms(event.failover_ms)
 
 
 def _detail(event: Event) -> str:
@@ -250,9 +266,10 @@ def _detail(event: Event) -> str:
 
 def text_of(events: list[Event]) -> str:
     hosts = len({e.host for e in events}) > 1
-    head = ["TIME", *(["HOST"] if hosts else []), "EVENT", "ABOUT", "TOOK", "DETAIL"]
+    head = ["TIME", *(["HOST"] if hosts else []), "EVENT", "ABOUT", "FAILOVER", "TOOK",
+            "DETAIL"]
     rows = [[e.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], *([e.host] if hosts else []),
-             e.event, e.group or e.node or e.link or "-", _took(e), _detail(e)]
+             e.event, e.group or e.node or e.link or "-", _failover(e), _took(e), _detail(e)]
             for e in events]
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=False)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -302,7 +319,8 @@ def register(sub: Any) -> None:
         "history", help="the cluster's events from the journal: takeovers, releases, "
         "dead nodes, split brains, failures, fencing",
         description="List hbd's cluster events from the local journal, oldest first, with "
-        "how long each takeover and release took.")
+        "how long each failover took from its trigger (FAILOVER) and how long each "
+        "takeover's start and release's stop took (TOOK).")
     parser.add_argument("--since", "-S", metavar="TIME",
                         help="only events from TIME on: '1h', '30min', 'today', "
                              "'2026-12-07 10:00', '@EPOCH'")

@@ -114,6 +114,9 @@ class NodeStatusChanged:
     old: str
     new: str
     local: bool = False  # True for our own status
+    # a peer declared dead: when its last status arrived (the clock of `now`), so a
+    # failover can be timed from the peer's last sign of life; None: never heard
+    last_heard: float | None = None
 
 
 @dataclass(frozen=True)

@@ -475,7 +475,9 @@ class Engine:
         if old is new:
             return []
         peer.status.move(new)
-        actions: list[Action] = [NodeStatusChanged(peer.name, old.value, new.value)]
+        last_heard = peer.last_status_at if new is NodeStatus.DEAD else None
+        actions: list[Action] = [NodeStatusChanged(peer.name, old.value, new.value,
+                                                   last_heard=last_heard)]
         if new is NodeStatus.DEAD:
             peer.heard_from = False
             peer.seq.reset()

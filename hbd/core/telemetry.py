@@ -8,9 +8,10 @@ monitor results that are not actions (`command`, `monitor_result`), always
 with `now`; `counters()` hands back an immutable copy for the metrics view.
 
 A failover is timed from its trigger to the group running here.  Triggers
-are the events that make a group move: a peer declared dead (or leaving the
-corosync membership), a takeover or standby request, a monitor failure, a
-tracked link lost.  The latest one within TRIGGER_WINDOW is the trigger of a
+are the events that make a group move: a peer's death (timed from its last
+heartbeat, so the deadtime it took to notice is part of the failover), a peer
+leaving the corosync membership, a takeover or standby request, a monitor
+failure, a tracked link lost.  The latest one within TRIGGER_WINDOW is the trigger of a
 StartGroup that follows, and of the others started with it (within
 SAME_FAILOVER), never of a later one; a start with none (the peer's own
 standby, seen here only as its release) is timed from the start itself.  Starts at
@@ -55,6 +56,16 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class Failover:
+    """One failover that ended with the group running here: the figure the
+    histogram observed, handed to the journal entry that ends the start."""
+
+    group: str
+    reason: str  # one of REASONS
+    seconds: float  # from its trigger to the group running
+
+
+@dataclass(frozen=True)
 class Counters:
     """An immutable copy of everything counted, for one metrics view."""
 
@@ -92,6 +103,7 @@ class Telemetry:
         self._trigger: tuple[str, float] | None = None  # (reason, when)
         self._trigger_used: float | None = None  # when a start first took it
         self._starting: dict[str, tuple[str, float]] = {}  # group -> (reason, since)
+        self._ended: dict[str, Failover] = {}  # group -> its failover that just ended
         self.changes = 0  # bumped whenever anything counted changed
 
     # --- feeding ------------------------------------------------------------------------
@@ -119,7 +131,9 @@ class Telemetry:
             _bump(self._late, action.node)
         elif isinstance(action, NodeStatusChanged):
             if action.new == "dead" and not action.local:
-                self._set_trigger("peer_dead", now)
+                heard = action.last_heard
+                self._set_trigger("peer_dead", heard if heard is not None and heard <= now
+                                  else now)
             return
         elif isinstance(action, MembershipChanged):
             if action.left:
@@ -164,6 +178,7 @@ class Telemetry:
             self._starting[action.group] = (_reason_of(action.reason), now)
 
     def _group_moved(self, action: GroupStateChanged, now: float) -> None:
+        self._ended.pop(action.group, None)  # ended by an earlier change: not this one's
         pending = self._starting.get(action.group)
         if pending is None or action.new == "starting":
             return
@@ -174,6 +189,7 @@ class Telemetry:
         key = (action.group, reason)
         self._failovers[key] = self._failovers.get(key, 0) + 1
         took = max(0.0, now - since)
+        self._ended[action.group] = Failover(action.group, reason, took)
         self._hist_count += 1
         self._hist_sum += took
         for index, bound in enumerate(FAILOVER_BUCKETS):
@@ -182,6 +198,11 @@ class Telemetry:
                 break
 
     # --- reading ------------------------------------------------------------------------
+
+    def take_failover(self, group: str) -> Failover | None:
+        """The failover that `group`'s latest GroupStateChanged ended, once (the
+        journal entry of that change carries it); None: that change ended none."""
+        return self._ended.pop(group, None)
 
     def counters(self) -> Counters:
         return Counters(
