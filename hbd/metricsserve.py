@@ -11,6 +11,9 @@ The event loop only calls `Exporter.publish(view)` with an immutable
 - the textfile writer (`metrics_textfile`): on each new view it renders and
   writes `PATH`'s content to a temporary file in the same directory, fsyncs
   it and renames it over PATH, so node_exporter never reads half a file.
+  That directory is often writable by node_exporter's user: the temporary
+  file is created anew (O_EXCL, O_NOFOLLOW), so a link planted under its
+  name never makes root write through it.
 
 The GIL is shared with the loop: keeping each scrape to a cached write keeps
 what a flood of scrapes takes from the loop small (tests/test_metrics_netns.py
@@ -179,7 +182,10 @@ class _TextfileWriter:
         temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
         try:
             data = self._rendered.bytes_for(view)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # a leftover, or a planted symlink: removed, not followed
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
             try:
                 os.write(fd, data)
                 os.fsync(fd)

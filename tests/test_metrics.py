@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import os
 import re
 import socket
 import sys
@@ -436,6 +437,23 @@ def test_a_trigger_serves_one_failover_only() -> None:
     assert c.failovers == (((G, "peer_dead"), 1), ((G, "request"), 1),
                            (("other", "peer_dead"), 1))
     assert c.failover_seconds.sum_s == pytest.approx(0.6 + 0.6 + 0.5)
+
+
+def test_the_textfile_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    """node_exporter's user may write the textfile directory: a symlink planted under the
+    temporary file's name must not make root (hbd) write through it."""
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    path = tmp_path / "hbd.prom"
+    (tmp_path / f".hbd.prom.{os.getpid()}.tmp").symlink_to(victim)
+    exp = metricsserve.Exporter()
+    exp.configure(metricsserve.MetricsSettings(None, str(path), 0.1))
+    exp.publish(full_view())
+    metricsserve.retire(exp.close())
+    assert victim.read_text() == "root:secret\n"
+    assert _samples(path.read_bytes())[("hbd_quorate", ())] == 1
+    assert not path.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hbd.prom", "shadow"]
 
 
 def test_the_textfile_is_written_and_an_unwritable_one_logged_once(
