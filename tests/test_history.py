@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -63,8 +64,10 @@ def test_parse_time_refuses(text: str) -> None:
 
 
 def entry(message_id: str, at_s: float, message: str, **fields: str) -> dict[str, Any]:
-    """An entry as systemd.journal.Reader yields it (MESSAGE_ID a UUID, time a datetime)."""
+    """An entry as systemd.journal.Reader yields it (MESSAGE_ID a UUID, time a datetime,
+    _UID an int), logged by root as hbd is."""
     return {"MESSAGE_ID": uuid.UUID(message_id), "MESSAGE": message, "_HOSTNAME": "n1",
+            "_UID": 0,
             "__REALTIME_TIMESTAMP": dt.datetime.fromtimestamp(NOW + at_s),
             **{f"HBD_{k.upper()}": v for k, v in fields.items()}}
 
@@ -107,6 +110,38 @@ def test_events_joined_to_their_end() -> None:
     assert first["time"].startswith("2026-12-07T12:30:16.002")
     assert (first["duration_ms"], first["reason"], first["host"]) == (248, "n2 is dead", "n1")
     assert (first["failover_ms"], first["failover_reason"]) == (1620, "peer_dead")
+
+
+def test_forged_and_hostile_entries_are_skipped_or_shown_harmless(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Anyone may log hbd's MESSAGE_IDs: only root's entries count, and no field value
+    makes history fail or reach the terminal raw."""
+    forged = [{**e, "_UID": 1000} for e in ENTRIES]  # `logger --journald` by a user
+    unstamped = [{k: v for k, v in e.items() if k != "_UID"} for e in ENTRIES]
+    assert history.events_from([*forged, *unstamped]) == []
+    hostile = [
+        entry(MessageId.TAKEOVER, 1.0, "info: taking over group G (x)", group="G", move="m"),
+        entry(MessageId.GROUP_STATE, 1.1, "info: group G: starting -> running", group="G",
+              previous="starting", state="running", move="m", duration_ms="\u00b2",
+              failover_ms="9" * 5000),  # isdigit() yet int() refuses: not a duration
+        entry(MessageId.GROUP_STATE, 1.2, "", move="m2", duration_ms="7",
+              failover_ms="\u0663"),  # an Arabic-Indic three
+        entry(MessageId.TAKEOVER, 1.3, "info: taking over group m2", group="\x1b]2;pwned\x07",
+              reason="\x1b[2J cleared", move="m2"),
+        {**entry(MessageId.NODE_DEAD, 0, "x"), "__REALTIME_TIMESTAMP": "soon"},
+        {**entry(MessageId.NODE_DEAD, 0, "x"), "__REALTIME_TIMESTAMP": "9" * 30},
+    ]
+    events = history.events_from(hostile)
+    assert [(e.group, e.duration_ms, e.failover_ms) for e in events] == [
+        ("G", None, None), ("\x1b]2;pwned\x07", 7, None)]
+    text = history.text_of(events)
+    assert "\x1b" not in text and "\x07" not in text and "?]2;pwned?" in text
+    assert json.loads(json.dumps(history.json_of(events)))[1]["group"] == "\x1b]2;pwned\x07"
+    (tmp_path / "h.json").write_text("\n".join(json.dumps(
+        {"MESSAGE_ID": MessageId.NODE_DEAD, "MESSAGE": "m", "_UID": "0",
+         "__REALTIME_TIMESTAMP": stamp}) for stamp in ("1.5e15", "-1", "", "12")) + "\n")
+    assert main(["history", "--file", str(tmp_path / "h.json"), "--json"]) == 0
+    assert [e["timestamp_us"] for e in json.loads(capsys.readouterr().out)] == [12]
 
 
 def test_select() -> None:
@@ -253,6 +288,9 @@ def test_demo_catcher_feeds_history_file(tmp_path: Path, capsys: pytest.CaptureF
         sender.close()
         catcher.close()
     lines = [json.loads(line) for line in wait_lines.read_text().splitlines()]
+    # stamped with the sender's credentials as journald does (the sender's own _ fields
+    # are dropped): this test runs as root, so its entries count
+    assert {(line["_UID"], line["_PID"]) for line in lines} == {("0", str(os.getpid()))}
     assert lines[-1]["MESSAGE"] == "line one\nline two" and lines[-1]["_HOSTNAME"] == "n1"
     assert catcher.bad == 1
     assert main(["history", "--file", str(wait_lines), "--json"]) == 0
@@ -262,7 +300,8 @@ def test_demo_catcher_feeds_history_file(tmp_path: Path, capsys: pytest.CaptureF
     # journalctl writes MESSAGE_IDs as plain hex, binary fields as lists of byte values
     (tmp_path / "j2.json").write_text(json.dumps({
         "MESSAGE_ID": MessageId.NODE_DEAD, "MESSAGE": [110, 50], "HBD_NODE": "n2",
-        "__REALTIME_TIMESTAMP": "1700000000000000", "_HOSTNAME": "n1"}) + "\n\n")
+        "__REALTIME_TIMESTAMP": "1700000000000000", "_HOSTNAME": "n1",
+        "_UID": "0"}) + "\n\n")
     assert main(["history", "--file", str(tmp_path / "j2.json"), "--json"]) == 0
     (event,) = json.loads(capsys.readouterr().out)
     assert (event["event"], event["message"], event["timestamp_us"]) == ("node-dead", "n2",

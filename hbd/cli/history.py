@@ -13,6 +13,13 @@ fields show no duration.
 
 Reading the system journal needs what journalctl needs: root, or membership of
 the systemd-journal (or adm) group; without it this says so and exits 4.
+
+Anyone may write to the journal, MESSAGE_ID and HBD_* fields included
+(`logger --journald`, systemd-cat): only entries whose trusted `_UID` field
+(set by journald from the sender's credentials, never by the sender) is 0
+count, as hbd runs as root.  Every field read is checked (numbers are short
+ASCII digit strings, text shown on a terminal loses its control characters),
+so a hostile entry is skipped or shown harmless, never a traceback.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ EVENTS: Final = {
 }
 _ENDS: Final = MessageId.GROUP_STATE  # read only for the end of a takeover or release
 _EXPECTED_END: Final = {"takeover": "running", "release": "stopped"}
+TRUSTED_UID: Final = "0"  # hbd runs as root; journald stamps _UID from the sender
+_NUMBER: Final = re.compile(r"[0-9]{1,9}")  # a duration in ms: ASCII, under 12 days
+_TIMESTAMP: Final = re.compile(r"[0-9]{1,16}")  # µs: before the year 2286
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 JOURNAL_DIRS: Final = ("/var/log/journal", "/run/log/journal")
 
 
@@ -150,7 +161,8 @@ def _entries(directory: str | None, since: float | None) -> Iterator[Mapping[str
     reader = journal.Reader(path=directory) if directory else journal.Reader()
     try:
         for message_id in (*EVENTS, _ENDS):
-            reader.add_match(MESSAGE_ID=message_id)
+            reader.add_match(MESSAGE_ID=message_id)  # one field: these are ORed
+        reader.add_match(_UID=TRUSTED_UID)  # another field: ANDed with them
         if since is not None:
             reader.seek_realtime(since)
         yield from reader
@@ -187,11 +199,22 @@ def _message_id(entry: Mapping[str, Any]) -> str:
     return str(getattr(value, "hex", value or ""))  # systemd-python makes it a UUID
 
 
-def _timestamp_us(entry: Mapping[str, Any]) -> int:
+def _timestamp_us(entry: Mapping[str, Any]) -> int | None:
     value = entry.get("__REALTIME_TIMESTAMP")
     if isinstance(value, dt.datetime):
         return int(value.timestamp() * 1_000_000)
-    return int(value or 0)
+    text = _text(entry, "__REALTIME_TIMESTAMP")
+    return int(text) if _TIMESTAMP.fullmatch(text) else None
+
+
+def _number(entry: Mapping[str, Any], key: str) -> int | None:
+    text = _text(entry, key)
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def trusted(entry: Mapping[str, Any]) -> bool:
+    """Logged by a root process (hbd), as journald saw the sender."""
+    return _text(entry, "_UID") == TRUSTED_UID
 
 
 def events_from(entries: Iterable[Mapping[str, Any]]) -> list[Event]:
@@ -200,23 +223,26 @@ def events_from(entries: Iterable[Mapping[str, Any]]) -> list[Event]:
     found: list[tuple[Event, str]] = []
     ends: dict[str, dict[str, Any]] = {}
     for entry in entries:
+        if not trusted(entry):
+            continue  # anyone may log a MESSAGE_ID: not hbd's
         message_id = _message_id(entry)
         if message_id == _ENDS:
-            move, took = _text(entry, "HBD_MOVE"), _text(entry, "HBD_DURATION_MS")
-            if move and took.isdigit():
-                ends[move] = {"duration_ms": int(took), "result": _text(entry, "HBD_STATE")}
-                failover = _text(entry, "HBD_FAILOVER_MS")
-                if failover.isdigit():
-                    ends[move].update(failover_ms=int(failover), failover_reason=_text(
+            move, took = _text(entry, "HBD_MOVE"), _number(entry, "HBD_DURATION_MS")
+            if move and took is not None:
+                ends[move] = {"duration_ms": took, "result": _text(entry, "HBD_STATE")}
+                failover = _number(entry, "HBD_FAILOVER_MS")
+                if failover is not None:
+                    ends[move].update(failover_ms=failover, failover_reason=_text(
                         entry, "HBD_FAILOVER_REASON"))
             continue
         name = EVENTS.get(message_id)
-        if name is None:
+        stamp = _timestamp_us(entry)
+        if name is None or stamp is None:
             continue
         message = _text(entry, "MESSAGE")
         message = message.split(": ", 1)[1] if re.match(r"^[A-Za-z]+: ", message) else message
         node = _text(entry, "HBD_NODE") if name not in ("takeover", "release") else ""
-        found.append((Event(_timestamp_us(entry), _text(entry, "_HOSTNAME"), name,
+        found.append((Event(stamp, _text(entry, "_HOSTNAME"), name,
                             _text(entry, "HBD_GROUP"), node, _text(entry, "HBD_LINK"),
                             _text(entry, "HBD_REASON"), message), _text(entry, "HBD_MOVE")))
     events = []
@@ -264,12 +290,19 @@ def _detail(event: Event) -> str:
     return detail
 
 
+def _safe(text: str) -> str:
+    """Text for a terminal: a journal field may hold escape sequences (JSON escapes its
+    own)."""
+    return _CONTROL.sub("?", text)
+
+
 def text_of(events: list[Event]) -> str:
     hosts = len({e.host for e in events}) > 1
     head = ["TIME", *(["HOST"] if hosts else []), "EVENT", "ABOUT", "FAILOVER", "TOOK",
             "DETAIL"]
-    rows = [[e.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], *([e.host] if hosts else []),
-             e.event, e.group or e.node or e.link or "-", _failover(e), _took(e), _detail(e)]
+    rows = [[e.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], *([_safe(e.host)] if hosts else []),
+             e.event, _safe(e.group or e.node or e.link or "-"), _failover(e), _took(e),
+             _safe(_detail(e))]
             for e in events]
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=False)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -6,8 +6,9 @@ The demo's nodes are plain processes in network namespaces, with no journald
 of their own (and the machine's journal would mix both nodes).  So each node's
 hbd is also given a socket of the demo's (HBD_JOURNAL_SOCKET) to which it sends
 the very datagrams it would send journald (its native protocol); a thread
-here stamps each with its arrival time and the node's name, as journald does,
-and writes it as `journalctl -o json` would print it.  At the end
+here stamps each with its arrival time, the node's name and the sender's
+credentials (_PID, _UID, _GID from SCM_CREDENTIALS: `hbctl history` trusts only
+_UID 0), as journald does, and writes it as `journalctl -o json` would print it.  At the end
 `hbctl history --file` reads that file: the same events, fields and
 durations an admin gets from `hbctl history` on a node.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 MAX_DATAGRAM = 256 * 1024  # hbd's event entries are a few hundred bytes
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
 def decode(data: bytes) -> dict[str, str]:
@@ -61,6 +63,7 @@ class JournalCatcher:
         self.hostname = hostname
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind(str(socket_path))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent it
         self.bad = 0  # datagrams that were not entries
         self._closing = False
         self._file: TextIO = out.open("a", encoding="utf-8")
@@ -71,7 +74,8 @@ class JournalCatcher:
     def _run(self) -> None:
         while True:
             try:
-                data = self.sock.recv(MAX_DATAGRAM)
+                data, ancillary, _, _ = self.sock.recvmsg(
+                    MAX_DATAGRAM, socket.CMSG_SPACE(_UCRED.size))
             except OSError:  # closed
                 return
             if self._closing:  # shutdown() woke us up
@@ -81,8 +85,15 @@ class JournalCatcher:
             except ValueError:
                 self.bad += 1
                 continue
+            for key in [k for k in fields if k.startswith("_")]:
+                del fields[key]  # trusted fields are the receiver's, as in journald
             fields["__REALTIME_TIMESTAMP"] = str(time.time_ns() // 1000)
             fields["_HOSTNAME"] = self.hostname
+            for level, kind, value in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) \
+                        and len(value) >= _UCRED.size:
+                    pid, uid, gid = _UCRED.unpack_from(value)
+                    fields.update(_PID=str(pid), _UID=str(uid), _GID=str(gid))
             self._file.write(json.dumps(fields) + "\n")
             self._file.flush()
 
