@@ -263,6 +263,22 @@ def test_watch_coalesces_bursts_and_ends_when_hbd_leaves() -> None:
     assert client.state_from(PROPS).snapshot.node_name == "n1"
 
 
+def test_watch_ends_when_the_name_passes_to_another_process() -> None:
+    """A second hbd queued for the name gets it straight from the first: one
+    NameOwnerChanged (old -> new), never (old -> ""). The watched hbd is gone."""
+    async def scenario() -> int:
+        session = watch.Watch(None, str, io.StringIO(), clear=False,  # type: ignore[arg-type]
+                              json_lines=False)
+        session.owner = ":1.5"
+        session.on_message(Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/DBus",
+                                   interface="org.freedesktop.DBus", member="NameOwnerChanged",
+                                   signature="sss", body=[BUS_NAME, ":1.5", ":1.9"],
+                                   sender="org.freedesktop.DBus"))
+        return await asyncio.wait_for(session.done, 1)
+
+    assert asyncio.run(scenario()) == watch.EXIT_UNREACHABLE
+
+
 # --- --file, and the demo's stand-in for journald -----------------------------------------
 
 

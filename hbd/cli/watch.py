@@ -10,7 +10,8 @@ last (ANSI home + clear); otherwise every screen is printed after a line with
 its time, so a pipe or a log gets a readable sequence.  No colours.
 
 Ends: Ctrl-C (SIGINT) or SIGTERM stops it quietly with exit 0; hbd leaving
-the bus (its name loses its owner: stopped, crashed, restarting) or the bus
+the bus (its name loses its owner: stopped, crashed, restarting, or passes
+straight to another process queued for it) or the bus
 going away prints why and exits 3, as any hbctl command that cannot reach hbd
 does.  It does not wait for hbd to come back: `while :; do hbctl status
 --watch; sleep 1; done` does that.
@@ -86,6 +87,11 @@ class Watch:
                 and msg.body and msg.body[0] == BUS_NAME):
             if not msg.body[2]:
                 self.finish(EXIT_UNREACHABLE, "hbd went away (org.linuxha.hbd1 left the bus)")
+            elif msg.body[2] != self.owner and self.owner:
+                # straight to a process that was queued for the name (a second hbd):
+                # the hbd we watched is gone, and its successor's state is not ours
+                self.finish(EXIT_UNREACHABLE, "hbd went away (org.linuxha.hbd1 passed to "
+                            "another process)")
         elif (msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH
               and msg.sender == self.owner and msg.body and msg.body[0] == MANAGER_IFACE):
             self.props.update(msg.body[1])
