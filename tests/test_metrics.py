@@ -153,6 +153,25 @@ def test_a_peer_death_is_timed_from_its_last_heartbeat() -> None:
                                                                    pytest.approx(0.35))
 
 
+def test_a_standby_here_or_another_group_s_failure_is_not_a_later_start_s_trigger() -> None:
+    """A standby here moves groups to the peer; a monitor failure restarts its own group.
+    Neither made a later start of another group here: that is timed from its start."""
+    t = Telemetry("n1")
+    t.command("release", 0.0)
+    t.feed([StartGroup(G, "n2 released it")], 120.0)
+    t.feed([_running()], 120.5)
+    assert t.counters().failovers == (((G, "request"), 1),)
+    assert t.counters().failover_seconds.sum_s == pytest.approx(0.5)
+    t.feed([GroupFailed("other", "monitor", "exit 7")], 200.0)
+    t.feed([StartGroup(G, "n2 released it")], 230.0)
+    t.feed([_running()], 230.25)
+    assert t.counters().failover_seconds.sum_s == pytest.approx(0.75)
+    t.feed([StartGroup("other", "restart after a monitor failure")], 231.0)
+    t.feed([_running("other")], 232.0)  # its own restart: from the failure
+    assert t.counters().failover_seconds.sum_s == pytest.approx(32.75)
+    assert dict(t.counters().failovers)[("other", "monitor")] == 1
+
+
 def test_start_up_and_failed_starts_are_not_failovers() -> None:
     t = Telemetry("n1")
     t.feed([StartGroup(G, "our own groups at start-up")], 1.0)

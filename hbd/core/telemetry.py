@@ -102,6 +102,7 @@ class Telemetry:
         self._hist_sum = 0.0
         self._trigger: tuple[str, float] | None = None  # (reason, when)
         self._trigger_used: float | None = None  # when a start first took it
+        self._trigger_groups: tuple[str, ...] | None = None  # the only groups it moves
         self._starting: dict[str, tuple[str, float]] = {}  # group -> (reason, since)
         self._ended: dict[str, Failover] = {}  # group -> its failover that just ended
         self.changes = 0  # bumped whenever anything counted changed
@@ -113,13 +114,18 @@ class Telemetry:
             self._one(action, now)
 
     def command(self, method: str, now: float) -> None:
-        """An admin's takeover or standby (D-Bus, hbctl, Heartbeat's FIFO)."""
-        if method in ("takeover", "release"):
+        """An admin's takeover or standby (D-Bus, hbctl, Heartbeat's FIFO).  Only a
+        takeover starts groups here: a standby here starts them on the peer (timed
+        there from the start, as its trigger is not seen there), and taken as a
+        trigger here it would time a later, unrelated start from it."""
+        if method == "takeover":
             self._set_trigger("request", now)
 
-    def _set_trigger(self, reason: str, now: float) -> None:
+    def _set_trigger(self, reason: str, now: float,
+                     groups: tuple[str, ...] | None = None) -> None:
         self._trigger = (reason, now)
         self._trigger_used = None
+        self._trigger_groups = groups
 
     def monitor_result(self, group: str, ok: bool) -> None:
         key = (group, "ok" if ok else "failed")
@@ -146,8 +152,8 @@ class Telemetry:
         elif isinstance(action, GroupFailed):
             key = (action.group, action.operation)
             self._failures[key] = self._failures.get(key, 0) + 1
-            if action.operation == "monitor":
-                self._set_trigger("monitor", now)
+            if action.operation == "monitor":  # restarts that group, no other
+                self._set_trigger("monitor", now, (action.group,))
         elif isinstance(action, SplitBrain):
             _bump(self._split, action.group)
         elif isinstance(action, FenceStateChanged):
@@ -169,6 +175,8 @@ class Telemetry:
         if action.reason.startswith(_NOT_FAILOVER):
             return
         trigger, used = self._trigger, self._trigger_used
+        if self._trigger_groups is not None and action.group not in self._trigger_groups:
+            trigger = None
         if trigger is not None and (now - trigger[1] <= TRIGGER_WINDOW if used is None
                                     else now - used <= SAME_FAILOVER):
             self._starting[action.group] = trigger
