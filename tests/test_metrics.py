@@ -172,6 +172,18 @@ def test_a_standby_here_or_another_group_s_failure_is_not_a_later_start_s_trigge
     assert dict(t.counters().failovers)[("other", "monitor")] == 1
 
 
+def test_a_tracked_link_back_up_is_no_longer_a_trigger() -> None:
+    """The group left when the link went; coming home after it is back (auto_failback,
+    the peer's release) is not the link's failover."""
+    t = Telemetry("n1")
+    t.feed([TrackedLinkChanged("eth1", "up", "no-carrier", (G,))], 0.0)
+    t.feed([TrackedLinkChanged("eth1", "no-carrier", "up", (G,))], 30.0)
+    t.feed([StartGroup(G, "n2 released it")], 60.0)
+    t.feed([_running()], 60.2)
+    assert t.counters().failovers == (((G, "request"), 1),)
+    assert t.counters().failover_seconds.sum_s == pytest.approx(0.2)
+
+
 def test_start_up_and_failed_starts_are_not_failovers() -> None:
     t = Telemetry("n1")
     t.feed([StartGroup(G, "our own groups at start-up")], 1.0)

@@ -147,7 +147,9 @@ class Telemetry:
             return
         elif isinstance(action, TrackedLinkChanged):
             if action.new != "up":
-                self._set_trigger("link", now)
+                self._set_trigger("link", now, action.groups)
+            elif self._trigger is not None and self._trigger[0] == "link":
+                self._trigger = None  # back: what it moved may come home, not its failover
             return
         elif isinstance(action, GroupFailed):
             key = (action.group, action.operation)
