@@ -279,6 +279,29 @@ def test_watch_ends_when_the_name_passes_to_another_process() -> None:
     assert asyncio.run(scenario()) == watch.EXIT_UNREACHABLE
 
 
+def test_watch_ends_when_hbd_does_not_answer_a_reread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change that invalidates properties makes the watch read them all again: an hbd
+    that never answers ends the watch (exit 3, saying so), it does not freeze it."""
+    class Hung:
+        async def call(self, msg: Message) -> Message:
+            await asyncio.sleep(3600)
+            raise AssertionError
+
+    monkeypatch.setattr(client, "READ_TIMEOUT", 0.2)
+
+    async def scenario() -> int:
+        session = watch.Watch(Hung(), str, io.StringIO(), clear=False,  # type: ignore[arg-type]
+                              json_lines=False)
+        session.owner = ":1.5"
+        session.on_message(Message(
+            message_type=MessageType.SIGNAL, path=OBJECT_PATH, member="PropertiesChanged",
+            interface="org.freedesktop.DBus.Properties", signature="sa{sv}as",
+            body=[MANAGER_IFACE, {}, ["Groups"]], sender=":1.5"))
+        return await asyncio.wait_for(session.done, 2)
+
+    assert asyncio.run(scenario()) == watch.EXIT_UNREACHABLE
+
+
 # --- --file, and the demo's stand-in for journald -----------------------------------------
 
 

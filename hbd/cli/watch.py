@@ -111,10 +111,17 @@ class Watch:
         self._pending = None
         if self._refetch:
             self._refetch = False
-            try:
-                self.props = await client.get_all(self.bus)
+            try:  # bounded: a hung hbd must end the watch, not freeze it unnoticed
+                self.props = await asyncio.wait_for(client.get_all(self.bus),
+                                                    client.READ_TIMEOUT)
             except client.ClientError as err:
                 self.finish(EXIT_UNREACHABLE, f"cannot read hbd's state: {err.message}")
+                return
+            except TimeoutError:
+                self.finish(EXIT_UNREACHABLE, "cannot read hbd's state: hbd did not answer")
+                return
+            except Exception as err:  # the bus went away under the call (dbus-next's own)
+                self.finish(EXIT_UNREACHABLE, f"cannot read hbd's state: {err}")
                 return
         self.draw()
 
