@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -227,17 +227,29 @@ class Exporter:
         """Apply settings; returns what must be closed off the loop (old outputs).
 
         Binding a listening socket does not block; a failure to bind is logged
-        and leaves the endpoint off (the cluster never waits for its metrics).
+        (the cluster never waits for its metrics).  The new endpoint is bound
+        before the old one closes, so a reload to an address that cannot be
+        bound keeps serving on the old one (and the next reload tries again);
+        only a move on the same port gives the old one up first.
         """
         old = self.settings
         self.settings = settings
         retired: list[Any] = []
         if settings.listen != old.listen or (settings.listen and self._server is None):
-            if self._server is not None:
-                retired.append(self._server)
-                self._server = self._server_thread = None
-            if settings.listen is not None:
-                self._listen(*settings.listen)
+            previous = self._server
+            if previous is not None and (settings.listen is None
+                                         or settings.listen[1] == self._port()):
+                retired.append(previous)  # the same port: the old one must let go first
+                self._server = self._server_thread = previous = None
+            server = self._bind(*settings.listen) if settings.listen is not None else None
+            if previous is not None and server is None:
+                self.settings = replace(settings, listen=old.listen)  # unchanged: retried
+                host, port = previous.server_address[:2]
+                log.error("metrics still served on %s", _shown(str(host), int(port)))
+            elif previous is not None:
+                retired.append(previous)
+            if server is not None:
+                self._serve(server)
         if settings.textfile != old.textfile:
             if self._textfile is not None:
                 retired.append(self._textfile)
@@ -250,13 +262,19 @@ class Exporter:
                     self._textfile.publish(self._latest)
         return retired
 
-    def _listen(self, host: str, port: int) -> None:
+    def _port(self) -> int | None:
+        address = self.address
+        return None if address is None else address[1]
+
+    def _bind(self, host: str, port: int) -> _Server | None:
         try:
-            server = _Server(host, port, self._rendered)
+            return _Server(host, port, self._rendered)
         except OSError as err:
             log.error("cannot serve metrics on %s: %s", _shown(host, port),
                       err.strerror or err)
-            return
+            return None
+
+    def _serve(self, server: _Server) -> None:
         self._server = server
         self._server_thread = threading.Thread(target=server.serve_forever,
                                                kwargs={"poll_interval": 0.5},

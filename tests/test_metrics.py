@@ -425,6 +425,29 @@ def test_a_port_in_use_is_logged_not_raised(exporter: metricsserve.Exporter,
     assert "cannot serve metrics on 127.0.0.1:" in caplog.text
 
 
+def test_a_reload_to_a_port_in_use_keeps_serving_on_the_old_one(
+        exporter: metricsserve.Exporter, caplog: pytest.LogCaptureFixture) -> None:
+    """Validate before mutating: the new endpoint is bound before the old one closes; the
+    next reload (the port freed meanwhile) moves it."""
+    old = exporter.address
+    assert old is not None
+    exporter.publish(full_view())
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    wanted = ("127.0.0.1", taken.getsockname()[1])
+    retired = exporter.configure(metricsserve.MetricsSettings(wanted, "", 2.0))
+    assert retired == [] and exporter.address == old and _get(old)[0] == 200
+    assert exporter.settings.listen != wanted and exporter.settings.interval == 2.0
+    assert f"cannot serve metrics on 127.0.0.1:{wanted[1]}" in caplog.text
+    assert f"metrics still served on 127.0.0.1:{old[1]}" in caplog.text
+    taken.close()
+    metricsserve.retire(exporter.configure(metricsserve.MetricsSettings(wanted, "", 2.0)))
+    assert exporter.address == wanted and _get(wanted)[0] == 200
+    with pytest.raises(OSError):
+        _get(old)
+
+
 def test_an_hbd_without_metrics_does_not_load_the_library() -> None:
     code = ("import sys, hbd.daemon, hbd.service, hbd.stack_heartbeat, hbd.stack_corosync; "
             "print('prometheus_client' in sys.modules)")

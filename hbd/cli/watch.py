@@ -9,7 +9,8 @@ On a terminal (stdout a tty and TERM not `dumb`) each screen replaces the
 last (ANSI home + clear); otherwise every screen is printed after a line with
 its time, so a pipe or a log gets a readable sequence.  No colours.
 
-Ends: Ctrl-C (SIGINT) or SIGTERM stops it quietly with exit 0; hbd leaving
+Ends: Ctrl-C (SIGINT) or SIGTERM stops it quietly with exit 0; hbd not
+answering a re-read within READ_TIMEOUT, or hbd leaving
 the bus (its name loses its owner: stopped, crashed, restarting, or passes
 straight to another process queued for it) or the bus
 going away prints why and exits 3, as any hbctl command that cannot reach hbd
