@@ -8,10 +8,11 @@ monitor results that are not actions (`command`, `monitor_result`), always
 with `now`; `counters()` hands back an immutable copy for the metrics view.
 
 A failover is timed from its trigger to the group running here.  Triggers
-are the events that make a group move: a peer's death (timed from its last
-heartbeat, so the deadtime it took to notice is part of the failover), a peer
-leaving the corosync membership, a takeover or standby request, a monitor
-failure, a tracked link lost.  The latest one within TRIGGER_WINDOW is the trigger of a
+are the events that make a group move here: a peer's death (timed from its
+last heartbeat, so the deadtime it took to notice is part of the failover), a
+peer leaving the corosync membership, a takeover request here, a monitor
+failure (for its own group's restart), a tracked link lost (for the groups
+tracking it, until it is back).  The latest one within TRIGGER_WINDOW is the trigger of a
 StartGroup that follows, and of the others started with it (within
 SAME_FAILOVER), never of a later one; a start with none (the peer's own
 standby, seen here only as its release) is timed from the start itself.  Starts at
