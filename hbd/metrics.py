@@ -72,8 +72,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                             "Groups this node took over and got running, by trigger "
                             "(peer_dead, request, monitor, link, other)"),
     "hbd_failover_duration_seconds": ("histogram", (),
-                                      "From the trigger to the group's resources all "
-                                      "started here"),
+                                      "From the trigger (a dead peer's last heartbeat, a "
+                                      "request, a monitor failure) to the group's resources "
+                                      "all started here"),
     "hbd_split_brains_total": ("counter", ("group",),
                                "Times both nodes were found holding the group"),
     "hbd_fence_state": ("gauge", ("node", "state"),
