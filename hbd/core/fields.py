@@ -125,14 +125,13 @@ def client_fields(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...] |
 
 
 def client_message(message: Message) -> tuple[tuple[str, str], ...] | None:
-    """A peer's message as an API client is given it, or None when it cannot be: string
-    fields only (no auth), each as `client_fields` requires."""
+    """A peer's message as an API client is given it, or None when it cannot be: its
+    string fields (binary ones such as srcuuid, nested messages and auth are left out;
+    hbd's client framing is the classic text one), each as `client_fields` requires."""
     pairs = []
     for f in message.fields:
-        if f.name == "auth":
+        if f.name == "auth" or f.type is not FieldType.STRING:
             continue
-        if f.type is not FieldType.STRING:  # nested messages, binaries: not passed on
-            return None
         try:
             value = f.value.decode("ascii")
         except UnicodeDecodeError:
