@@ -32,7 +32,7 @@ def pair() -> tuple[SimNet, dict[str, ClientRelay]]:
         engine.attach(failover, pings, relay)
         node = SimNode(name, engine, failover, pings)
         net.nodes[name] = node
-        net._apply(node, engine.start(net.now, net.wall))  # noqa: SLF001
+        net._apply(node, engine.start(net.now, net.wall))
         relays[name] = relay
     net.run_for(3.0)
     assert net.status_of("n1", "n2") == "active"
@@ -45,7 +45,7 @@ def deliveries(net: SimNet, node: str, since: float) -> list[DeliverToClients]:
 
 
 def send(net: SimNet, node: str, actions: list[Action]) -> None:
-    net._apply(net.nodes[node], actions)  # noqa: SLF001
+    net._apply(net.nodes[node], actions)
 
 
 def test_cluster_message_reaches_the_same_client_on_both_nodes() -> None:
