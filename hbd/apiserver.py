@@ -357,8 +357,12 @@ class ApiServer:
                         if session.state is not before and not session.casual:
                             self._named_changed(session, before)  # after its answer
                         try:
-                            async with asyncio.timeout(DRAIN_TIMEOUT):
-                                await writer.drain()
+                            # only an answer waits for the client; a relayed message
+                            # does not (its own unread deliveries are bounded by
+                            # MAX_PENDING in deliver())
+                            if answer.frames:
+                                async with asyncio.timeout(DRAIN_TIMEOUT):
+                                    await writer.drain()
                         except TimeoutError:
                             self._warn("drain", "API: client pid %d (uid %d) did not read "
                                        "its answer within %gs: disconnected", pid, uid,

@@ -94,7 +94,11 @@ class HeartbeatDaemon(ServiceBase):
         if isinstance(result, Refused):
             return result.reason
         if isinstance(result, FifoCommand):
-            self._fifo_command(result)  # ipfail's giveup: what hb_standby asks for
+            # ipfail's giveup: what hb_standby asks for
+            log.info("%s asks for %s [%s]", result.tool,
+                     "standby" if result.command == "release" else result.command,
+                     result.scope)
+            self._fifo_command(result)
             return None
         self._dispatch(result)
         self._arm()
