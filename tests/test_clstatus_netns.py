@@ -198,6 +198,29 @@ def test_rscstatus_after_the_peer_dies(pair: Pair) -> None:
              f"hbd says {heartbeat_says} (says {pair.on_hbd('rscstatus')})")
 
 
+@pytest.mark.parametrize("pair", PLACEMENTS, indirect=True)
+def test_rscstatus_after_standby_both_ways(pair: Pair) -> None:
+    """hb_standby all on the Heartbeat node, then on the hbd node: in each role (the node
+    that went standby, the node that took everything) hbd answers what Heartbeat
+    answered in that role."""
+    settled = ("transition\n",)
+    pair.heartbeat.hb_standby("all")
+    wait_answer(pair.lab, VIP, pair.hbd.node, timeout=30)
+    wait_for(lambda: pair.on_heartbeat("rscstatus")[1] not in settled
+             and pair.on_hbd("rscstatus")[1] not in settled, 30, "standby settled")
+    gave, took = pair.on_heartbeat("rscstatus"), pair.on_hbd("rscstatus")
+    assert (gave, took) == ((0, "none\n"), (0, "all\n"))
+    fifo = str(pair.hbd.heartbeat_dir / "fifo")
+    result = pair.lab.run(pair.hbd.node, ["env", f"HA_FIFO={fifo}",
+                                          "/usr/share/heartbeat/hb_standby", "all"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_answer(pair.lab, VIP, pair.heartbeat.node, timeout=30)
+    wait_for(lambda: pair.on_heartbeat("rscstatus") == took
+             and pair.on_hbd("rscstatus") == gave, 30,
+             f"roles swapped (heartbeat {pair.on_heartbeat('rscstatus')}, "
+             f"hbd {pair.on_hbd('rscstatus')})")
+
+
 @pytest.mark.parametrize("pair", ["hbd-n1"], indirect=True)
 def test_junk_and_strangers_on_the_api_socket(pair: Pair) -> None:
     """Bad framing, a lying signon and a refused user change nothing and crash nothing."""
