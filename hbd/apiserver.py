@@ -7,6 +7,10 @@ conversation itself is hbd.core.hbapi's.  This adapter accepts connections
 to the client's session with a fresh view of the cluster, and writes the
 answers.  A client that breaks the framing is disconnected with a log line;
 nothing a client sends can block the loop or grow memory without bound.
+A named client's other messages go to the daemon (`ClientEvents`, which
+relays them: hbd.core.clientmsgs), and what the daemon has for the clients
+(`observe`, `deliver`) is written to each without waiting; a client that
+leaves more than MAX_PENDING bytes unread is disconnected.
 
 The socket is open to every local user (apiauth decides at signon), so no
 client may hold a connection for free: signon must be complete within

@@ -10,6 +10,8 @@ in the classic text format, NUL included:
 
 A client signs on (casual clients name themselves by their pid; named
 clients such as ipfail by their name), then asks one question per message;
+a named client may also send any other message, which the daemon relays to
+the cluster (hbd.core.clientmsgs) and receives the cluster's messages for it;
 the daemon answers with t=hbapi-resp, the request type echoed and
 result=OK (ok/more for all but the last row of a list) or badreq with a
 comment.  The questions and answers are those of hb_api.c's
