@@ -34,6 +34,8 @@ from hbd.core.actions import (
     AnnounceGroup,
     DeliverToClients,
     GroupStateChanged,
+    LinkStatusChanged,
+    NodeStatusChanged,
     PingNodeChanged,
     RunMonitor,
     StartGroup,
@@ -170,10 +172,12 @@ class ServiceBase:
 
     def _carry_out_one(self, action: Action) -> None:
         """One action; its failure is the caller's to contain."""
-        if self.api is not None:
-            self.api.observe(action)  # what Heartbeat's API clients hear of it
         if isinstance(action, DeliverToClients | PingNodeChanged):
+            if self.api is not None:  # for Heartbeat's API clients only (a Notice logs)
+                self.api.observe(action)
             return
+        elif isinstance(action, NodeStatusChanged | LinkStatusChanged) and self.api is not None:
+            self.api.observe(action)  # what Heartbeat's API clients hear of it
         if isinstance(action, GroupStateChanged) and self._loop is not None:
             self.garp.group_state(action.group, action.new, self._loop.time())
         if isinstance(action, StartGroup):

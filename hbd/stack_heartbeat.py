@@ -25,6 +25,7 @@ from hbd.core.actions import (
     Action,
     CancelFence,
     CheckFenceDevices,
+    DeliverToClients,
     FenceNode,
     PersistPeerGeneration,
     SendPing,
@@ -53,7 +54,7 @@ LOAD_REFRESH = 5.0  # seconds between reads of /proc/loadavg for the status `ld`
 class HeartbeatDaemon(ServiceBase):
     """The Controller (hbd.control) of an hbd whose cluster layer is its own links."""
 
-    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
+    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing, DeliverToClients)
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         super().__init__(options, config)
