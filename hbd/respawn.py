@@ -138,6 +138,7 @@ class Respawner:
 
             def note(pid: int) -> None:
                 child.pid = pid
+                log.info("client \"%s\" runs as pid %d", entry.command, pid)
 
             result = await run_child(entry.argv, self.env, None, OUTPUT_LIMIT, keep="tail",
                                      merge_stderr=True, user=uid, group=gid,

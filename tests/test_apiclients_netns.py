@@ -34,7 +34,7 @@ from tests.hbdproc import HbdNode, ha_cf
 from tests.infra import commands
 from tests.infra.fixtures import HbPeerFactory, LabFactory
 from tests.infra.hbpeer import HeartbeatPeer
-from tests.infra.netns import Lab, children_of, wait_for
+from tests.infra.netns import Lab, children_of, pid_running, wait_for
 from tests.vipclient import start_responders, wait_answer
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -94,6 +94,23 @@ def clean(lab: Lab) -> Iterator[None]:
         lab.run(node, ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"], check=False)
 
 
+def stop_and_check_ipfail_stopped(node: HbdNode) -> None:
+    """A graceful stop ends the respawned ipfail first (SIGTERM), and nothing is left."""
+    mark = node.mark()
+    assert node.stop() == 0
+    found = re.search(r'stopping client ".*ipfail" \(pid (\d+)\)', node.log()[mark:])
+    assert found, node.log()[-3000:]
+    wait_for(lambda: not pid_running(int(found.group(1))), 5, "ipfail gone")
+
+
+def kill_respawned(node: HbdNode) -> None:
+    """After a test that failed with hbd killed: its respawned clients, by recorded pid."""
+    for pid in {int(p) for p in re.findall(r'runs as pid (\d+)', node.log())}:
+        with contextlib.suppress(OSError):
+            if b"ipfail" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
 def still_holds(lab: Lab, holder: str, seconds: float) -> None:
     """The group stays where it is (nothing moves twice)."""
     other = "n2" if holder == "n1" else "n1"
@@ -129,8 +146,10 @@ def test_ipfail_mixed_cluster(lab: Lab, clean: None, hb_peer_factory: HbPeerFact
         still_holds(lab, "n2", 6)
         assert "ping nodes: we reach" not in hbd.log()[mark:], "the built-in rule moved too"
         assert hbd.running()
+        stop_and_check_ipfail_stopped(hbd)
     finally:
         hbd.kill()
+        kill_respawned(hbd)
         heartbeat.kill()
 
 
@@ -155,9 +174,12 @@ def test_ipfail_hbd_only_cluster(lab: Lab, clean: None) -> None:
         still_holds(lab, "n2", 6)
         for node in nodes:
             assert "ping nodes: we reach" not in node.log(), "the built-in rule moved too"
+        for node in nodes:
+            stop_and_check_ipfail_stopped(node)
     finally:
         for node in nodes:
             node.kill()
+            kill_respawned(node)
 
 
 def _api_test_on_hbd(lab: Lab, node: HbdNode, out: Path) -> subprocess.Popen[bytes]:
