@@ -111,6 +111,8 @@ def test_protocol_messages_are_not_relayed_as_they_are() -> None:
     assert isinstance(relay.from_client("ipfail", (("t", "x"), ("dest", "n9")), 1, net.wall),
                       Refused)
     assert isinstance(relay.from_client("a b", (("t", "x"),), 1, net.wall), Refused)
+    big = tuple(("t", "x") if i == 0 else (f"f{i}", "y" * 1000) for i in range(40))
+    assert isinstance(relay.from_client("ipfail", big, 1, net.wall), Refused)
 
 
 def test_messages_a_client_could_not_read_are_dropped() -> None:

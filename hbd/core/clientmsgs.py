@@ -52,6 +52,7 @@ STAMPED = frozenset({"src", "seq", "hg", "ts", "ttl", "auth", "srcuuid", "destuu
 NOT_DELIVERED = frozenset({"query-cstatus"})
 
 ClientFields = tuple[tuple[str, str], ...]
+MESSAGE_MAX = 32 * 1024  # bytes of a client's fields: with the daemon's own, one datagram
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class ClientRelay(EngineComponent):
         dest = next((v for k, v in message if k == "dest"), None)
         if not msgtype or fields.client_fields([*body, ("t", msgtype)]) is None:
             return Refused("malformed message")
+        if sum(len(k) + len(v) + 2 for k, v in body) > MESSAGE_MAX:
+            return Refused(f"larger than {MESSAGE_MAX} bytes (one UDP datagram carries it)")
         if msgtype in PROTOCOL_TYPES:
             meant = interpret(FifoMessage((("t", msgtype), *body)))
             if isinstance(meant, FifoRejected):
