@@ -166,6 +166,15 @@ def test_ipfail_hbd_only_cluster(lab: Lab, clean: None) -> None:
                  30, "n2 sees ipfail online on n1")
         wait_for(lambda: hbd_cl_status(lab, n1, "nodestatus", ping) == "ping", 15, "ping up")
         wait_for(lambda: hbd_cl_status(lab, n2, "nodestatus", ping) == "ping", 15, "ping up")
+        # respawn: n2's ipfail killed is started again, and n1 hears it leave and rejoin
+        (first,) = re.findall(r"runs as pid (\d+)", n2.log())
+        mark = n2.mark()
+        os.kill(int(first), signal.SIGKILL)
+        n2.wait_log(r'Client .*ipfail \(pid=\d+\) killed by signal 9', 10, since=mark)
+        n2.wait_log(r'Respawning client ".*ipfail"', 10, since=mark)
+        n2.wait_log(r"runs as pid \d+", 10, since=mark)
+        wait_for(lambda: hbd_cl_status(lab, n1, "clientstatus", "n2", "ipfail") == "online",
+                 30, "n2's ipfail back")
         time.sleep(2)
         mark = n1.mark()
         cut_pings(lab, "n1", ping)
