@@ -25,6 +25,7 @@ from hbd.core.config import (
 )
 from hbd.core.hbdconf import HBD_CONF
 from hbd.errors import ConfigError
+from hbd.respawn import runs_ipfail
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 
@@ -188,6 +189,10 @@ def describe(config: ClusterConfig) -> str:
             for a in hacf.apiauth)
         lines.append(f"client API (cl_status): apiauth {entries}; Heartbeat's defaults "
                      "for other clients")
+    for entry in hacf.respawn:
+        lines.append(f"respawn: {entry.command} as {entry.user}")
+    if runs_ipfail(hacf.respawn) and (hacf.ping_nodes or hacf.ping_groups):
+        lines.append("ping nodes: ipfail decides (respawned); hbd's built-in rule steps aside")
     lines.append(_fencing_text(config))
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")

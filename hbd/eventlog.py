@@ -199,7 +199,7 @@ def log_event(event: object, failover: Failover | None = None) -> bool:
               "from %s by someone else", event.group, event.address, event.interface,
               group=event.group, link=event.interface)
     elif isinstance(event, a.Notice):
-        level = {"info": logging.INFO, "warning": logging.WARNING,
+        level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                  "error": logging.ERROR}.get(event.level, logging.INFO)
         log.log(level, "%s", event.text)
     else:

@@ -32,7 +32,11 @@ from hbd.control import Snapshot
 from hbd.core.actions import (
     Action,
     AnnounceGroup,
+    DeliverToClients,
     GroupStateChanged,
+    LinkStatusChanged,
+    NodeStatusChanged,
+    PingNodeChanged,
     RunMonitor,
     StartGroup,
     StopGroup,
@@ -96,6 +100,7 @@ class ServiceBase:
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
         self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
         self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
+        self.respawner: Any = None  # hbd.respawn.Respawner: ha.cf's `respawn` programs
         self._hurry = False  # a second SIGTERM: no waiting for anything any more
         # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
         self.hooks = HookRunner(options.node,
@@ -173,6 +178,12 @@ class ServiceBase:
 
     def _carry_out_one(self, action: Action) -> None:
         """One action; its failure is the caller's to contain."""
+        if isinstance(action, DeliverToClients | PingNodeChanged):
+            if self.api is not None:  # for Heartbeat's API clients only (a Notice logs)
+                self.api.observe(action)
+            return
+        elif isinstance(action, NodeStatusChanged | LinkStatusChanged) and self.api is not None:
+            self.api.observe(action)  # what Heartbeat's API clients hear of it
         if isinstance(action, GroupStateChanged) and self._loop is not None:
             self.garp.group_state(action.group, action.new, self._loop.time())
         if isinstance(action, StartGroup):
@@ -324,8 +335,8 @@ class ServiceBase:
 
         table = await asyncio.to_thread(resolve_apiauth, self.config)  # NSS may block
         server = ApiServer(self.options.api_socket,
-                           lambda: build_view(self.snapshot(), self.config), table,
-                           self._api_clients_changed)
+                           lambda: build_view(self.snapshot(), self.config, self._RELAYS),
+                           table, self)
         try:
             await server.start()
         except OSError as err:
@@ -334,8 +345,37 @@ class ServiceBase:
             return
         self.api = server
 
-    def _api_clients_changed(self, named: frozenset[str]) -> None:
-        """The named API clients signed on here changed (a stack may tell its peers)."""
+    # --- Heartbeat's named API clients (hbd.apiserver.ClientEvents) -------------------
+
+    _RELAYS: ClassVar[bool] = False  # the stack carries clients' messages to its peers
+
+    def clients_changed(self, named: frozenset[str]) -> None:
+        """The named API clients signed on here changed."""
+
+    def client_status(self, client: str, joined: bool, reason: str, generation: int) -> None:
+        """A named client signed on or off here (a stack may tell its peers)."""
+
+    def client_message(self, client: str, fields: list[tuple[str, str]],
+                       generation: int) -> str | None:
+        return "this cluster stack relays no API client messages"
+
+    def client_query(self, fields: list[tuple[str, str]]) -> None:
+        """A client's question for a peer (clientstatus of a remote client)."""
+
+    def _start_respawn(self) -> None:
+        """ha.cf's `respawn` programs, once the API socket they sign on to is open."""
+        hacf = self.config.hacf
+        if not hacf.respawn:
+            return
+        from hbd.respawn import Respawner, client_env
+
+        self.respawner = Respawner(client_env(self.options.node, hacf.logfacility,
+                                              hacf.logfile, hacf.debugfile, hacf.debug_level))
+        self.respawner.start(hacf.respawn)
+
+    async def _stop_respawn(self) -> None:
+        if self.respawner is not None:
+            await self.respawner.stop()
 
     async def _stop_api(self) -> None:
         if self.api is not None:
@@ -372,9 +412,11 @@ class ServiceBase:
             self._watchdog_at = now + self.notifier.watchdog_interval
 
     async def _serve_until_stopped(self) -> None:
-        """Wait for SIGTERM, release every group, return once they are all down."""
+        """Wait for SIGTERM, stop the respawned clients and release every group (that
+        order is Heartbeat's), return once they are all down."""
         await self._stop.wait()
         self._stopping = True
+        await self._stop_respawn()
         now, wall = self._now()
         self._dispatch(self._group_work().shutdown(now, wall))
         self._arm()
@@ -452,6 +494,10 @@ class ServiceBase:
                     from hbd.apiserver import resolve_apiauth
 
                     self.api.auth = await asyncio.to_thread(resolve_apiauth, new)
+                if self.respawner is not None:
+                    await self.respawner.update(new.hacf.respawn)
+                elif new.hacf.respawn:
+                    self._start_respawn()
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
             finally:

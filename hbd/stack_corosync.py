@@ -349,6 +349,7 @@ class CorosyncDaemon(ServiceBase):
         await self._start_bus()
         self._start_fifo()
         await self._start_api()
+        self._start_respawn()
         self._publish()
         self._ready(f"corosync {'connected' if self.placement.connected else 'not reachable yet'}")
         self._arm()

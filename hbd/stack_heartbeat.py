@@ -25,19 +25,23 @@ from hbd.core.actions import (
     Action,
     CancelFence,
     CheckFenceDevices,
+    DeliverToClients,
     FenceNode,
     PersistPeerGeneration,
     SendPing,
     Transmit,
 )
 from hbd.core.apiquery import ClientStatusResponder
+from hbd.core.clientmsgs import ClientRelay, Refused
 from hbd.core.config import AuthMethod, ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
+from hbd.core.fifomsg import FifoCommand
 from hbd.core.pingnodes import PingNodes
 from hbd.errors import HbdError, NetError
 from hbd.fencer import Fencer
 from hbd.links import LinkSet
+from hbd.respawn import runs_ipfail
 from hbd.service import Options, ServiceBase
 from hbd.snapshot import heartbeat as heartbeat_snapshot
 from hbd.state import StateDir
@@ -50,7 +54,7 @@ LOAD_REFRESH = 5.0  # seconds between reads of /proc/loadavg for the status `ld`
 class HeartbeatDaemon(ServiceBase):
     """The Controller (hbd.control) of an hbd whose cluster layer is its own links."""
 
-    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
+    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing, DeliverToClients)
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         super().__init__(options, config)
@@ -63,12 +67,49 @@ class HeartbeatDaemon(ServiceBase):
         self._unpingable: set[str] = set()  # ping nodes whose echo could not be sent
         self.links: LinkSet | None = None
         self.clientstatus: ClientStatusResponder | None = None
+        self.relay: ClientRelay | None = None  # named API clients' messages (ipfail)
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
         self._heartbeats_sent: dict[int, int] = {}  # link index -> status messages sent
 
-    def _api_clients_changed(self, named: frozenset[str]) -> None:
+    # --- Heartbeat's named API clients: their messages ride our links ------------------
+
+    _RELAYS = True
+
+    def clients_changed(self, named: frozenset[str]) -> None:
         if self.clientstatus is not None:
             self.clientstatus.named_clients = named
+        if self.pingnodes is not None:
+            self.pingnodes.ipfail_signed_on = "ipfail" in named
+
+    def client_status(self, client: str, joined: bool, reason: str, generation: int) -> None:
+        if self.relay is None or (self._stopping and joined):
+            return
+        self._dispatch(self.relay.client_status(client, joined, reason, generation,
+                                                self._now()[1]))
+        self._arm()
+
+    def client_message(self, client: str, fields: list[tuple[str, str]],
+                       generation: int) -> str | None:
+        if self.relay is None:
+            return "hbd is not running its cluster layer yet"
+        result = self.relay.from_client(client, tuple(fields), generation, self._now()[1])
+        if isinstance(result, Refused):
+            return result.reason
+        if isinstance(result, FifoCommand):
+            # ipfail's giveup: what hb_standby asks for
+            log.info("%s asks for %s [%s]", result.tool,
+                     "standby" if result.command == "release" else result.command,
+                     result.scope)
+            self._fifo_command(result)
+            return None
+        self._dispatch(result)
+        self._arm()
+        return None
+
+    def client_query(self, fields: list[tuple[str, str]]) -> None:
+        if self.relay is not None:
+            self._dispatch(self.relay.query(tuple(fields), self._now()[1]))
+            self._arm()
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -192,6 +233,7 @@ class HeartbeatDaemon(ServiceBase):
             self.links = LinkSet(new.hacf, self._on_packet)
             self.links.open_all(self._loop)
         pings.update(new.hacf)
+        pings.ipfail_respawned = runs_ipfail(new.hacf.respawn)
         self.fencer.update(new)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
@@ -210,7 +252,9 @@ class HeartbeatDaemon(ServiceBase):
         self.failover = Failover(self.engine, self.config)
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
         self.clientstatus = ClientStatusResponder(self.engine)
-        self.engine.attach(self.failover, self.pingnodes, self.clientstatus)
+        self.relay = ClientRelay(self.engine)
+        self.pingnodes.ipfail_respawned = runs_ipfail(self.config.hacf.respawn)
+        self.engine.attach(self.failover, self.pingnodes, self.clientstatus, self.relay)
         if self.pingnodes.addresses:
             from hbd.net.icmp import Pinger
 
@@ -250,6 +294,7 @@ class HeartbeatDaemon(ServiceBase):
         await self._start_bus()
         self._start_fifo()
         await self._start_api()
+        self._start_respawn()
         # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).

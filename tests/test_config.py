@@ -495,3 +495,30 @@ def test_hbdconf_private_or_without_fence_agents_is_not_warned(tmp_path: Path) -
     for result in (out, out2):
         assert result.returncode == 0, result.stderr
         assert "chmod 600" not in result.stderr + result.stdout
+
+
+# --- respawn (issue 19) ---------------------------------------------------------------
+
+def test_respawn_lines() -> None:
+    hacf, problems = parse_hacf(GOOD_HACF + "respawn hacluster /usr/libexec/heartbeat/ipfail\n"
+                                "respawn root /usr/bin/env 'A B=1' x,y\n", filename="ha.cf")
+    assert not problems.errors and not problems.warnings
+    first, second = hacf.respawn
+    assert (first.user, first.argv, first.line) == (
+        "hacluster", ("/usr/libexec/heartbeat/ipfail",), 7)
+    assert second.argv == ("/usr/bin/env", "A B=1", "x,y")  # whole-line: commas kept
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("respawn", "needs a user and a command"),
+    ("respawn hacluster", "needs a user and a command"),
+    ("respawn hacluster ipfail", "is not a full pathname"),
+    ("respawn 'ha cluster' /bin/true", "is not a user name"),
+    ("respawn root /bin/echo 'unclosed", "cannot split the command"),
+])
+def test_bad_respawn_lines(line: str, expected: str) -> None:
+    hacf, problems = parse_hacf(GOOD_HACF + line + "\n", filename="ha.cf")
+    errors = [str(p) for p in problems.errors]
+    assert len(errors) == 1 and errors[0].startswith("ha.cf:7: respawn: ")
+    assert expected in errors[0]
+    assert hacf.respawn == ()

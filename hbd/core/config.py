@@ -172,6 +172,20 @@ class ApiAuth:
 
 
 @dataclass(frozen=True)
+class Respawn:
+    """`respawn USER COMMAND`: a program Heartbeat runs as USER and restarts when it exits
+    (ipfail, ...).  COMMAND is split as a shell would split it; no shell runs it."""
+
+    user: str  # a user name or number, resolved when the program starts
+    argv: tuple[str, ...]  # argv[0] is a full path
+    line: int = 0
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+
+@dataclass(frozen=True)
 class StonithDevice:
     """ha.cf `stonith TYPE FILE` or `stonith_host HOSTFROM TYPE PARAMS...` (cluster-glue).
 
@@ -231,6 +245,7 @@ class HaCf:
     arp_count: int = 5
     arp_interval_ms: int = 200
     stonith: tuple[StonithDevice, ...] = ()  # every stonith/stonith_host line, in file order
+    respawn: tuple[Respawn, ...] = ()  # `respawn USER COMMAND` lines, in file order
 
     def stonith_for(self, node: str) -> StonithDevice | None:
         """The device `node` fences with: the last line that applies to it (Heartbeat's)."""

@@ -99,6 +99,11 @@ class EngineComponent(Protocol):
         """A peer's status message, for the fields `status_fields` adds on its side."""
         return None
 
+    def message_seen(self, received: Received, now: float, wall: float) -> list[Action]:
+        """Every kept message but the engine's own (status, acks, retransmissions,
+        reqnodes), after its handler: Heartbeat's API clients see them (clientmsgs)."""
+        return []
+
     def next_timer(self) -> float | None:
         return None
 
@@ -429,6 +434,8 @@ class Engine:
             handler = self._handlers.get(msgtype)
             if handler is not None:
                 actions += handler(received, now, wall)
+            for component in self.components:
+                actions += component.message_seen(received, now, wall)
         if not self.comm_up:
             actions += self._check_comm(now, wall)
 

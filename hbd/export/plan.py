@@ -228,6 +228,9 @@ def _unimplemented_directives(b: _Builder) -> None:
     for entry in b.config.hacf.apiauth:  # honoured by hbd, meaningless to Pacemaker
         b.notes.append(Note(b.sources.hacf, entry.line,
                             f"apiauth: not carried over: {_DIRECTIVE_FATE['apiauth']}"))
+    for child in b.config.hacf.respawn:  # run by hbd; Pacemaker respawns nothing
+        b.notes.append(Note(b.sources.hacf, child.line,
+                            f"respawn: not carried over: {_DIRECTIVE_FATE['respawn']}"))
 
 
 def build_plan(config: ClusterConfig, host: HostView | None = None,
