@@ -12,14 +12,20 @@ seconds, ascending, the last +inf; `counts` one per bucket, not cumulative;
 `count`, `sum_s`, `max_s` since start), shown by D-Bus (LoopLagMax,
 LoopLagHistogram), `hbctl status` and the metrics.  `StallLog` writes the
 journal line for a bad stall (lag beyond half the keepalive), at most one a
-minute with a count of those it left out.
+minute with a count of those it left out.  `GcPauses` times the garbage
+collector's runs (gc.callbacks): after start-up hbd freezes what it built
+(gc.freeze, hbd.service `_ready`) so that an oldest-generation run walks only
+what was made since, not every module, config and D-Bus object.
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import math
+import time
+from typing import Any
 
 from hbd.eventlog import MessageId
 
@@ -95,3 +101,44 @@ class StallLog:
                         self.threshold_s * 1000, extra=extra)
         self._held, self._held_worst = 0, 0.0
         self._next_at = now + STALL_LOG_INTERVAL_S
+
+
+class GcPauses:
+    """How long the garbage collector held the loop, per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = int(info.get("generation", 0))
+        if 0 <= generation <= 2:
+            pause = time.perf_counter() - self._started
+            self.count[generation] += 1
+            self.max_s[generation] = max(self.max_s[generation], pause)
+
+
+def summary(lag: LoopLag, pauses: GcPauses | None = None) -> str:
+    """One line for the log at stop: what the soak benchmarks read."""
+    late = sum(n for b, n in lag.histogram() if b > 0.005)
+    text = (f"loop lag since start: worst {lag.max_s * 1000:.1f} ms, {lag.count} timer "
+            f"firings, {late} later than 5 ms")
+    text += " (" + ", ".join(f"<={b * 1000:g}ms {n}" for b, n in lag.histogram()
+                             if n and not math.isinf(b)) + ")"
+    if pauses is not None:
+        text += "; garbage collection: " + ", ".join(
+            f"gen{g} {pauses.count[g]} runs, worst {pauses.max_s[g] * 1000:.2f} ms"
+            for g in range(3))
+    return text

@@ -8,19 +8,24 @@ after cl_make_normaltime().  hbd does the same for the one thread that
 carries heartbeats, the asyncio event loop (the main thread), with two
 differences:
 
-- SCHED_RESET_ON_FORK rides on the policy, so everything the loop thread
-  forks or clones starts at normal scheduling: resource agents, hooks, fence
-  devices, respawned clients (asyncio subprocesses fork from the loop thread)
-  and threads created later (the default executor's: config reads, fsync'd
-  state writes, netlink lookups).  The log drainer is started before and
-  stays SCHED_OTHER too: it does blocking I/O (journal, syslog, files) and
-  must never compete with the heartbeats; the log queue drops and counts
-  rather than wait when it falls behind.  Memory locks are never inherited
-  by a child (fork drops them, exec would anyway).
-- MCL_ONFAULT (Linux 4.4) keeps MCL_FUTURE from committing every reserved
-  page (8 MiB per thread stack, 64 MiB malloc arenas): what is mapped now is
-  faulted in and locked first (MCL_CURRENT), and what is mapped later is
-  locked as it is touched, never paged out.
+- SCHED_RESET_ON_FORK rides on the policy, so every process hbd starts runs
+  at normal scheduling: resource agents, hooks, fence devices, respawned
+  clients (asyncio subprocesses fork from the loop thread).  Memory locks are
+  never inherited by a child (fork drops them, exec would anyway).
+- hbd's own helper threads (the log drainer, the state writer, the default
+  executor's: config reads, netlink lookups) run SCHED_RR at the same
+  priority: those running are switched here, those started later switch
+  themselves (`join_thread`, as RESET_ON_FORK starts them at normal
+  priority).  At normal priority one of them preempted by any busy process
+  while it holds the GIL would hold up the real-time loop behind it (priority
+  inversion through the GIL).  They mostly wait (on I/O, without the GIL) and
+  never run long; the log queue drops and counts rather than wait.
+- MCL_ONFAULT (Linux 4.4): what is resident is locked at once and every
+  other page the moment it is first touched, never paged out after.  Without
+  it mlockall would fault in every page of every mapping: all of libpython
+  and each extension library (+14 MB RSS measured, benchmarks/pauses.py),
+  and with MCL_FUTURE each new thread's whole 8 MiB stack and 64 MiB malloc
+  arena.  (VmLck counts the locked mappings' size, touched or not.)
 
 A refusal (no CAP_SYS_NICE or CAP_IPC_LOCK, systemd's RestrictRealtime=, a
 container, a cgroup without a real-time budget, RLIMIT_MEMLOCK) is one
@@ -34,6 +39,7 @@ import ctypes
 import logging
 import os
 import resource
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,9 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
 DEFAULT_RTPRIO = 1  # Heartbeat: priority <= 0 -> sched_get_priority_min(SCHED_RR)
+_RR = os.SCHED_RR | os.SCHED_RESET_ON_FORK
+
+_held = 0  # the SCHED_RR priority hbd's threads hold (0: normal scheduling)
 
 
 @dataclass(frozen=True)
@@ -91,33 +100,53 @@ def _lock_memory() -> str:
             resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
     except (ValueError, OSError):
         pass
-    err = _mlockall(MCL_CURRENT)
-    if err == 0:
-        err = _mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
-        if err == 22:  # EINVAL: a kernel before 4.4 has no MCL_ONFAULT
-            err = _mlockall(MCL_CURRENT | MCL_FUTURE)
+    err = _mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
+    if err == 22:  # EINVAL: a kernel before 4.4 has no MCL_ONFAULT
+        err = _mlockall(MCL_CURRENT | MCL_FUTURE)
     if err == 0:
         return ""
-    _munlockall()  # a half-done MCL_CURRENT must not stay behind
+    _munlockall()  # nothing half-locked stays behind
     hint = {1: "needs CAP_IPC_LOCK", 12: "RLIMIT_MEMLOCK too small (LimitMEMLOCK=)"}
     return f"mlockall: {os.strerror(err)} ({hint.get(err, 'refused')})"
 
 
+def join_thread() -> None:
+    """In a thread hbd starts: take the loop's real-time priority, if it has one."""
+    if _held:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, _RR, os.sched_param(_held))
+
+
+def _other_threads(policy: int, priority: int) -> None:
+    """The process's threads besides the caller (the log drainer started before)."""
+    me = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != me:
+                with contextlib.suppress(OSError):  # it may just have ended
+                    os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
+
+
 def _schedule(priority: int) -> str:
-    """SCHED_RR at `priority` for the calling thread; "" or why not."""
+    """SCHED_RR at `priority` for the calling thread and hbd's others; "" or why not."""
+    global _held
     try:
-        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK,
-                              os.sched_param(priority))
+        os.sched_setscheduler(0, _RR, os.sched_param(priority))
     except OSError as err:
         return (f"SCHED_RR {priority}: {err.strerror} (needs CAP_SYS_NICE or LimitRTPRIO=, "
                 "no RestrictRealtime=, and a real-time budget in the cgroup)")
+    _held = priority
+    _other_threads(_RR, priority)
     return ""
 
 
 def _normal() -> None:
     """Back to SCHED_OTHER (realtime turned off by a reload)."""
+    global _held
+    _held = 0
     with contextlib.suppress(OSError):  # leaving real time needs no privilege
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    _other_threads(os.SCHED_OTHER, 0)
     _munlockall()
 
 

@@ -374,4 +374,5 @@ class CorosyncDaemon(ServiceBase):
         self._stop_tracking()
         if self.bus is not None:
             await self.bus.stop()
+        self._report_pauses()
         log.info("hbd stopped")

@@ -249,6 +249,7 @@ class HeartbeatDaemon(ServiceBase):
             self.pinger.close()
         if self.bus is not None:
             await self.bus.stop()
+        self._report_pauses()
         log.info("hbd stopped")
         return 0
 

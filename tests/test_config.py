@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, assemble, check
 from hbd.core.authkeys import parse_authkeys
 from hbd.core.config import (
@@ -487,3 +488,17 @@ def test_realtime_and_rtprio_as_heartbeat_reads_them() -> None:
 ])
 def test_bad_realtime_lines_are_errors_with_their_line(line: str, message: str) -> None:
     assert messages(hacf=GOOD_HACF + line + "\n") == [message]
+
+
+@pytest.mark.parametrize("lines,shown", [
+    ("", "realtime: on (SCHED_RR priority 1, memory locked; children at normal priority)"),
+    ("rtprio 7\n", "realtime: on (SCHED_RR priority 7, memory locked; children at normal "
+     "priority)"),
+    ("realtime off\n", "realtime: off"),
+])
+def test_check_config_shows_realtime(lines: str, shown: str) -> None:
+    texts = ConfigTexts("ha.cf", GOOD_HACF + lines, "haresources", GOOD_HARESOURCES,
+                        "authkeys", "auth 1\n1 sha1 secret\n", 0o100600)
+    config, problems = check(texts, node_name="n1")
+    assert config is not None, problems
+    assert shown in describe(config).splitlines()

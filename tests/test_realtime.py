@@ -6,8 +6,9 @@ resource.d script recording its own scheduling policy and locked memory
 when started.  What must hold:
 
 - n1's loop thread runs SCHED_RR at 5 (`chrt -p`), its memory is locked
-  (`VmLck` in /proc/PID/status), its other threads (log drainer, executor)
-  run SCHED_OTHER, and the agent it ran runs SCHED_OTHER with nothing locked;
+  (`VmLck` in /proc/PID/status), its helper threads (log drainer, state
+  writer, executor) run SCHED_RR at 5 too (no priority inversion through the
+  GIL), and the agent it ran runs SCHED_OTHER with nothing locked;
   n2 (no rtprio line) runs at Heartbeat's default priority, 1.
 - D-Bus shows it (Realtime) and the loop lag (LoopLagMax, LoopLagHistogram);
   stopping n1 with SIGSTOP for 0.3 s raises the lag past 0.15 s, and hbd
@@ -122,9 +123,10 @@ def test_realtime_applied_and_children_at_normal_priority(
     assert vmlck_kb(n1.pid) > 1000 and vmlck_kb(n2.pid) > 1000
     n1.wait_log(r"realtime: SCHED_RR 5, memory locked")
     policies = thread_policies(n1.pid)
-    assert policies.pop(f"{Path(f'/proc/{n1.pid}/comm').read_text().strip()}/{n1.pid}") == 2
-    assert policies, "the log drainer at least"
-    assert set(policies.values()) == {0}, policies  # every other thread: SCHED_OTHER
+    # the loop, the log drainer, the state writer, executor helpers (Python 3.11 leaves
+    # the threads' kernel names alone: counted, not named)
+    assert len(policies) >= 4, policies
+    assert set(policies.values()) == {2}, policies  # every thread: SCHED_RR
     probe = out.read_text()
     assert "SCHED_OTHER" in probe and "priority: 0" in probe, probe
     assert re.search(r"VmLck:\s+0 kB", probe), probe
@@ -184,6 +186,7 @@ def test_refused_without_capabilities_logs_once_and_runs(lab: Lab, pair: object)
                              r"permitted", n1.log())
         assert len(refused) == 1, n1.log()[-3000:]
         assert chrt(n1.pid) == ("SCHED_OTHER", 0)
+        assert set(thread_policies(n1.pid).values()) == {0}
         assert vmlck_kb(n1.pid) == 0
         assert chrt(n2.pid) == (RR, 1)
         time.sleep(1.0)
