@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.common import rss_bytes, save, table, tree
 from tests.hbdproc import HbdNode, ha_cf
+from tests.infra import commands
 from tests.infra.netns import Lab
 
 SUMMARY = re.compile(r"loop lag since start: worst (?P<worst>[\d.]+) ms, (?P<firings>\d+) "
@@ -97,8 +97,8 @@ def main() -> int:
     parser.add_argument("--reload-every", type=float, default=2.0)
     args = parser.parse_args()
     results = [run_pair(rt, args.seconds, args.reload_every) for rt in ("on", "off")]
-    probe = subprocess.run([sys.executable, "-c", FREEZE_PROBE], capture_output=True,
-                           text=True, check=True).stdout.split()
+    probe = commands.run([sys.executable, "-c", FREEZE_PROBE], capture_output=True,
+                         text=True, check=True).stdout.split()
     rows = [["realtime", "worst lag ms", "firings", ">5 ms", "reloads", "RSS MB",
              "VmLck MB", "garbage collection"]]
     for r in results:
