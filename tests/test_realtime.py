@@ -165,6 +165,19 @@ def test_loop_lag_rises_when_stopped(pair: tuple[HbdNode, HbdNode, Path],
     assert "is dead" not in n2.log()[mark2:]
 
 
+def test_a_reload_applies_rtprio_and_realtime_off(pair: tuple[HbdNode, HbdNode, Path]) -> None:
+    n1, _, _ = pair
+    for extra, policy in (("rtprio 3\n", (RR, 3)), ("realtime off\n", ("SCHED_OTHER", 0))):
+        mark = n1.mark()
+        n1.write_config(ha_cf("bcast eth0", extra=f"auto_failback off\n{extra}"))
+        n1.signal(signal.SIGHUP)
+        n1.wait_log(r"configuration reloaded from", since=mark)
+        assert chrt(n1.pid) == policy
+    assert "realtime off: normal scheduling, memory unlocked" in n1.log()
+    assert vmlck_kb(n1.pid) == 0
+    assert set(thread_policies(n1.pid).values()) == {0}
+
+
 def test_refused_without_capabilities_logs_once_and_runs(lab: Lab, pair: object) -> None:
     """After the pair (module order): its daemons are stopped by then."""
     del pair
