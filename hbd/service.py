@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hbd import configfiles, eventlog, logs
+from hbd import configfiles, eventlog, logs, realtime
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import (
@@ -51,6 +54,7 @@ from hbd.core.telemetry import Telemetry
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
+from hbd.looplag import GcPauses, LoopLag, StallLog, stall_threshold, summary
 from hbd.notify import Notifier
 from hbd.tracking import LinkTracking
 
@@ -97,6 +101,7 @@ class ServiceBase:
         self._watchdog_at: float | None = None  # next WATCHDOG=1, when systemd asks for it
         self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
         self._timer_at: float | None = None  # when it fires
+        self._timer_closed = False  # _cancel_timer: shutting down, never re-armed
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
         self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
         self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
@@ -111,6 +116,16 @@ class ServiceBase:
         # (hbd.metricsloop.MetricsLoop) exist only while hbd.conf asks for them
         self.telemetry = Telemetry(options.node)
         self.metrics: Any = None
+        # ha.cf realtime/rtprio as applied by daemon.main (None: nobody asked, e.g. a test
+        # running the service inside its own process)
+        self.realtime: realtime.RealtimeState | None = None
+        # how late the one timer runs (hbd.looplag); announced at most once a second
+        self.loop_lag = LoopLag()
+        self._stalls = StallLog(stall_threshold(config.hacf.timers.keepalive_ms))
+        self._lag_shown = 0  # late firings (LoopLag.late) last published
+        self._lag_show_at = 0.0  # not before: the next announcement of the lag
+        self._lag_pending = False  # one is scheduled
+        self.gc_pauses = GcPauses()  # installed by _ready, reported by _report_pauses
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -118,7 +133,8 @@ class ServiceBase:
     # an admin sees, so they alone do not publish.
     _ROUTINE: ClassVar[tuple[type, ...]] = ()
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
+        """The stack's part of the snapshot."""
         raise NotImplementedError
 
     async def _apply(self, new: ClusterConfig) -> None:
@@ -217,6 +233,8 @@ class ServiceBase:
         cancel and re-arm per packet.
         """
         assert self._loop is not None
+        if self._timer_closed:
+            return
         tracker = self.tracking.tracker.next_timer() if self.tracking is not None else None
         due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer(),
                            tracker) if t is not None]
@@ -231,8 +249,11 @@ class ServiceBase:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = self._timer_at = None
         now, wall = self._now()
+        if due is not None:
+            self._observe_lag(now - due, now)
         try:
             for key in self.garp.due(now):
                 if self.runner is not None:
@@ -246,7 +267,38 @@ class ServiceBase:
             self._feed_watchdog(now)
             self._arm()
 
+    def _observe_lag(self, lag: float, now: float) -> None:
+        self.loop_lag.observe(lag)
+        self._stalls.observe(lag, now)
+        # only a late firing is news; PropertiesChanged at most once a second, the last
+        # of a burst announced when the second is over
+        if self.loop_lag.late() == self._lag_shown or self._lag_pending:
+            return
+        assert self._loop is not None
+        self._lag_pending = True
+        if now >= self._lag_show_at:
+            self._loop.call_soon(self._show_lag)
+        else:
+            self._loop.call_at(self._lag_show_at, self._show_lag)
+
+    def _show_lag(self) -> None:
+        assert self._loop is not None
+        self._lag_pending = False
+        self._lag_shown = self.loop_lag.late()
+        self._lag_show_at = self._loop.time() + 1.0
+        self._publish()
+
+    def _report_pauses(self) -> None:
+        """At stop: the loop's lag and the collector's pauses since start."""
+        self.gc_pauses.uninstall()
+        log.info("%s", summary(self.loop_lag, self.gc_pauses))
+
     def _cancel_timer(self) -> None:
+        """At shutdown, for good: a stopped engine's next heartbeat stays due, and a
+        packet arriving meanwhile would re-arm the timer at that past deadline again
+        and again (measured: a busy loop of 1,000+ firings in 0.5 s while the links
+        and the fencer closed)."""
+        self._timer_closed = True
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
@@ -254,6 +306,11 @@ class ServiceBase:
     # --- the life both stacks share ------------------------------------------------------
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        # the helper threads (to_thread: config reads, netlink lookups) run at the loop's
+        # priority: a normal-priority thread preempted while holding the GIL would hold
+        # up the real-time loop behind every other process on the machine
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="hbd-helper",
+                                                     initializer=realtime.join_thread))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -398,6 +455,10 @@ class ServiceBase:
         self.notifier.ready()
         self._started.set()
         self._spawn(self._configure_metrics(self.config))
+        # What start-up built (modules, configuration, adapters, D-Bus objects) lives as
+        # long as hbd: frozen, an oldest-generation collection no longer walks it all.
+        gc.freeze()
+        self.gc_pauses.install()
         if self.notifier.watchdog_interval is not None:
             assert self._loop is not None
             self._watchdog_at = self._loop.time()
@@ -485,9 +546,13 @@ class ServiceBase:
                     log.info("reload ignored: hbd is stopping")
                     return
                 self._configure_logging(new)
+                if self.realtime is not None:  # the loop's thread: this one
+                    self.realtime = realtime.apply(new.hacf.realtime, new.hacf.rtprio,
+                                                   previous=self.realtime)
                 await self._apply(new)
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
                 self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
+                self._stalls.threshold_s = stall_threshold(new.hacf.timers.keepalive_ms)
                 self.config = new
                 await self._configure_metrics(new)
                 if self.api is not None:
@@ -566,6 +631,13 @@ class ServiceBase:
         return (), (), ()
 
     # --- front ends ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The cluster as front ends see it, with the daemon's own health."""
+        return dataclasses.replace(
+            self._snapshot(),
+            realtime=self.realtime.text() if self.realtime is not None else "",
+            loop_lag_max=self.loop_lag.max_s, loop_lag=self.loop_lag.histogram())
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
         self._subscribers.append(callback)

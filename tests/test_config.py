@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, assemble, check
 from hbd.core.authkeys import parse_authkeys
 from hbd.core.config import (
@@ -522,3 +523,36 @@ def test_bad_respawn_lines(line: str, expected: str) -> None:
     assert len(errors) == 1 and errors[0].startswith("ha.cf:7: respawn: ")
     assert expected in errors[0]
     assert hacf.respawn == ()
+
+
+def test_realtime_and_rtprio_as_heartbeat_reads_them() -> None:
+    hacf, problems = parse_hacf(GOOD_HACF)
+    assert (hacf.realtime, hacf.rtprio) == (True, None) and not problems.items
+    hacf, problems = parse_hacf(GOOD_HACF + "realtime off\nrtprio 99\n")
+    assert (hacf.realtime, hacf.rtprio) == (False, 99) and not problems.items
+    hacf, _ = parse_hacf(GOOD_HACF + "realtime yes\nrtprio 1\n")
+    assert (hacf.realtime, hacf.rtprio) == (True, 1)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("realtime maybe", "ha.cf:7: realtime: bad value 'maybe' (on or off)"),
+    ("rtprio 0", "ha.cf:7: rtprio: bad value '0' (1-99)"),
+    ("rtprio 100", "ha.cf:7: rtprio: bad value '100' (1-99)"),
+    ("rtprio high", "ha.cf:7: rtprio: bad value 'high' (1-99)"),
+])
+def test_bad_realtime_lines_are_errors_with_their_line(line: str, message: str) -> None:
+    assert messages(hacf=GOOD_HACF + line + "\n") == [message]
+
+
+@pytest.mark.parametrize("lines,shown", [
+    ("", "realtime: on (SCHED_RR priority 1, memory locked; children at normal priority)"),
+    ("rtprio 7\n", "realtime: on (SCHED_RR priority 7, memory locked; children at normal "
+     "priority)"),
+    ("realtime off\n", "realtime: off"),
+])
+def test_check_config_shows_realtime(lines: str, shown: str) -> None:
+    texts = ConfigTexts("ha.cf", GOOD_HACF + lines, "haresources", GOOD_HARESOURCES,
+                        "authkeys", "auth 1\n1 sha1 secret\n", 0o100600)
+    config, problems = check(texts, node_name="n1")
+    assert config is not None, problems
+    assert shown in describe(config).splitlines()

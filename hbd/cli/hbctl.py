@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -138,7 +139,8 @@ def status_json(state: client.State) -> dict[str, Any]:
             "ping_nodes": [asdict(p) for p in snap.ping_nodes],
             "tracked_links": [asdict(t) for t in snap.tracked_links],
             "fence_device": snap.fence_device,
-            "fencing": [asdict(f) for f in snap.fencing]}
+            "fencing": [asdict(f) for f in snap.fencing],
+            "realtime": snap.realtime, "loop_lag": _loop_lag_json(snap)}
 
 
 def status_text(state: client.State) -> str:
@@ -157,6 +159,12 @@ def status_text(state: client.State) -> str:
         if snap.fencing:
             parts.append(_table(["FENCING", "STATE", "DETAIL"],
                                 [[f.node, f.state, f.detail] for f in snap.fencing]))
+    if snap.realtime or snap.loop_lag:
+        parts.append("")
+        if snap.realtime:
+            parts.append(f"realtime: {snap.realtime}")
+        if snap.loop_lag:
+            parts.append(_loop_lag_line(snap))
     return "\n".join(parts)
 
 
@@ -172,6 +180,22 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
     else:
         print(status_text(state))
     return EXIT_OK
+
+
+def _loop_lag_json(snap: Snapshot) -> dict[str, Any]:
+    """JSON has no infinity: the last bucket's bound is null."""
+    return {"max_s": snap.loop_lag_max,
+            "buckets": [[None if math.isinf(b) else b, n] for b, n in snap.loop_lag]}
+
+
+def _loop_lag_line(snap: Snapshot) -> str:
+    """`loop lag: worst 3.1 ms; timer runs by lateness: <=0.5ms 1200, <=5ms 3`."""
+    def bound(b: float) -> str:
+        return "more" if math.isinf(b) else f"<={b * 1000:g}ms"
+
+    seen = ", ".join(f"{bound(b)} {n}" for b, n in snap.loop_lag if n)
+    return (f"loop lag: worst {snap.loop_lag_max * 1000:.1f} ms; timer runs by lateness: "
+            f"{seen or 'none yet'}")
 
 
 def _listing(json_of: Callable[[Snapshot], Any],

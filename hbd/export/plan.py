@@ -56,8 +56,6 @@ _DIRECTIVE_FATE: dict[str, str] = {
     "respawn": "Pacemaker respawns no clients: run them as systemd units or cluster "
                "resources (ipfail's job is done by the ping location rules)",
     "apiauth": "the Heartbeat client API is gone; Pacemaker ACLs control access to the CIB",
-    "realtime": "corosync runs at real-time priority by default",
-    "rtprio": "corosync runs at real-time priority by default",
     "compression": "knet has its own knet_compression_model (off by default)",
     "compression_threshold": "knet has its own knet_compression_threshold",
     "traditional_compression": "knet has its own knet_compression_model",
