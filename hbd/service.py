@@ -618,7 +618,7 @@ class ServiceBase:
         from hbd.metrics import MetricsView, fold_bad, lag_figures
 
         sent, received, bad = self._metrics_traffic()
-        lag, lag_max = lag_figures(getattr(self, "loop_lag", None))
+        lag, lag_max = lag_figures(self.loop_lag)
         return MetricsView(__version__, self.snapshot(), self.telemetry.counters(),
                            heartbeats_sent=sent, heartbeats_received=received,
                            bad_packets=fold_bad(bad), loop_lag=lag, loop_lag_max=lag_max)
