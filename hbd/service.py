@@ -45,13 +45,13 @@ from hbd.core.actions import (
     StopGroup,
 )
 from hbd.core.config import ClusterConfig
-from hbd.core.fifomsg import FifoCommand
 from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import LinkTracker, TrackedLink
 from hbd.core.monitoring import Monitoring
 from hbd.core.refresh import RefreshSchedule
 from hbd.core.telemetry import Telemetry
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
+from hbd.frontends import FrontEnds
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
 from hbd.looplag import GcPauses, LoopLag, StallLog, stall_threshold, summary
@@ -83,8 +83,9 @@ def make_agent_runner(options: Options, config: ClusterConfig) -> AgentRunner:
                        timeouts=options.agent_timeouts)
 
 
-class ServiceBase:
+class ServiceBase(FrontEnds):
     def __init__(self, options: Options, config: ClusterConfig) -> None:
+        super().__init__()
         self.options = options
         self.config = config
         self.notifier = Notifier()
@@ -103,9 +104,6 @@ class ServiceBase:
         self._timer_at: float | None = None  # when it fires
         self._timer_closed = False  # _cancel_timer: shutting down, never re-armed
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
-        self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
-        self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
-        self.respawner: Any = None  # hbd.respawn.Respawner: ha.cf's `respawn` programs
         self._hurry = False  # a second SIGTERM: no waiting for anything any more
         # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
         self.hooks = HookRunner(options.node,
@@ -115,7 +113,6 @@ class ServiceBase:
         # Prometheus metrics: events counted here always (cheap); the outputs
         # (hbd.metricsloop.MetricsLoop) exist only while hbd.conf asks for them
         self.telemetry = Telemetry(options.node)
-        self.metrics: Any = None
         # ha.cf realtime/rtprio as applied by daemon.main (None: nobody asked, e.g. a test
         # running the service inside its own process)
         self.realtime: realtime.RealtimeState | None = None
@@ -363,92 +360,6 @@ class ServiceBase:
             self.bus = BusService(self)
             await self.bus.start()
 
-    def _start_fifo(self) -> None:
-        """Read Heartbeat's FIFO, so hb_standby and hb_takeover work unchanged."""
-        if not self.options.heartbeat_dir:
-            return
-        from hbd.fifo import HeartbeatFifo
-
-        assert self._loop is not None
-        fifo = HeartbeatFifo(self.options.heartbeat_dir, self._fifo_command)
-        try:
-            fifo.open(self._loop)
-        except OSError as err:
-            log.error("cannot open Heartbeat's FIFO %s (%s): hb_standby and hb_takeover "
-                      "will not work; hbctl does", fifo.path, err.strerror or err)
-            return
-        self.fifo = fifo
-
-    def _stop_fifo(self) -> None:
-        if self.fifo is not None:
-            self.fifo.close()
-            self.fifo = None
-
-    async def _start_api(self) -> None:
-        """Serve Heartbeat's client API, so cl_status works unchanged."""
-        if not self.options.api_socket:
-            return
-        from hbd.apiserver import ApiServer, build_view, resolve_apiauth
-
-        table = await asyncio.to_thread(resolve_apiauth, self.config)  # NSS may block
-        server = ApiServer(self.options.api_socket,
-                           lambda: build_view(self.snapshot(), self.config, self._RELAYS),
-                           table, self)
-        try:
-            await server.start()
-        except OSError as err:
-            log.error("cannot serve Heartbeat's client API on %s (%s): cl_status will not "
-                      "work; hbctl does", server.path, err.strerror or err)
-            return
-        self.api = server
-
-    # --- Heartbeat's named API clients (hbd.apiserver.ClientEvents) -------------------
-
-    _RELAYS: ClassVar[bool] = False  # the stack carries clients' messages to its peers
-
-    def clients_changed(self, named: frozenset[str]) -> None:
-        """The named API clients signed on here changed."""
-
-    def client_status(self, client: str, joined: bool, reason: str, generation: int) -> None:
-        """A named client signed on or off here (a stack may tell its peers)."""
-
-    def client_message(self, client: str, fields: list[tuple[str, str]],
-                       generation: int) -> str | None:
-        return "this cluster stack relays no API client messages"
-
-    def client_query(self, fields: list[tuple[str, str]]) -> None:
-        """A client's question for a peer (clientstatus of a remote client)."""
-
-    def _start_respawn(self) -> None:
-        """ha.cf's `respawn` programs, once the API socket they sign on to is open."""
-        hacf = self.config.hacf
-        if not hacf.respawn:
-            return
-        from hbd.respawn import Respawner, client_env
-
-        self.respawner = Respawner(client_env(self.options.node, hacf.logfacility,
-                                              hacf.logfile, hacf.debugfile, hacf.debug_level))
-        self.respawner.start(hacf.respawn)
-
-    async def _stop_respawn(self) -> None:
-        if self.respawner is not None:
-            await self.respawner.stop()
-
-    async def _stop_api(self) -> None:
-        if self.api is not None:
-            await self.api.stop()
-            self.api = None
-
-    def _fifo_command(self, request: FifoCommand) -> None:
-        """hb_standby / hb_takeover through the FIFO: as the same D-Bus command would."""
-        if self._stopping:
-            log.warning("%s [%s] ignored: hbd is stopping", request.tool, request.scope)
-            return
-        try:
-            self._command(request.command, request.scope)
-        except HbdError as err:
-            log.error("%s [%s] refused: %s", request.tool, request.scope, err)
-
     def _ready(self, what: str) -> None:
         """READY=1, and the watchdog's first beat from the timer path."""
         log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
@@ -590,45 +501,6 @@ class ServiceBase:
             return
         log.info("%s received: stopping", signame)
         self._stop.set()
-
-    # --- Prometheus metrics (hbd.metricsloop; the library is loaded only when asked for) ---
-
-    async def _configure_metrics(self, config: ClusterConfig) -> None:
-        hbd = config.hbd
-        if self.metrics is None and hbd.metrics_listen is None and not hbd.metrics_textfile:
-            return
-        assert self._loop is not None
-        try:
-            from hbd.metricsloop import MetricsLoop
-            from hbd.metricsserve import MetricsSettings
-        except ImportError as err:
-            log.error("metrics asked for in hbd.conf, but %s: install prometheus-client "
-                      "(Debian: python3-prometheus-client)", err)
-            return
-        if self.metrics is None:
-            self.metrics = MetricsLoop(self._loop, self._metrics_view)
-        try:
-            await self.metrics.configure(MetricsSettings.from_conf(hbd))
-        except Exception:  # the metrics must never fail a start or a reload
-            log.exception("could not configure the metrics")
-
-    def _metrics_view(self) -> Any:
-        """The metrics' immutable view (hbd.metrics.MetricsView), built on the loop."""
-        from hbd import __version__
-        from hbd.metrics import MetricsView, fold_bad, lag_figures
-
-        sent, received, bad = self._metrics_traffic()
-        lag, lag_max = lag_figures(self.loop_lag)
-        return MetricsView(__version__, self.snapshot(), self.telemetry.counters(),
-                           heartbeats_sent=sent, heartbeats_received=received,
-                           bad_packets=fold_bad(bad), loop_lag=lag, loop_lag_max=lag_max)
-
-    def _metrics_traffic(self) -> tuple[tuple[tuple[str, int], ...],
-                                        tuple[tuple[tuple[str, str], int], ...],
-                                        tuple[tuple[str, int], ...]]:
-        """Heartbeats sent per link, received per (node, link), bad packets by reason
-        text: the stacks with links of their own say."""
-        return (), (), ()
 
     # --- front ends ---------------------------------------------------------------------
 
