@@ -78,6 +78,7 @@ TEST_COMMANDS: Final = {
     "basename": "coreutils",
     "expr": "coreutils",
     "setpriv": "util-linux",  # cl_status and API clients as nobody (issue 19)
+    "stress-ng": "stress-ng",  # the soak benchmark's load (benchmarks/soak.py)
     "corosync": "corosync",
     "corosync-keygen": "corosync",
     "corosync-quorumtool": "corosync",
