@@ -80,6 +80,8 @@ TEST_COMMANDS: Final = {
     "setpriv": "util-linux",  # cl_status and API clients as nobody (issue 19)
     "stress-ng": "stress-ng",  # the soak benchmark's load (benchmarks/soak.py)
     "corosync": "corosync",
+    "pacemakerd": "pacemaker",  # the five-node benchmark's Pacemaker (benchmarks/nodes.py)
+    "crm_mon": "pacemaker-cli-utils",
     "corosync-keygen": "corosync",
     "corosync-quorumtool": "corosync",
     "corosync-cmapctl": "corosync",
