@@ -44,9 +44,10 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
-from benchmarks.common import median, save, table
+from benchmarks.common import RESULTS, median, save, table
 from benchmarks.corosync import NODES, PER_NODE, VICTIM, configuration, vip
 from benchmarks.failover import outage
 from hbd.core.assemble import ConfigTexts, check
@@ -256,7 +257,9 @@ def one_run(lab: Lab, cluster: Cluster, expected: dict[str, str]) -> dict[str, A
     wrong = {v: r["served_after"] for v, r in per_vip.items()
              if r["recovered"] and r["served_after"] != expected[v]}
     outages = [r["outage_ms"] for r in per_vip.values()]
-    result = {"all_ms": max(outages), "first_ms": min(outages),
+    worst = max(per_vip, key=lambda v: per_vip[v]["outage_ms"])
+    result = {"timeline": [(round((t - lost_at) * 1000, 1), n) for t, n in by_vip[worst]],
+              "worst_vip": worst, "all_ms": max(outages), "first_ms": min(outages),
               "unrecovered": sum(not r["recovered"] for r in per_vip.values()),
               "served_elsewhere": wrong, "dc_before": dc,
               "per_vip_ms": {v: r["outage_ms"] for v, r in per_vip.items()}}
@@ -287,7 +290,15 @@ def bench(impl: str, runs: int, token_ms: int) -> dict[str, Any]:
                   f", the first after {r['first_ms']} ms{more}"
                   f"{'' if r['dc_before'] == '-' else ', DC was ' + r['dc_before']}", flush=True)
             results.append(r)
+        middle = sorted(results, key=lambda r: r["all_ms"])[len(results) // 2]
+        for r in results:
+            timeline = r.pop("timeline")
+            if r is middle:
+                middle_timeline = timeline
         return {"all_median_ms": median([r["all_ms"] for r in results]),
+                "all_range_ms": [min(r["all_ms"] for r in results),
+                                 max(r["all_ms"] for r in results)],
+                "timeline": middle_timeline,
                 "first_median_ms": median([r["first_ms"] for r in results]),
                 "unrecovered_runs": sum(bool(r["unrecovered"]) for r in results),
                 "runs": results}
@@ -303,6 +314,8 @@ def main() -> int:
     parser.add_argument("--impls", default="hbd,pacemaker")
     parser.add_argument("--token", type=int, default=1000,
                         help="corosync totem token in ms (token_coefficient 0), for both")
+    parser.add_argument("--plot", default=None,
+                        help="write a PNG timeline of the median run's slowest VIP")
     args = parser.parse_args()
     reason = corosync_unavailable()
     if reason:
@@ -316,14 +329,25 @@ def main() -> int:
     rows = [["impl", "all of n1's groups served again", "first group served again",
              "runs never served"]]
     for impl, r in results.items():
-        rows.append([impl, f"{r['all_median_ms']:.0f} ms", f"{r['first_median_ms']:.0f} ms",
+        low, high = r["all_range_ms"]
+        rows.append([impl, f"{r['all_median_ms']:.0f} ms ({low:.0f}-{high:.0f})",
+                     f"{r['first_median_ms']:.0f} ms",
                      str(r["unrecovered_runs"])])
     print(f"\nfive nodes, n1 and its {PER_NODE} groups lost (cable cut + kill), corosync token "
           f"{args.token} ms; median client outage of {args.runs} runs (probe every 5 ms)")
     print(table(rows))
+    timelines = {impl: r.pop("timeline") for impl, r in results.items()}
     path = save("nodes", {"runs": args.runs, "token_ms": args.token, "nodes": len(NODES),
                           "groups_per_node": PER_NODE, "results": results})
+    (RESULTS / "nodes-timelines.json").write_text(json.dumps(timelines))
     print(f"saved {path}")
+    if args.plot:
+        from benchmarks.plot import timeline_png
+        Path(args.plot).write_bytes(timeline_png(
+            timelines, window=(-200.0, 4000.0), event="n1 lost",
+            title=f"five nodes: replies of n1's slowest group around n1's loss (corosync "
+                  f"token {args.token} ms)"))
+        print(f"plot written to {args.plot}")
     return 0
 
 
