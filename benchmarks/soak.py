@@ -23,8 +23,12 @@ implementation and timer setting:
                  MASTER or BACKUP after the start)
   late hb        "Late heartbeat" warnings (hbd and Heartbeat, warntime = 2 x
                  keepalive) and the worst interval they report
-  loop lag       hbd's event loop's worst lag, from its log's loop-lag lines
-                 when the daemon logs them (hbd/looplag.py), else "-"
+  loop lag       hbd's event loop's worst lag since start: the LoopLagMax
+                 property on D-Bus (each hbd runs on its own private system bus,
+                 tests/infra/privbus.py, as in production with D-Bus), read at
+                 the end of the soak; an hbd without it (before hbd/looplag.py)
+                 shows "-".  Its "event loop stalled ... N ms late" journal
+                 lines are counted too (stalls beyond half a keepalive)
   sched          the daemons' scheduling policies (/proc/PID/stat), so the
                  table says what each ran with: Heartbeat `realtime on` as
                  shipped, keepalived as shipped, hbd with its defaults
@@ -50,20 +54,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import cpu_seconds, save, table, tree
+from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra import commands
 from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
 from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
+from tests.infra.privbus import PrivateBus, PrivBusError
+from tests.test_bus import install_hbd_files
 
 VIP = "10.77.0.100"
 MONITOR = re.compile(r"^\[(\S+)\] (Deleted )?\d+: \S+\s+inet (\d+\.\d+\.\d+\.\d+)/")
 LATE = re.compile(r"Late heartbeat: Node (\S+): interval (\d+) ms")
 DEAD = re.compile(r"node (\S+): is dead")
 KA_STATE = re.compile(r"Entering (MASTER|BACKUP|FAULT) STATE")
-# hbd/looplag.py's journal line on a bad stall, whichever words it settles on:
-# "... event loop ... lag ... 123 ms" / "loop lag 0.123 s"
-LOOP_LAG = re.compile(r"(?i)\bloop\b.*?\blag(?:ged)?\b\D*?(\d+(?:\.\d+)?) ?(ms|s)\b")
+# hbd/looplag.py's journal lines on a bad stall: "event loop stalled: hbd's timer ran
+# 123 ms late ..." and "event loop stalled 3 times in the last minute, the worst 123 ms late"
+LOOP_STALL = re.compile(r"event loop stalled(?: (\d+) times)?\D*?(\d+(?:\.\d+)?) ms late")
 POLICIES = {0: "OTHER", 1: "FIFO", 2: "RR", 3: "BATCH", 5: "IDLE", 6: "DEADLINE"}
 MiB = 1 << 20
 
@@ -108,16 +115,41 @@ class Hbd(Subject):
 
     def start(self) -> None:
         t = self.timers
+        # no `realtime` line: hbd's default, as for Heartbeat
         conf = ha_cf("bcast eth0", keepalive=t.keepalive, deadtime=t.deadtime,
                      warntime=t.warntime, initdead="1", extra="auto_failback off\n")
-        self.nodes = [HbdNode(self.lab, n, conf, f"n1 {VIP}/24/eth0\n").start()
-                      for n in ("n1", "n2")]
+        self.buses: list[PrivateBus] = []
+        self.nodes = []
+        for n in ("n1", "n2"):
+            bus = PrivateBus().start()
+            self.buses.append(bus)
+            install_hbd_files(bus)
+            self.nodes.append(HbdNode(self.lab, n, conf, f"n1 {VIP}/24/eth0\n", extra_args=(),
+                                      env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address}).start())
         self.nodes[0].wait_log(r"group \S+ start done", 30)
+        for node in self.nodes:
+            node.wait_log(r"owning org\.linuxha\.hbd1 on the system bus", 30)
         time.sleep(2.0)
+
+    def manager_property(self, index: int, name: str) -> str | None:
+        """A Manager property as busctl prints it ("d 0.0031"), None if hbd has none."""
+        try:
+            out = self.buses[index].busctl("get-property", BUS_NAME, OBJECT_PATH,
+                                           MANAGER_IFACE, name)
+        except PrivBusError:
+            return None
+        return out.strip().split(" ", 1)[1] if " " in out.strip() else None
+
+    def loop_lag_max_ms(self) -> float | None:
+        values = [self.manager_property(i, "LoopLagMax") for i in range(len(self.nodes))]
+        found = [float(v) * 1000 for v in values if v is not None]
+        return max(found) if found else None
 
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+        for bus in self.buses:
+            bus.stop()
 
     def pids(self) -> list[int]:
         return [p for node in self.nodes if node.proc is not None for p in tree(node.pid)]
@@ -343,16 +375,17 @@ def sched(pids: list[int]) -> str:
 def log_figures(impl: str, logs: dict[str, str]) -> dict[str, Any]:
     late = [(node, int(ms)) for text in logs.values() for node, ms in LATE.findall(text)]
     dead = [m.group(0) for text in logs.values() for m in DEAD.finditer(text)]
-    lags = []
+    stalls, stall_max = 0, 0.0
     for text in logs.values():
-        for value, unit in LOOP_LAG.findall(text):
-            lags.append(float(value) * (1000.0 if unit == "s" else 1.0))
+        for times, worst in LOOP_STALL.findall(text):
+            stalls += int(times or 1)
+            stall_max = max(stall_max, float(worst))
     states = []
     if impl == "keepalived":
         states = [f"{node}: {s}" for node, text in logs.items() for s in KA_STATE.findall(text)]
     return {"late_heartbeats": len(late), "late_max_ms": max((ms for _, ms in late), default=0),
             "dead": len(dead), "dead_lines": dead[:20], "state_changes": states[:20],
-            "loop_lag_max_ms": max(lags) if lags else None}
+            "loop_stalls": stalls, "loop_stall_max_ms": stall_max}
 
 
 def soak_one(lab: Lab, impl: str, timers: Timers, load: Load) -> dict[str, Any]:
@@ -388,9 +421,12 @@ def soak_one(lab: Lab, impl: str, timers: Timers, load: Load) -> dict[str, Any]:
                   "both_held_ms": round(overlap_s * 1000),
                   "vip_on_n1_at_end": lab.has_address("n1", VIP),
                   "vip_on_n2_at_end": lab.has_address("n2", VIP),
-                  "daemon_cpu_s": round(cpu, 2), "sched": policies,
+                  "daemon_cpu_s": round(cpu, 2), "sched": policies, "loop_lag_max_ms": None,
                   "stress_rc": rc, "stress_memory": memory, "seconds": round(ended - started),
                   **log_figures(impl, logs)}
+        if isinstance(subject, Hbd):
+            result["loop_lag_max_ms"] = subject.loop_lag_max_ms()
+            result["realtime"] = [subject.manager_property(i, "Realtime") for i in (0, 1)]
         if impl == "keepalived":  # any state change after the start is a failover
             result["dead"] = len(result["state_changes"])
         return result
@@ -433,10 +469,11 @@ def main() -> int:
                 r = soak_one(lab, impl, timers, load)
                 loads[f"{impl}/{tname}"] = load.describe()
                 results.setdefault(tname, {})[impl] = r
-                lag = "-" if r["loop_lag_max_ms"] is None else f"{r['loop_lag_max_ms']:.0f} ms"
+                lag = "-" if r["loop_lag_max_ms"] is None else f"{r['loop_lag_max_ms']:.1f} ms"
                 print(f"{tname:6} {impl:11} false failovers {false_failovers(r)} (VIP moves "
                       f"{r['vip_moves']}, both held {r['both_held']}), dead {r['dead']}, late "
-                      f"{r['late_heartbeats']} (worst {r['late_max_ms']} ms), loop lag {lag}, "
+                      f"{r['late_heartbeats']} (worst {r['late_max_ms']} ms), loop lag {lag} "
+                      f"(stalls {r['loop_stalls']}), "
                       f"cpu {r['daemon_cpu_s']} s, sched {r['sched']}, stress rc "
                       f"{r['stress_rc']} peak {r['stress_memory']['peak_mib']} MiB", flush=True)
     finally:
@@ -452,7 +489,7 @@ def main() -> int:
                          str(r["late_heartbeats"]) if impl != "keepalived" else "n/a",
                          f"{r['late_max_ms']} ms" if r["late_heartbeats"] else "-",
                          "-" if r["loop_lag_max_ms"] is None
-                         else f"{r['loop_lag_max_ms']:.0f} ms",
+                         else f"{r['loop_lag_max_ms']:.1f} ms",
                          f"{r['daemon_cpu_s']} s", r["sched"]])
     print(f"\nsoak: {args.minutes:g} min per row under stress-ng (cpu x{2 * (os.cpu_count() or 1)}"
           f", vm, hdd)")
