@@ -17,10 +17,12 @@ from benchmarks.soak import (
     VIP,
     both_held,
     false_failovers,
+    lag_cell,
     log_figures,
     mem_available,
     plan_load,
     vip_events,
+    worst_bucket_ms,
 )
 
 ADD = f"[2026-12-07T11:40:00.250000] 2: eth0    inet {VIP}/24 scope global secondary eth0"
@@ -97,3 +99,15 @@ def test_load_is_sized_from_the_machine(tmp_path: os.PathLike[str]) -> None:
     assert "--vm-keep" in argv and "--hdd" in argv and f"{load.seconds}s" in argv
     with pytest.raises(RuntimeError, match="MemAvailable"):
         plan_load(60, mem_available() + (1 << 30), tmp_path)  # type: ignore[arg-type]
+
+
+def test_loop_lag_during_the_load_from_the_histogram() -> None:
+    inf = float("inf")
+    before = [(0.0005, 100), (0.005, 2), (0.05, 0), (inf, 0)]
+    after = [(0.0005, 900), (0.005, 2), (0.05, 1), (inf, 0)]
+    assert worst_bucket_ms(before, after) == 50.0
+    assert worst_bucket_ms(before, before) == 0.0
+    assert worst_bucket_ms(None, after) is None  # an hbd without LoopLagHistogram
+    r = {"loop_lag_max_ms": 61.25, "loop_lag_soak_bucket_ms": 50.0}
+    assert lag_cell(r) == "61.2 ms (soak: ≤ 50 ms)"
+    assert lag_cell({"loop_lag_max_ms": None}) == "-"
