@@ -156,6 +156,12 @@ def describe(config: ClusterConfig) -> str:
         f"deadping {t.deadping_ms} ms"
     )
     lines.append(f"auto_failback: {hacf.auto_failback.value}")
+    if hacf.realtime:
+        rtprio = hacf.rtprio if hacf.rtprio is not None else 1
+        lines.append(f"realtime: on (SCHED_RR priority {rtprio}, memory locked; children "
+                     "at normal priority)")
+    else:
+        lines.append("realtime: off")
     pings = list(hacf.ping_nodes) + [
         f"{g.name}({' '.join(g.addresses)})" for g in hacf.ping_groups
     ]

@@ -48,6 +48,8 @@ class MessageId:
     TRACKED_LINK_DOWN = "9b2d54b0b29c48518e98b84e954212d2"  # lost carrier, down, gone
     TRACKED_LINK_UP = "6f3f908919d2437aba06fc6160340702"  # up again (with carrier)
     ADDRESS_REMOVED = "7e026cf747024c5c8cd3e55a639d937a"  # someone else removed our address
+    # the event loop ran hbd's timer late (hbd.looplag)
+    LOOP_STALL = "5b0a4d5e2f6c4e0f9d3a7c1e8b2f6a41"
 
 
 _RECOVERY: dict[str, tuple[int, str, str]] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hbd import configfiles, eventlog, logs
+from hbd import configfiles, eventlog, logs, realtime
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import (
@@ -46,6 +47,7 @@ from hbd.core.refresh import RefreshSchedule
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
+from hbd.looplag import LoopLag, StallLog, stall_threshold
 from hbd.notify import Notifier
 from hbd.tracking import LinkTracking
 
@@ -101,6 +103,14 @@ class ServiceBase:
                                 HookSettings.from_conf(config.hbd, options.config_dir))
         self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
         self.tracking: LinkTracking | None = None  # link tracking (_start_tracking)
+        # ha.cf realtime/rtprio as applied by daemon.main (None: nobody asked, e.g. a test
+        # running the service inside its own process)
+        self.realtime: realtime.RealtimeState | None = None
+        # how late the one timer runs (hbd.looplag); announced at most once a second
+        self.loop_lag = LoopLag()
+        self._stalls = StallLog(stall_threshold(config.hacf.timers.keepalive_ms))
+        self._lag_shown: tuple[int, float] = (0, 0.0)  # (late firings, max) last published
+        self._lag_show_at = 0.0
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -108,7 +118,8 @@ class ServiceBase:
     # an admin sees, so they alone do not publish.
     _ROUTINE: ClassVar[tuple[type, ...]] = ()
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
+        """The stack's part of the snapshot."""
         raise NotImplementedError
 
     async def _apply(self, new: ClusterConfig) -> None:
@@ -211,8 +222,11 @@ class ServiceBase:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = self._timer_at = None
         now, wall = self._now()
+        if due is not None:
+            self._observe_lag(now - due, now)
         try:
             for key in self.garp.due(now):
                 if self.runner is not None:
@@ -225,6 +239,15 @@ class ServiceBase:
         finally:
             self._feed_watchdog(now)
             self._arm()
+
+    def _observe_lag(self, lag: float, now: float) -> None:
+        self.loop_lag.observe(lag)
+        self._stalls.observe(lag, now)
+        shown = (self.loop_lag.late(), self.loop_lag.max_s)
+        if shown != self._lag_shown and now >= self._lag_show_at:
+            # only a late firing is news; PropertiesChanged at most once a second
+            self._lag_shown, self._lag_show_at = shown, now + 1.0
+            self._loop.call_soon(self._publish)  # type: ignore[union-attr]
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -429,9 +452,13 @@ class ServiceBase:
                     log.info("reload ignored: hbd is stopping")
                     return
                 self._configure_logging(new)
+                if self.realtime is not None:  # the loop's thread: this one
+                    self.realtime = realtime.apply(new.hacf.realtime, new.hacf.rtprio,
+                                                   previous=self.realtime)
                 await self._apply(new)
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
                 self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
+                self._stalls.threshold_s = stall_threshold(new.hacf.timers.keepalive_ms)
                 self.config = new
                 if self.api is not None:
                     from hbd.apiserver import resolve_apiauth
@@ -466,6 +493,13 @@ class ServiceBase:
         self._stop.set()
 
     # --- front ends ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The cluster as front ends see it, with the daemon's own health."""
+        return dataclasses.replace(
+            self._snapshot(),
+            realtime=self.realtime.text() if self.realtime is not None else "",
+            loop_lag_max=self.loop_lag.max_s, loop_lag=self.loop_lag.histogram())
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
         self._subscribers.append(callback)

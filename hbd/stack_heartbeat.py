@@ -142,7 +142,7 @@ class HeartbeatDaemon(ServiceBase):
 
     # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
         assert self.failover is not None and self.links is not None
         pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
         return heartbeat_snapshot(self.failover, self.links.status(), pings, self._tracked())
@@ -150,7 +150,7 @@ class HeartbeatDaemon(ServiceBase):
     def _publish_status(self) -> None:
         if self.failover is None or self.links is None:
             return
-        snapshot = self.snapshot()
+        snapshot = self._snapshot()
         peers = ", ".join(f"{n.name} {n.status}" for n in snapshot.nodes if not n.local)
         local = next(n.status for n in snapshot.nodes if n.local)
         self.notifier.status(f"{local}; peers: {peers or 'none'}; "

@@ -468,3 +468,22 @@ def test_group_order_naming_no_group_is_a_warning() -> None:
     got = messages(hacf=GOOD_HACF + "cluster_stack corosync\ngroup_order 10.9.9.9 n2 n1\n")
     assert got == ["ha.cf: warning: group_order 10.9.9.9: no haresources group has that key "
                    "(keys: 10.77.0.240/24/eth0); the line has no effect"]
+
+
+def test_realtime_and_rtprio_as_heartbeat_reads_them() -> None:
+    hacf, problems = parse_hacf(GOOD_HACF)
+    assert (hacf.realtime, hacf.rtprio) == (True, None) and not problems.items
+    hacf, problems = parse_hacf(GOOD_HACF + "realtime off\nrtprio 99\n")
+    assert (hacf.realtime, hacf.rtprio) == (False, 99) and not problems.items
+    hacf, _ = parse_hacf(GOOD_HACF + "realtime yes\nrtprio 1\n")
+    assert (hacf.realtime, hacf.rtprio) == (True, 1)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("realtime maybe", "ha.cf:7: realtime: bad value 'maybe' (on or off)"),
+    ("rtprio 0", "ha.cf:7: rtprio: bad value '0' (1-99)"),
+    ("rtprio 100", "ha.cf:7: rtprio: bad value '100' (1-99)"),
+    ("rtprio high", "ha.cf:7: rtprio: bad value 'high' (1-99)"),
+])
+def test_bad_realtime_lines_are_errors_with_their_line(line: str, message: str) -> None:
+    assert messages(hacf=GOOD_HACF + line + "\n") == [message]

@@ -116,6 +116,9 @@ def _state_from(props: dict[str, Any]) -> State:
                             for i, s, groups in value("TrackedLinks", [])),
         fencing=tuple(FenceInfo(str(n), str(s), str(d)) for n, s, d in value("Fencing", [])),
         fence_device=str(value("FenceDevice", "none")),
+        realtime=str(value("Realtime", "")),
+        loop_lag_max=float(value("LoopLagMax", 0.0)),
+        loop_lag=tuple((float(b), int(n)) for b, n in value("LoopLagHistogram", [])),
     )
     return State(snapshot, str(value("Version")))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -133,7 +134,8 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
                     "ping_nodes": [asdict(p) for p in snap.ping_nodes],
                     "tracked_links": [asdict(t) for t in snap.tracked_links],
                     "fence_device": snap.fence_device,
-                    "fencing": [asdict(f) for f in snap.fencing]})
+                    "fencing": [asdict(f) for f in snap.fencing],
+                    "realtime": snap.realtime, "loop_lag": _loop_lag_json(snap)})
         return EXIT_OK
     print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
     if snap.stack != "heartbeat":
@@ -152,7 +154,29 @@ def _status(args: argparse.Namespace, state: client.State) -> int:
         if snap.fencing:
             print(_table(["FENCING", "STATE", "DETAIL"],
                          [[f.node, f.state, f.detail] for f in snap.fencing]))
+    if snap.realtime or snap.loop_lag:
+        print()
+        if snap.realtime:
+            print(f"realtime: {snap.realtime}")
+        if snap.loop_lag:
+            print(_loop_lag_line(snap))
     return EXIT_OK
+
+
+def _loop_lag_json(snap: Snapshot) -> dict[str, Any]:
+    """JSON has no infinity: the last bucket's bound is null."""
+    return {"max_s": snap.loop_lag_max,
+            "buckets": [[None if math.isinf(b) else b, n] for b, n in snap.loop_lag]}
+
+
+def _loop_lag_line(snap: Snapshot) -> str:
+    """`loop lag: worst 3.1 ms; timer runs by lateness: <=0.5ms 1200, <=5ms 3`."""
+    def bound(b: float) -> str:
+        return "more" if math.isinf(b) else f"<={b * 1000:g}ms"
+
+    seen = ", ".join(f"{bound(b)} {n}" for b, n in snap.loop_lag if n)
+    return (f"loop lag: worst {snap.loop_lag_max * 1000:.1f} ms; timer runs by lateness: "
+            f"{seen or 'none yet'}")
 
 
 def _listing(json_of: Callable[[Snapshot], Any],

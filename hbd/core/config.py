@@ -230,6 +230,10 @@ class HaCf:
     arp_count: int = 5
     arp_interval_ms: int = 200
     stonith: tuple[StonithDevice, ...] = ()  # every stonith/stonith_host line, in file order
+    # `realtime` (Heartbeat's default on): SCHED_RR for the event loop, memory locked
+    realtime: bool = True
+    # `rtprio` 1-99; None: Heartbeat's default, the lowest SCHED_RR priority (1)
+    rtprio: int | None = None
 
     def stonith_for(self, node: str) -> StonithDevice | None:
         """The device `node` fences with: the last line that applies to it (Heartbeat's)."""

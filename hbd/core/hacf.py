@@ -254,6 +254,17 @@ def _check_two_nodes(st: State) -> None:
                       "for three or more add 'cluster_stack corosync'")
 
 
+def _realtime(st: State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "realtime", args)
+    if value is None:
+        return
+    flag = parse_bool(value)
+    if flag is None:  # Heartbeat's set_realtime refuses the file too
+        st.problems.error(line, f"realtime: bad value '{value}' (on or off)")
+        return
+    st.values["realtime"] = flag
+
+
 def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
@@ -303,6 +314,9 @@ HANDLERS: dict[str, Handler] = {
     "cluster": _simple("cluster"),
     "max_rexmit_delay": _max_rexmit_delay,
     "msgfmt": _msgfmt,
+    "realtime": _realtime,
+    # Heartbeat's set_realtime_prio: SCHED_FIFO's range, sched_get_priority_min..max
+    "rtprio": _positive_int("rtprio", 1, 99),
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
     "group_order": _group_order,
@@ -387,7 +401,8 @@ def _finish(st: State) -> HaCf:
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),
                       ("cluster", "cluster_name"), ("msgfmt", "msgfmt"),
-                      ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count")):
+                      ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count"),
+                      ("realtime", "realtime"), ("rtprio", "rtprio")):
         if key in st.values:
             overrides[attr] = st.values[key]
     if isinstance(orders := st.values.get("group_orders"), dict):

@@ -10,8 +10,6 @@ from __future__ import annotations
 NOT_IMPLEMENTED: dict[str, str] = {
     "watchdog": "hbd feeds systemd's watchdog (WatchdogSec=) "
     "instead of a watchdog device",
-    "realtime": "hbd does not lock memory or run at real-time priority",
-    "rtprio": "hbd does not run at real-time priority",
     "hbgenmethod": "hbd keeps its own generation number in its state directory",
     "use_logd": "hbd logs to the journal and syslog itself",
     "conn_logd_time": "hbd logs to the journal and syslog itself",
