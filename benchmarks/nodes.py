@@ -343,8 +343,9 @@ def main() -> int:
     print(f"saved {path}")
     if args.plot:
         from benchmarks.plot import timeline_png
+        longest = max(r["all_range_ms"][1] for r in results.values())
         Path(args.plot).write_bytes(timeline_png(
-            timelines, window=(-200.0, 4000.0), event="n1 lost",
+            timelines, window=(-200.0, longest + 800.0), event="n1 lost",
             title=f"five nodes: replies of n1's slowest group around n1's loss (corosync "
                   f"token {args.token} ms)"))
         print(f"plot written to {args.plot}")

@@ -164,6 +164,12 @@ class Hbd(Subject):
         for bus in self.buses:
             bus.stop()
 
+    def pids(self) -> list[int]:
+        return [p for node in self.nodes if node.proc is not None for p in tree(node.pid)]
+
+    def logs(self) -> dict[str, str]:
+        return {node.node: node.log(since_start=True) for node in self.nodes}
+
 
 def worst_bucket_ms(before: list[tuple[float, int]] | None,
                     after: list[tuple[float, int]] | None) -> float | None:
@@ -173,12 +179,6 @@ def worst_bucket_ms(before: list[tuple[float, int]] | None,
     counts = dict(before)
     grew = [bound for bound, n in after if n > counts.get(bound, 0)]
     return max(grew) * 1000 if grew else 0.0
-
-    def pids(self) -> list[int]:
-        return [p for node in self.nodes if node.proc is not None for p in tree(node.pid)]
-
-    def logs(self) -> dict[str, str]:
-        return {node.node: node.log(since_start=True) for node in self.nodes}
 
 
 class Heartbeat(Subject):
