@@ -34,7 +34,7 @@ implementation and timer setting:
                  shipped, keepalived as shipped, hbd with its defaults
 
     .venv/bin/python -m benchmarks.soak [--minutes 10] [--timers 100ms,50ms]
-        [--impls hbd,heartbeat,keepalived] [--mem-margin-gib 2]
+        [--impls hbd,heartbeat,keepalived] [--mem-margin-gib 2] [--pause 0]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import re
 import signal
@@ -139,7 +140,8 @@ class Hbd(Subject):
                                            MANAGER_IFACE, name)
         except PrivBusError:
             return None
-        return out.strip().split(" ", 1)[1] if " " in out.strip() else None
+        value = out.strip().split(" ", 1)[1] if " " in out.strip() else None
+        return json.loads(value) if value is not None and value.startswith('"') else value
 
     def loop_lag_histogram(self) -> list[tuple[float, int]] | None:
         """The two nodes' LoopLagHistogram summed: (upper bound s, firings), None without."""
@@ -485,6 +487,8 @@ def main() -> int:
     parser.add_argument("--impls", default="hbd,heartbeat,keepalived")
     parser.add_argument("--mem-margin-gib", type=float, default=2.0,
                         help="memory left to the rest of the machine (default 2 GiB)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds without load between two rows (a shared machine)")
     parser.add_argument("--out", default="soak", help="result name under benchmarks/results")
     args = parser.parse_args()
     impls = [i for i in args.impls.split(",") if i]
@@ -501,6 +505,8 @@ def main() -> int:
         for tname in args.timers.split(","):
             timers = TIMERS[tname]
             for impl in impls:
+                if results and args.pause:
+                    time.sleep(args.pause)
                 load = plan_load(max(1, round(args.minutes * 60)),
                                  int(args.mem_margin_gib * (1 << 30)), lab.workdir)
                 r = soak_one(lab, impl, timers, load)
