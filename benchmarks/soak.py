@@ -207,7 +207,13 @@ class Heartbeat(Subject):
                 for p in tree(peer.iso.proc.pid)]
 
     def logs(self) -> dict[str, str]:
-        return {peer.node: peer.log() for peer in self.peers}
+        # ha-log alone: peer.log() appends stdout.log after it, so an offset taken into
+        # that concatenation before the load would skip the start of what ha-log gains
+        out = {}
+        for peer in self.peers:
+            with contextlib.suppress(OSError):
+                out[peer.node] = (peer.log_dir / "ha-log").read_text(errors="replace")
+        return out
 
 
 class Keepalived(Subject):
