@@ -258,9 +258,15 @@ class MemoryCgroup:
     """A child memory cgroup of this process's own (v2 or v1), removed on close."""
 
     def __init__(self, name: str, limit: int) -> None:
-        self.path = self._parent() / name
+        parent = self._parent()
+        self.path = parent / name
         self.path.mkdir()
         self.v2 = (self.path / "memory.max").exists()
+        if not self.v2 and not (self.path / "memory.limit_in_bytes").exists():
+            self.path.rmdir()
+            raise RuntimeError(f"{parent}: its children get no memory controller (cgroup v2: "
+                               f"'+memory' missing from {parent}/cgroup.subtree_control): the "
+                               "memory hog cannot be fenced off, so the soak does not run")
         if self.v2:
             (self.path / "memory.max").write_text(str(limit))
             (self.path / "memory.oom.group").write_text("0")
