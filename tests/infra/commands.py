@@ -81,7 +81,10 @@ TEST_COMMANDS: Final = {
     # CAP_SYS_NICE/CAP_IPC_LOCK (tests/test_realtime.py)
     "chrt": "util-linux",  # a daemon's and an agent's scheduling policy (issue 20)
     "grep": "grep",  # inside test_realtime.py's probe agent
+    "stress-ng": "stress-ng",  # the soak benchmark's load (benchmarks/soak.py)
     "corosync": "corosync",
+    "pacemakerd": "pacemaker",  # the five-node benchmark's Pacemaker (benchmarks/nodes.py)
+    "crm_mon": "pacemaker-cli-utils",
     "corosync-keygen": "corosync",
     "corosync-quorumtool": "corosync",
     "corosync-cmapctl": "corosync",
