@@ -75,11 +75,13 @@ class HeartbeatDaemon(ServiceBase):
 
     # --- the engine: packets in, the stack's own actions out ------------------------------
 
-    def _on_packet(self, data: bytes, link: int) -> None:
+    def _on_packet(self, data: bytes, link: int) -> str | None:
+        """Feed one datagram or frame to the engine; answer the peer it came from."""
         assert self.engine is not None
         now, wall = self._now()
         self._dispatch(self.engine.receive(data, link, now, wall))
         self._arm()
+        return self.engine.last_sender
 
     def _carry_out(self, action: Action) -> bool:
         if isinstance(action, Transmit):
@@ -167,7 +169,7 @@ class HeartbeatDaemon(ServiceBase):
         engine.reconfigure(new, now)
         if new.hacf.links != self.config.hacf.links:
             links.close_all()
-            self.links = LinkSet(new.hacf, self._on_packet)
+            self.links = LinkSet(new.hacf, self._on_packet, new.node_name)
             self.links.open_all(self._loop)
         pings.update(new.hacf)
         self.fencer.update(new)
@@ -219,7 +221,8 @@ class HeartbeatDaemon(ServiceBase):
         self._build_core(uuid, generation, peers)
         assert self.engine is not None
         await self._start_runner()
-        self.links = LinkSet(self.config.hacf, self._on_packet)
+        self.links = LinkSet(self.config.hacf, self._on_packet,
+                             self.config.node_name)
         await self._start_tracking()
         self.links.open_all(loop)
         now, wall = self._now()

@@ -110,10 +110,14 @@ with open(sys.argv[1], "wb") as out:
             out.write(len(data).to_bytes(4, "big") + data)
 """
 
+# Replays a capture with n1's source address (argv[3]): from the client's own address
+# the peers' socket filters would drop it before the engine's replay check saw it.
 REPLAYER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT: send from an address not ours
+s.bind((sys.argv[3], 0))
 blob = open(sys.argv[1], "rb").read()
 i = n = 0
 while i < len(blob):
@@ -145,7 +149,8 @@ def test_restart_higher_generation_and_replay_refused(lab2: Lab, nodes: list[Hbd
     n2.wait_log(r"Status update for node n1: status active", since=mark)
     mark = n2.mark()
     broadcast = str(ipaddress.IPv4Interface(lab2.iface("client").cidr).network.broadcast_address)
-    sent = lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast])
+    sent = lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast,
+                                         lab2.ip("n1")])
     assert int(sent.stdout) > 10
     n2.wait_log(r"dropped \d+ packet\(s\) on eth0: old generation \(replay\?\)", since=mark)
     time.sleep(0.7)
@@ -155,7 +160,8 @@ def test_restart_higher_generation_and_replay_refused(lab2: Lab, nodes: list[Hbd
     n2.stop()
     n2.start()
     n2.wait_log(r"link bcast eth0 udp/694 open")
-    lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast])
+    lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast,
+                                         lab2.ip("n1")])
     n2.wait_log(r"old generation \(replay\?\)")
 
 
@@ -188,7 +194,9 @@ def test_daemon_survives_garbage_on_the_wire(lab2: Lab, nodes: list[HbdNode]) ->
     target = lab2.ip("n2")
     junk = [b"", b"###\n", b">>>\nt=status\n", b"\xff" * 2000, b"###\n5:(0)t=x,%%%\n",
             b">>>\n(9)x=y\n<<<\n"]
+    # sent with n1's address (IP_TRANSPARENT): the client's own would stop at the filter
     script = ("import socket,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"s.setsockopt(socket.SOL_IP, 19, 1)\ns.bind(({lab2.ip('n1')!r}, 0))\n"
               f"for d in {junk!r}:\n    s.sendto(d, ({target!r}, 694))\n")
     commands.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
     n2.wait_log(r"dropped \d+ packet\(s\) on eth0: malformed", since=mark)

@@ -138,6 +138,7 @@ class Engine:
         for name, gen in (peer_generations or {}).items():
             if name in self.peers:
                 self.peers[name].seq.generation = gen
+        self.last_sender: str | None = None  # see receive()
         self.own_links: dict[int, float] = {}  # our own echoes seen per link (bcast loops back)
         # Byte-identical copies need no second parse: our own broadcasts coming back,
         # and the same datagram from a peer over its other link.  Both are checked
@@ -281,7 +282,12 @@ class Engine:
                 actions += component.handle_timer(now, wall)
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
-        """One datagram or serial frame arrived on link `link`."""
+        """One datagram or serial frame arrived on link `link`.
+
+        Afterwards `last_sender` names the peer it authenticated as (a fresh message
+        or a copy of one on another link), or is None.
+        """
+        self.last_sender = None
         if data in self.outbox.recent:
             self.own_links[link] = now
             return []
@@ -433,6 +439,7 @@ class Engine:
             actions += self._check_comm(now, wall)
 
     def _link_heard(self, peer: Peer, link: int, now: float) -> list[Action]:
+        self.last_sender = peer.name
         state = peer.links.get(link)
         if state is None:
             return []
