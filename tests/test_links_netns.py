@@ -236,3 +236,38 @@ def test_udp_socket_gets_a_large_receive_buffer() -> None:
         if endpoint.sock is not None:
             endpoint.sock.close()
         loop.close()
+
+
+def test_peer_changing_address_readmitted_within_deadtime(lab2: Lab,
+                                                          nodes: list[HbdNode]) -> None:
+    """n1's socket filter admits only n2's learned address; n2 moves to another one.
+
+    The filter opens again once n2 has gone unheard for half a deadtime, learns
+    the new address, and n1 never misses n2 for a whole deadtime (500 ms).
+    """
+    from tests.test_hostile import socket_drops
+
+    for name in ("n1", "n2"):
+        nodes.append(HbdNode(lab2, name, ha_cf("bcast eth0")).start())
+    n1, n2 = nodes
+    both_active(n1, n2)
+    time.sleep(0.5)
+    # the filter is enforcing: the client's datagrams stop in n1's kernel
+    before = socket_drops(n1.pid)
+    script = ("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"for _ in range(20):\n    s.sendto(b'x' * 100, ({lab2.ip('n1')!r}, 694))\n")
+    commands.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
+    assert socket_drops(n1.pid) - before >= 20
+    old = lab2.iface("n2").cidr
+    new = str(ipaddress.IPv4Interface(old).network.network_address + 77) + "/24"
+    mark = n1.mark()
+    lab2.run("n2", ["ip", "addr", "del", old, "dev", "eth0"])
+    try:
+        lab2.run("n2", ["ip", "addr", "add", new, "brd", "+", "dev", "eth0"])
+        time.sleep(3.0)
+        tail = n1.log()[mark:]
+        # were n2's new address never admitted, n1 would declare it dead after 500 ms
+        assert "dead" not in tail, tail
+    finally:
+        lab2.run("n2", ["ip", "addr", "flush", "dev", "eth0"], check=False)
+        lab2.run("n2", ["ip", "addr", "add", old, "brd", "+", "dev", "eth0"], check=False)
