@@ -5,7 +5,10 @@ and receive the other's two, with nothing else to do: no parsing, no MACs, no
 state.  Their CPU time (the kernel's exact schedstat runtime) per minute is
 the floor under hbd's idle cost on this machine (see docs/benchmarks.md),
 since hbd wakes up the same number of times for the same system calls.
-Loopback only, inside this host; no namespace is needed.
+Loopback only, inside this host; no namespace is needed.  Each side also
+reports its RSS at the end: the memory floor under hbd's (benchmarks/idle.py
+runs these two sides in the same run as the daemons and reports hbd as a
+ratio of them).
 
     .venv/bin/python -m benchmarks.floor [--seconds 30]
 """
@@ -46,10 +49,29 @@ async def side(port_in: int, port_out: int, seconds: float) -> None:
         await asyncio.sleep(max(0.0, due - loop.time()))
         for port in (port_out, port_out + 1):
             out.sendto(payload, ("127.0.0.1", port))
-    print((runtime_ns() - start) / 1e9 * 60 / seconds)
+    with open("/proc/self/status") as f:
+        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    print((runtime_ns() - start) / 1e9 * 60 / seconds, rss_kb / 1000)
 
 asyncio.run(side(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
 """
+
+
+def start(seconds: float, port: int = 47001) -> list[subprocess.Popen[str]]:
+    """The two sides, measuring for `seconds` after a 1 s start."""
+    a, b = port, port + 2
+    return [commands.popen([sys.executable, "-c", SIDE, str(i), str(o), str(seconds)],
+                           stdout=subprocess.PIPE, text=True) for i, o in ((a, b), (b, a))]
+
+
+def finish(sides: list[subprocess.Popen[str]], seconds: float,
+           ) -> tuple[list[float], list[float]] | None:
+    """Each side's CPU-s/min and RSS MB; None when a side failed."""
+    outs = [p.communicate(timeout=seconds + 30)[0] for p in sides]
+    if any(p.returncode for p in sides):
+        return None
+    figures = [out.split() for out in outs]
+    return ([round(float(f[0]), 3) for f in figures], [round(float(f[1]), 1) for f in figures])
 
 
 def main() -> int:
@@ -57,17 +79,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=47001, help="first of four loopback ports")
     args = parser.parse_args()
-    a, b = args.port, args.port + 2
-    sides = [commands.popen([sys.executable, "-c", SIDE, str(i), str(o), str(args.seconds)],
-                              stdout=subprocess.PIPE, text=True) for i, o in ((a, b), (b, a))]
-    outs = [p.communicate(timeout=args.seconds + 30)[0] for p in sides]
-    if any(p.returncode for p in sides):
+    found = finish(start(args.seconds, args.port), args.seconds)
+    if found is None:
         print("a side failed", file=sys.stderr)
         return 1
-    cpu = [round(float(out.strip()), 3) for out in outs]
-    print(table([["implementation", "CPU-s/min (side 1, side 2)"],
-                 ["bare asyncio, 2 x 2 datagrams per 100 ms", f"{cpu[0]}, {cpu[1]}"]]))
-    path = save("floor", {"cpu_s_per_min": cpu, "seconds": args.seconds})
+    cpu, rss = found
+    print(table([["implementation", "CPU-s/min (side 1, side 2)", "RSS MB"],
+                 ["bare asyncio, 2 x 2 datagrams per 100 ms", f"{cpu[0]}, {cpu[1]}",
+                  f"{rss[0]}, {rss[1]}"]]))
+    path = save("floor", {"cpu_s_per_min": cpu, "rss_mb": rss, "seconds": args.seconds})
     print(f"saved {path}")
     return 0
 

@@ -79,9 +79,16 @@ class HeartbeatDaemon(ServiceBase):
         """Feed one datagram or frame to the engine; answer the peer it came from."""
         assert self.engine is not None
         now, wall = self._now()
-        self._dispatch(self.engine.receive(data, link, now, wall))
-        self._arm()
-        return self.engine.last_sender
+        actions = self.engine.receive(data, link, now, wall)
+        sender = self.engine.last_sender
+        if actions:
+            self._dispatch(actions)
+        # A datagram that did not authenticate changed nothing but the bad-packet
+        # counters, whose summary can wait for the next timer (a keepalive at most):
+        # a flood of them costs no timer computation per datagram.
+        if actions or sender is not None:
+            self._arm()
+        return sender
 
     def _carry_out(self, action: Action) -> bool:
         if isinstance(action, Transmit):

@@ -30,14 +30,14 @@ class BadPacketLog:
         self.totals[reason] = self.totals.get(reason, 0) + 1
         pending = self._pending.setdefault(reason, _Pending())
         pending.count += 1
-        pending.last_source = shown(source)  # attacker-chosen text: bounded, escaped
+        pending.last_source = source  # attacker-chosen: escaped when reported, not per packet
         pending.link = link
         if now >= pending.next_report:
             return self._report(reason, pending, now)
         return []
 
     def _report(self, reason: str, pending: _Pending, now: float) -> list[Action]:
-        report = BadPackets(reason, pending.count, pending.last_source, pending.link)
+        report = BadPackets(reason, pending.count, shown(pending.last_source), pending.link)
         pending.count = 0
         pending.next_report = now + self.interval
         return [report]
