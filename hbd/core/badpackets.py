@@ -52,3 +52,12 @@ class BadPacketLog:
     def next_timer(self) -> float | None:
         due = [p.next_report for p in self._pending.values() if p.count]
         return min(due) if due else None
+
+
+def claimed_sender(data: bytes) -> str:
+    """The `src` a datagram claims, for the log only (it failed authentication)."""
+    start = data.find(b")src=")
+    if start < 0:
+        return "?"
+    end = data.find(b",", start, start + 80)
+    return data[start + 5:end].decode("ascii", errors="replace") if end > 0 else "?"

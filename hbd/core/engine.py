@@ -7,17 +7,16 @@ always with `now` (monotonic seconds) and `wall` (Unix time, only for the
 and says when it next wants to be woken (`next_timer`).
 
 Membership rules live in membership.py, sequence tracking in seqtrack.py,
-message building in outbox.py and the resource protocol in resources.py;
-this module routes between them.
+message building in outbox.py, the components' interface in component.py
+and the resource protocol in resources.py; this module routes between them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from hbd.core import auth, fields, wire
 from hbd.core.actions import (
@@ -32,8 +31,11 @@ from hbd.core.actions import (
     PersistPeerGeneration,
     Transmit,
 )
-from hbd.core.badpackets import BadPacketLog
-from hbd.core.config import ClusterConfig
+from hbd.core.badpackets import BadPacketLog, claimed_sender
+from hbd.core.component import EngineComponent as EngineComponent
+from hbd.core.component import Handler as Handler
+from hbd.core.component import Received as Received
+from hbd.core.config import ClusterConfig, SerialLink
 from hbd.core.fsm import StateMachine
 from hbd.core.membership import LOCAL_TRANSITIONS, LinkStatus, NodeStatus, Peer, parse_status
 from hbd.core.outbox import NOSEQ_PREFIX, RECENT, Outbox
@@ -51,59 +53,6 @@ REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
 # copy later than this is no longer taken as a cheap duplicate (it may be a replay).
 DUPLICATE_WINDOW = 0.25
 PHASE_LOCK = 0.3  # send our status early if it is due within this part of a keepalive
-
-
-@dataclass(frozen=True)
-class Received:
-    """A verified, sequence-checked message handed to a protocol handler."""
-
-    message: Message
-    peer: Peer
-    link: int
-    seq: int
-
-
-Handler = Callable[[Received, float, float], list[Action]]
-
-
-class EngineComponent(Protocol):
-    """A layer above membership that the engine consults (the resource protocol, ping nodes).
-
-    These are all of the engine's extension points.  A component answers the
-    message types it names, hears of comm-up, of a peer's status changes and of
-    a healed partition, adds fields to our status messages and reads the
-    peer's, and has deadlines of its own, woken through the engine's single
-    timer.  The bodies below are the defaults a component gets by subclassing
-    this protocol; the engine calls its components in the order given to
-    `Engine.attach`.
-    """
-
-    def message_handlers(self) -> Mapping[str, Handler]:
-        return {}
-
-    def comm_up(self, now: float, wall: float) -> list[Action]:
-        return []
-
-    def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
-                    wall: float) -> list[Action]:
-        return []
-
-    def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
-        return []
-
-    def status_fields(self, now: float) -> list[tuple[str, str]]:
-        """hbd's extensions to our status messages (Heartbeat ignores unknown fields)."""
-        return []
-
-    def status_seen(self, received: Received, now: float) -> None:
-        """A peer's status message, for the fields `status_fields` adds on its side."""
-        return None
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float, wall: float) -> list[Action]:
-        return []
 
 
 # What the engine answers itself; no component may claim these.
@@ -130,6 +79,7 @@ class Engine:
             node=self.node, uuid=uuid, generation=generation, keys=config.auth,
             ttl=config.hacf.hopfudge + len(config.hacf.nodes),
         )
+        self.outbox.classic = _has_serial(config)
         self.status = StateMachine(f"node {self.node} (local)", NodeStatus.INIT,
                                    LOCAL_TRANSITIONS)
         self.peers: dict[str, Peer] = {
@@ -178,6 +128,7 @@ class Engine:
         self._set_timers(config)
         self.next_status = min(self.next_status, now + self.keepalive)
         self.outbox.keys = config.auth
+        self.outbox.classic = _has_serial(config)
         self.outbox.ttl = config.hacf.hopfudge + len(config.hacf.nodes)
         self.link_names = [link.name for link in config.hacf.links]
         peers: dict[str, Peer] = {}
@@ -298,7 +249,7 @@ class Engine:
         try:
             signed = auth.precheck_netstring(data, self.config.auth)
         except AuthError as err:
-            return self.bad.record(str(err), _claimed_sender(data), link_name, now)
+            return self.bad.record(str(err), claimed_sender(data), link_name, now)
         try:
             packet = wire.decode(data)
         except WireError as err:
@@ -644,10 +595,5 @@ def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
         del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest
 
 
-def _claimed_sender(data: bytes) -> str:
-    """The `src` a datagram claims, for the log only (it failed authentication)."""
-    start = data.find(b")src=")
-    if start < 0:
-        return "?"
-    end = data.find(b",", start, start + 80)
-    return data[start + 5:end].decode("ascii", errors="replace") if end > 0 else "?"
+def _has_serial(config: ClusterConfig) -> bool:
+    return any(isinstance(link, SerialLink) for link in config.hacf.links)

@@ -36,6 +36,9 @@ class Outbox:
         self.keys = keys
         self.ttl = ttl
         self.history = SendHistory(history_size)
+        # The classic (serial) encoding costs a second pass over the fields: built only
+        # while a serial link is configured (Transmit.classic is b"" otherwise).
+        self.classic = True
         self.load = "0.00 0.00 0.00 1/1 1"  # the adapter may refresh it (Heartbeat's `ld`)
         # What we sent lately, byte for byte: a bcast link hands our own datagrams back.
         self.recent: dict[bytes, None] = {}
@@ -77,7 +80,7 @@ class Outbox:
         trailer = auth.trailer(self.keys, body).encode()
         transmit = Transmit(
             netstring=body + wire.netstring_item(trailer),
-            classic=wire.encode_classic(message),
+            classic=wire.encode_classic(message) if self.classic else b"",
             msgtype=msgtype,
         )
         if seq is not None:

@@ -98,7 +98,7 @@ class SerialEndpoint:
             self.deliver(frame, self.index)
 
     def send(self, data: bytes) -> None:
-        if self.port is None:
+        if self.port is None or not data:  # b"": built before a serial link was configured
             return
         if len(self._outbuf) + len(data) > MAX_PENDING_WRITE:
             self.dropped_writes += 1
