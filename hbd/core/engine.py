@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TypeVar
 
 from hbd.core import auth, fields, wire
 from hbd.core.actions import (
@@ -38,14 +37,12 @@ from hbd.core.component import Received as Received
 from hbd.core.config import ClusterConfig, SerialLink
 from hbd.core.fsm import StateMachine
 from hbd.core.membership import LOCAL_TRANSITIONS, LinkStatus, NodeStatus, Peer, parse_status
-from hbd.core.outbox import NOSEQ_PREFIX, RECENT, Outbox
+from hbd.core.outbox import NOSEQ_PREFIX, Outbox, remember
 from hbd.core.seqtrack import Verdict
 from hbd.core.wire import Message
 from hbd.errors import AuthError, WireError
 
 log = logging.getLogger(__name__)
-
-_V = TypeVar("_V")
 
 PROTOCOL_VERSION = "1"
 REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
@@ -93,7 +90,7 @@ class Engine:
         # Byte-identical copies need no second parse: our own broadcasts coming back,
         # and the same datagram from a peer over its other link.  Both are checked
         # against exact bytes we sent or already verified, so nothing unverified passes.
-        self._accepted_recent: dict[bytes, tuple[Peer, float]] = {}
+        self._accepted_recent: dict[bytes, tuple[Peer, float, int]] = {}  # when, generation
         self.bad = BadPacketLog()
         self.internal_errors: dict[str, int] = {}  # bugs contained outside the packet path
         self.started_at = now
@@ -243,8 +240,13 @@ class Engine:
             self.own_links[link] = now
             return []
         known = self._accepted_recent.get(data)
-        if known is not None and now - known[1] <= DUPLICATE_WINDOW:
-            return self._link_heard(known[0], link, now)
+        if known is not None:  # a copy of a message already taken: not parsed again
+            if now - known[1] <= DUPLICATE_WINDOW:
+                return self._link_heard(known[0], link, now)
+            if known[2] == known[0].seq.generation:  # a replay: as its sequence would be,
+                return []  # dropped without a word; an older generation's is reported
+            return self.bad.record("old generation (replay?)", known[0].name,
+                                   self._link_name(link), now)
         link_name = self._link_name(link)
         try:
             signed = auth.precheck_netstring(data, self.config.auth)
@@ -360,7 +362,7 @@ class Engine:
         if verdict is Verdict.DROP:
             return
         if packet_bytes:
-            _remember(self._accepted_recent, packet_bytes, (peer, now))
+            remember(self._accepted_recent, packet_bytes, (peer, now, peer.seq.generation))
         actions += self._link_heard(peer, link, now)
         peer.heard_from = True
         if verdict is Verdict.DUPLICATE:
@@ -587,12 +589,6 @@ class Engine:
     def stop_heartbeats(self) -> None:
         self.stopped = True
 
-
-
-def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
-    cache[key] = value
-    if len(cache) > RECENT:
-        del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest
 
 
 def _has_serial(config: ClusterConfig) -> bool:

@@ -9,6 +9,8 @@ Sequenced messages are kept in the send history for retransmission.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from hbd.core import auth, wire
 from hbd.core.actions import Transmit
 from hbd.core.config import AuthKeys
@@ -17,6 +19,7 @@ from hbd.core.wire import FieldType, Message
 
 NOSEQ_PREFIX = "NS_"
 RECENT = 64  # datagrams remembered by the byte-identity caches
+_V = TypeVar("_V")
 
 
 class Outbox:
@@ -96,3 +99,9 @@ class Outbox:
             return None
         sent.last_rexmit = now
         return self._sent(Transmit(sent.netstring, sent.classic, sent.msgtype))
+
+
+def remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
+    cache[key] = value
+    if len(cache) > RECENT:
+        del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest

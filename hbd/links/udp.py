@@ -51,8 +51,11 @@ SIOCGIFBRDADDR = 0x8919
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # A burst (a flood, or a peer catching up on retransmissions) must not push
-# real heartbeats out of a default-sized buffer while the loop is busy.
-RECEIVE_BUFFER = 1024 * 1024
+# real heartbeats out of the buffer while the loop is busy or waits for a CPU:
+# a datagram takes about 2 KiB of it (the kernel counts its whole buffer), so
+# 8 MiB (16 MiB as the kernel doubles it) holds some 300 ms of a 25,000/s flood.
+# The memory is only used while datagrams wait.
+RECEIVE_BUFFER = 8 * 1024 * 1024
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
