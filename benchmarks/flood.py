@@ -59,6 +59,29 @@ HB_DISTURBED = re.compile(r"is dead|Link \S+ dead|[Tt]aking over resource|"
 PER_SENDER = 9000  # datagrams/s one Python sender process keeps up with here
 
 
+class TreeCpu:
+    """CPU of each root's process tree, summed per process over the processes seen at
+    any sample (Heartbeat's children come and go: a before/after sum of the tree
+    would lose the runtime of those that exited and count newcomers whole)."""
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.base: dict[tuple[int, int], float] = {}
+        self.last: dict[tuple[int, int], float] = {}
+        self.sample(first=True)
+
+    def sample(self, first: bool = False) -> None:
+        for n, root in enumerate(self.roots):
+            for pid in tree(root):
+                runtime = runtime_seconds([pid])
+                self.base.setdefault((n, pid), runtime if first else 0.0)
+                self.last[(n, pid)] = max(runtime, self.last.get((n, pid), 0.0))
+
+    def seconds(self) -> list[float]:
+        return [sum(t - self.base[key] for key, t in self.last.items() if key[0] == n)
+                for n in range(len(self.roots))]
+
+
 @dataclass
 class Running:
     name: str
@@ -124,8 +147,7 @@ def flood(lab: Lab, running: Running, workdir: Path, packets: list[bytes], *,
     senders = max(1, math.ceil(rate / PER_SENDER))
     outs = [workdir / f"sender{i}.out" for i in range(senders)]
     argv_tail = [str(rate / senders), str(seconds)] + ([lab.ip(spoof)] if spoof else [])
-    roots = running.pids()
-    before = [runtime_seconds(tree(p)) for p in roots]
+    cpu = TreeCpu(running.pids())
     disturbed_before = running.disturbed()
     started = time.monotonic()
     procs = [lab.popen("attacker", [sys.executable, "-c", SENDER, str(path),
@@ -137,9 +159,10 @@ def flood(lab: Lab, running: Running, workdir: Path, packets: list[bytes], *,
         on_n1, on_n2 = lab.has_address("n1", VIP), lab.has_address("n2", VIP)
         samples += 1
         bad += int(not on_n1 or on_n2)
+        cpu.sample()
         time.sleep(0.2)
     elapsed = time.monotonic() - started
-    after = [runtime_seconds(tree(p)) for p in roots]
+    cpu.sample()
     for proc in procs:
         lab.stop(proc)
     sent = errors = 0
@@ -149,8 +172,7 @@ def flood(lab: Lab, running: Running, workdir: Path, packets: list[bytes], *,
     time.sleep(1.0)
     return {"senders": senders, "sent": sent, "send_errors": errors,
             "achieved_rate": round(sent / elapsed), "seconds": round(elapsed, 1),
-            "cpu_per_second": [round((a - b) / elapsed, 3)
-                               for a, b in zip(after, before, strict=True)],
+            "cpu_per_second": [round(s / elapsed, 3) for s in cpu.seconds()],
             "vip_samples": samples, "vip_not_on_n1_alone": bad,
             "disturbed_lines": running.disturbed() - disturbed_before}
 
