@@ -10,6 +10,7 @@ medians are reported.
 
 Cases (timers: hbd/Heartbeat keepalive/deadtime; keepalived VRRPv3 advert):
   hard-100ms     hard loss, 100 ms / 300 ms (keepalived advert 0.1 s)
+  hard-50ms      hard loss, tight timers: 50 ms / 150 ms (keepalived advert 0.05 s)
   graceful-100ms graceful stop, 100 ms / 300 ms
   hard64-100ms   hard loss, a group of 64 IPs, 100 ms / 300 ms
   hard-1s        hard loss, 1 s / 3 s (keepalived advert 1 s)
@@ -82,6 +83,7 @@ class Case:
 
 CASES = {c.name: c for c in (
     Case("hard-100ms", "hard", "100ms", "300ms", "0.1"),
+    Case("hard-50ms", "hard", "50ms", "150ms", "0.05"),
     Case("graceful-100ms", "graceful", "100ms", "300ms", "0.1"),
     # Heartbeat starts 64 IPaddr2 agents one after another: give it time to finish
     Case("hard64-100ms", "hard", "100ms", "300ms", "0.1", vips=64, window=40.0),
@@ -292,9 +294,17 @@ def main() -> int:
     print(table(rows))
     summary = {c: {i: {k: v for k, v in r.items() if k != "timeline"} for i, r in by.items()}
                for c, by in results.items()}
-    path = save("failover", {"runs": args.runs, "results": summary})
-    (RESULTS / "failover-timelines.json").write_text(json.dumps(
-        {c: {i: r["timeline"] for i, r in by.items()} for c, by in results.items()}))
+    # a run of some cases keeps the others' last results (each case says when it ran)
+    measured = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for by in summary.values():
+        for entry in by.values():
+            entry["measured_at"] = measured
+    timelines_path = RESULTS / "failover-timelines.json"
+    old = _load(RESULTS / "failover.json").get("results", {})
+    old_timelines = _load(timelines_path)
+    path = save("failover", {"runs": args.runs, "results": {**old, **summary}})
+    timelines_path.write_text(json.dumps({**old_timelines, **{
+        c: {i: r["timeline"] for i, r in by.items()} for c, by in results.items()}}))
     print(f"saved {path}")
     if args.plot and "hard-100ms" in results:
         from benchmarks.plot import timeline_png
@@ -303,6 +313,14 @@ def main() -> int:
             title="client replies around n1's link cut (keepalive 100 ms / deadtime 300 ms)"))
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 if __name__ == "__main__":
