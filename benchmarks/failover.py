@@ -188,8 +188,8 @@ def one_run(lab: Lab, subject: Subject, case: Case) -> dict[str, Any]:
         for v in vips(case):
             lab.run(node, ["ip", "addr", "del", f"{v}/24", "dev", "eth0"], check=False)
     lab.flush_arp("client")
-    subject.start()
     try:
+        subject.start()
         wait_answer(lab, target, "n1", timeout=20)
         def event() -> None:
             if case.event == "hard":
@@ -272,8 +272,16 @@ def main() -> int:
             case = CASES[case_name]
             for impl in impls:
                 runs = []
-                for n in range(args.runs):
-                    run = one_run(lab, IMPLS[impl](lab, case), case)
+                failed_starts = 0
+                for n in range(args.runs + 3):  # up to 3 runs that did not start are redone
+                    if len(runs) == args.runs:
+                        break
+                    try:
+                        run = one_run(lab, IMPLS[impl](lab, case), case)
+                    except TimeoutError as err:  # never settled before the event: not a run
+                        failed_starts += 1
+                        print(f"{case.name:15} {impl:16} did not start: {err}", flush=True)
+                        continue
                     more = "" if run["recovered"] else "at least "
                     print(f"{case.name:15} {impl:16} run {n + 1}: outage {more}"
                           f"{run['outage_ms']} ms (served by {run['served_after']})",
@@ -283,6 +291,7 @@ def main() -> int:
                 middle = sorted(runs, key=lambda r: r["outage_ms"])[len(runs) // 2]
                 results.setdefault(case.name, {})[impl] = {
                     "median_ms": median(outages), "runs_ms": outages,
+                    "failed_starts": failed_starts,
                     "unrecovered_runs": sum(not r["recovered"] for r in runs),
                     "timeline": middle["timeline"]}
     finally:
