@@ -49,7 +49,7 @@ class LinkSet:
                 ipv6 = isinstance(link, IPV6_LINKS)
                 udp.setdefault((ipv6, link.interface, link.port), {})[index] = link
         peers = frozenset(n for n in hacf.nodes if n != node) if node else frozenset()
-        hold = hacf.timers.deadtime_ms / 3000.0  # a third of a deadtime: see hbd.links.udp
+        hold = hacf.timers.deadtime_ms / 2000.0  # half a deadtime: see hbd.links.udp
         for (_ipv6, interface, port), links in udp.items():
             self.slots.append(_Slot(UdpEndpoint(interface, port, links, deliver,
                                                 peers=peers, hold=hold)))

@@ -12,10 +12,11 @@ The same filter (hbd.links.sockfilter) is the first defence against a flood:
 it drops datagrams of impossible sizes, and once every peer has been heard on
 the endpoint it admits only the source addresses that authenticated datagrams
 came from.  The list is a cache, never a lock: a peer not heard through it for
-a third of a deadtime (its address changed, it restarted elsewhere, it died)
-opens the filter to every source again until it is heard.  The filter is
-reviewed every sixth of a deadtime (a constant cost, nothing per datagram), so
-a legitimate peer is kept out for at most half a deadtime and a keepalive.
+half a deadtime (its address changed, it restarted elsewhere, it died) opens
+the filter to every source again until it is heard, so a legitimate peer is
+kept out for at most half a deadtime and a keepalive.  That review is due at
+the last time a peer was heard plus half a deadtime: always later than our
+next heartbeat while the peers are heard, so it costs no wake-up of its own.
 A spoofed source address passes the filter; the MAC check that follows in the
 engine comes before any parsing.
 
@@ -94,8 +95,7 @@ class UdpEndpoint:
                  deliver: Deliver, *, peers: frozenset[str] = frozenset(),
                  hold: float = 0.0) -> None:
         """peers: the nodes expected to send here; hold: how long one of them may go
-        unheard before the filter admits every source again (0: never filter by source);
-        the filter is reviewed every hold / 2.
+        unheard before the filter admits every source again (0: never filter by source).
         """
         self.ipv6 = all(isinstance(link, IPV6_LINKS) for link in links.values())
         if not self.ipv6 and any(isinstance(link, IPV6_LINKS) for link in links.values()):
@@ -114,7 +114,6 @@ class UdpEndpoint:
         self._sources: dict[str, float] = {}  # source address -> last authenticated datagram
         self._seen: dict[str, float] = {}  # peer -> last authenticated datagram
         self._filter: tuple[str, ...] | None = None  # sources the kernel admits (None: all)
-        self._review_at: float | None = None  # when an enforcing filter is looked at again
         # link lookup without parsing: destination group, ucast peer, bcast fallback
         self._by_group = {link.group: i for i, link in links.items()
                           if isinstance(link, McastLink | Mcast6Link)}
@@ -189,7 +188,7 @@ class UdpEndpoint:
             sock.close()
             raise LinkError(f"{self.describe()}: socket filter: {err.strerror}") from err
         self.sock, self._targets = sock, targets
-        self._filter = self._review_at = None
+        self._filter = None
         self._loop = loop
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -219,7 +218,6 @@ class UdpEndpoint:
 
     def _refilter(self, now: float) -> None:
         wanted = self._wanted(now)
-        self._review_at = None if wanted is None else now + self.hold / 2
         if wanted == self._filter or self.sock is None:
             return
         try:
@@ -235,7 +233,14 @@ class UdpEndpoint:
 
     def next_due(self) -> float | None:
         """When the source filter must be looked at again (None: not filtering)."""
-        return self._review_at if self._filter is not None else None
+        if self._filter is None:
+            return None
+        due = float("inf")
+        for peer in self.peers:  # a loop, not min() over a generator: runs per event
+            seen = self._seen.get(peer, 0.0)
+            if seen < due:
+                due = seen
+        return due + self.hold
 
     def tick(self, now: float) -> None:
         due = self.next_due()
