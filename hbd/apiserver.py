@@ -7,6 +7,10 @@ conversation itself is hbd.core.hbapi's.  This adapter accepts connections
 to the client's session with a fresh view of the cluster, and writes the
 answers.  A client that breaks the framing is disconnected with a log line;
 nothing a client sends can block the loop or grow memory without bound.
+A named client's other messages go to the daemon (`ClientEvents`, which
+relays them: hbd.core.clientmsgs), and what the daemon has for the clients
+(`observe`, `deliver`) is written to each without waiting; a client that
+leaves more than MAX_PENDING bytes unread is disconnected.
 
 The socket is open to every local user (apiauth decides at signon), so no
 client may hold a connection for free: signon must be complete within
@@ -32,15 +36,25 @@ import struct
 import syslog
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from hbd import __version__
 from hbd.control import Snapshot
 from hbd.core import hbparams
+from hbd.core.actions import (
+    DeliverToClients,
+    LinkStatusChanged,
+    NodeStatusChanged,
+    PingNodeChanged,
+)
+from hbd.core.clientmsgs import ifstat_message, status_message
 from hbd.core.config import ClusterConfig
 from hbd.core.hbapi import (
+    KEEPIT,
     ApiNode,
     ApiSession,
     ApiView,
+    Fields,
     FrameError,
     FrameReader,
     Peer,
@@ -56,6 +70,7 @@ MAX_CLIENTS_PER_UID = 8  # one user (a loop of connects) cannot take every conne
 SIGNON_TIMEOUT = 5.0  # seconds from connecting to a complete signon message
 IDLE_TIMEOUT = 30.0  # seconds from one complete message (or the signon) to the next
 DRAIN_TIMEOUT = 10.0  # seconds an answer may wait for the client to read it
+MAX_PENDING = 256 * 1024  # bytes of cluster messages a client may leave unread
 LOG_INTERVAL = 60.0  # seconds between two log lines of one kind a client can cause
 AuthTable = dict[str, tuple[frozenset[int], frozenset[int]]]
 
@@ -90,7 +105,7 @@ def _gid(name: str) -> int | None:
         return None
 
 
-def build_view(snapshot: Snapshot, config: ClusterConfig) -> ApiView:
+def build_view(snapshot: Snapshot, config: ClusterConfig, relays: bool = False) -> ApiView:
     """What the API reports, from the daemon's snapshot and the configuration."""
     hacf = config.hacf
     status = {n.name: n.status for n in snapshot.nodes}
@@ -118,20 +133,56 @@ def build_view(snapshot: Snapshot, config: ClusterConfig) -> ApiView:
         node=snapshot.node_name, nodes=tuple(nodes), resources=snapshot.resources_held,
         deadtime_ms=hacf.timers.deadtime_ms, keepalive_ms=hacf.timers.keepalive_ms,
         logfacility=getattr(syslog, f"LOG_{facility.upper()}", 0) if facility else 0,
-        parameters={**dict(hacf.parameters), "hbversion": version}, hbversion=version)
+        parameters={**dict(hacf.parameters), "hbversion": version}, hbversion=version,
+        relays=relays)
+
+
+class ClientEvents(Protocol):
+    """What the daemon does with named clients (hbd.service): the relay of their
+    messages (hbd.core.clientmsgs) and the cluster's view of who is signed on."""
+
+    def clients_changed(self, named: frozenset[str]) -> None: ...
+
+    def client_status(self, client: str, joined: bool, reason: str,
+                      generation: int) -> None: ...
+
+    def client_message(self, client: str, fields: Fields, generation: int) -> str | None:
+        """Relay it; the refusal's reason (for a log line), or None."""
+
+    def client_query(self, fields: Fields) -> None: ...
+
+
+class _NoEvents:
+    def clients_changed(self, named: frozenset[str]) -> None:
+        return None
+
+    def client_status(self, client: str, joined: bool, reason: str,
+                      generation: int) -> None:
+        return None
+
+    def client_message(self, client: str, fields: Fields, generation: int) -> str | None:
+        return "this stack relays no client messages"
+
+    def client_query(self, fields: Fields) -> None:
+        return None
 
 
 class ApiServer:
     """The registration socket and its clients."""
 
     def __init__(self, path: str, view: Callable[[], ApiView], auth: AuthTable,
-                 on_clients: Callable[[frozenset[str]], None] = lambda named: None) -> None:
+                 events: ClientEvents | None = None) -> None:
         self.path = path
-        self._on_clients = on_clients
+        self._events: ClientEvents = events if events is not None else _NoEvents()
         self._view = view
         self.auth = auth
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[ApiSession] = set()
+        self._writers: dict[ApiSession, asyncio.StreamWriter] = {}
+        self._generations: dict[ApiSession, int] = {}
+        self._generation = 0  # hb_api.c's client generation: one per named signon
+        self.delivered = 0  # messages handed to clients
+        self.dropped_clients = 0  # clients dropped for not reading their messages
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_uid: dict[int, int] = {}
         self._logged: dict[str, float] = {}  # kind -> when its last line was logged
@@ -173,6 +224,56 @@ class ApiServer:
             self._server = None
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+    def deliver(self, fields: tuple[tuple[str, str], ...], to_id: str | None) -> None:
+        """A cluster message for the clients: with `to_id` to that client alone, else to
+        every named client that asked for them (setfilter).  Never waits: a client
+        whose unread messages pass MAX_PENDING is disconnected, as Heartbeat drops a
+        client whose queue is full."""
+        frame: bytes | None = None
+        for session, writer in list(self._writers.items()):
+            if session.state is not SessionState.SIGNED_ON:
+                continue
+            if to_id is not None:
+                if session.client_id != to_id:
+                    continue
+            elif session.casual or not session.fmask & KEEPIT:
+                continue
+            if frame is None:
+                frame = encode(list(fields))
+            transport = writer.transport
+            if transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() + len(frame) > MAX_PENDING:
+                self._warn("unread", "API: client %s (pid %d) leaves its messages unread "
+                           "(%d bytes waiting): disconnected", session.client_id,
+                           session.peer.pid, transport.get_write_buffer_size())
+                self.dropped_clients += 1
+                transport.abort()
+                continue
+            writer.write(frame)
+            self.delivered += 1
+            if to_id is not None:
+                break  # hb_api.c: a message for one client goes to no other
+
+    def observe(self, action: object) -> None:
+        """What the clients hear of the daemon's own events (heartbeat.c): a peer's
+        status change (t=status), a link's (t=ifstat), a ping node's (both), and the
+        messages the core addresses to them."""
+        if isinstance(action, DeliverToClients):
+            self.deliver(action.fields, action.to_id)
+        elif isinstance(action, NodeStatusChanged) and not action.local:
+            self._deliver(status_message(action.node, action.new))
+        elif isinstance(action, LinkStatusChanged):
+            self._deliver(ifstat_message(action.node, action.link, action.up))
+        elif isinstance(action, PingNodeChanged):
+            if not action.group:  # a ping node's one link is itself (a group has none)
+                self._deliver(ifstat_message(action.name, action.name, action.up))
+            self._deliver(status_message(action.name, "ping" if action.up else "dead"))
+
+    def _deliver(self, message: DeliverToClients) -> None:
+        if self._writers:
+            self.deliver(message.fields, message.to_id)
 
     def named_clients(self) -> frozenset[str]:
         return frozenset(s.client_id for s in self._sessions
@@ -222,11 +323,15 @@ class ApiServer:
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         session = ApiSession(Peer(pid, uid, gid), self._authorize, self.named_clients)
         self._sessions.add(session)
+        self._writers[session] = writer
         frames = FrameReader()
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    # a named client (ipfail) may stay silent for as long as it likes:
+                    # apiauth let it in, and one uid holds few connections
+                    named = session.state is SessionState.SIGNED_ON and not session.casual
+                    async with asyncio.timeout_at(None if named else deadline):
                         data = await reader.read(4096)
                 except TimeoutError:
                     if session.state is SessionState.NEW:
@@ -240,15 +345,28 @@ class ApiServer:
                     for body in bodies:
                         before = session.state
                         answer = session.handle(decode(body), self._view())
-                        if session.state is not before and not session.casual:
-                            self._on_clients(self.named_clients())
                         if answer.log:
                             self._warn("session", "API: %s", answer.log)
+                        if answer.relay is not None:
+                            refused = self._events.client_message(
+                                session.client_id, answer.relay,
+                                self._generations.get(session, 0))
+                            if refused is not None:
+                                self._warn("relay", "API: message from client %s not "
+                                           "relayed: %s", session.client_id, refused)
+                        if answer.query is not None:
+                            self._events.client_query(answer.query)
                         for fields in answer.frames:
                             writer.write(encode(fields))
+                        if session.state is not before and not session.casual:
+                            self._named_changed(session, before)  # after its answer
                         try:
-                            async with asyncio.timeout(DRAIN_TIMEOUT):
-                                await writer.drain()
+                            # only an answer waits for the client; a relayed message
+                            # does not (its own unread deliveries are bounded by
+                            # MAX_PENDING in deliver())
+                            if answer.frames:
+                                async with asyncio.timeout(DRAIN_TIMEOUT):
+                                    await writer.drain()
                         except TimeoutError:
                             self._warn("drain", "API: client pid %d (uid %d) did not read "
                                        "its answer within %gs: disconnected", pid, uid,
@@ -264,8 +382,23 @@ class ApiServer:
                     return
         finally:
             self._sessions.discard(session)
+            self._writers.pop(session, None)
             left = self._per_uid.pop(uid) - 1
             if left:
                 self._per_uid[uid] = left
-            if not session.casual:
-                self._on_clients(self.named_clients())
+            if not session.casual and session.state is SessionState.SIGNED_ON:
+                session.state = SessionState.CLOSED
+                self._named_changed(session, SessionState.SIGNED_ON, "died")
+
+    def _named_changed(self, session: ApiSession, before: SessionState,
+                       reason: str = "signoff") -> None:
+        """A named client signed on, or off (or went away): tell the daemon and the
+        cluster (hb_api.c api_send_client_status: join with info=signon, leave)."""
+        self._events.clients_changed(self.named_clients())
+        if session.state is SessionState.SIGNED_ON:
+            self._generation += 1
+            self._generations[session] = self._generation
+            self._events.client_status(session.client_id, True, "signon", self._generation)
+        elif before is SessionState.SIGNED_ON:
+            generation = self._generations.pop(session, 0)
+            self._events.client_status(session.client_id, False, reason, generation)

@@ -25,7 +25,7 @@ import errno
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -116,10 +116,15 @@ def _input_pipe(data: bytes) -> int:
 
 async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float | None,
                     limit: int, *, keep: Literal["head", "tail"] = "tail",
-                    merge_stderr: bool = False, stdin: bytes | None = None) -> ChildRun:
+                    merge_stderr: bool = False, stdin: bytes | None = None,
+                    user: int | None = None, group: int | None = None,
+                    extra_groups: Sequence[int] | None = None,
+                    on_start: Callable[[int], None] | None = None) -> ChildRun:
     """Run `argv` to its end or `timeout` (None: no limit; the caller may cancel).
 
     `stdin`: bytes the child reads before EOF (at most STDIN_LIMIT), else /dev/null.
+    `user`, `group`, `extra_groups`: the ids it runs as (respawned clients); `on_start`
+    is told its pid (its process group's too) once it runs.
     Never raises for the child's own failures.
     """
     loop = asyncio.get_running_loop()
@@ -150,11 +155,14 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float 
             # it alone: its pid is not ours yet) and reaps it.
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=source, stdout=writers[0], stderr=writers[-1],
-                env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec)
+                env=dict(env), cwd="/", start_new_session=True, preexec_fn=preexec,
+                user=user, group=group, extra_groups=extra_groups)
         except (OSError, ValueError, subprocess.SubprocessError) as err:  # ValueError: a NUL
             return ChildRun(None, False, b"", b"", loop.time() - started, error=str(err))
         finally:
             _close_fds(inherited)
+        if on_start is not None:
+            on_start(proc.pid)
         captures = [_Capture(limit, keep) for _ in readers]
         for reader, capture in zip(readers, captures, strict=True):
             transports.append(await _read(loop, reader, capture))

@@ -25,6 +25,7 @@ from hbd.core.config import (
 )
 from hbd.core.hbdconf import HBD_CONF
 from hbd.errors import ConfigError
+from hbd.respawn import runs_ipfail
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 
@@ -45,8 +46,10 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         mode = None
     hbdconf: str | None = None
     hbdconf_error: str | None = None
+    hbdconf_mode: int | None = None
     try:  # optional: only a file that exists and cannot be read is a problem
         hbdconf = (directory / HBD_CONF).read_text(encoding="utf-8", errors="replace")
+        hbdconf_mode = os.stat(directory / HBD_CONF).st_mode
     except FileNotFoundError:
         pass
     except OSError as err:
@@ -62,6 +65,7 @@ def read_texts(config_dir: str | Path) -> ConfigTexts:
         hbdconf_name=str(directory / HBD_CONF),
         hbdconf=hbdconf,
         hbdconf_error=hbdconf_error,
+        hbdconf_mode=hbdconf_mode,
     )
 
 
@@ -156,6 +160,12 @@ def describe(config: ClusterConfig) -> str:
         f"deadping {t.deadping_ms} ms"
     )
     lines.append(f"auto_failback: {hacf.auto_failback.value}")
+    if hacf.realtime:
+        rtprio = hacf.rtprio if hacf.rtprio is not None else 1
+        lines.append(f"realtime: on (SCHED_RR priority {rtprio}, memory locked; children "
+                     "at normal priority)")
+    else:
+        lines.append("realtime: off")
     pings = list(hacf.ping_nodes) + [
         f"{g.name}({' '.join(g.addresses)})" for g in hacf.ping_groups
     ]
@@ -185,6 +195,10 @@ def describe(config: ClusterConfig) -> str:
             for a in hacf.apiauth)
         lines.append(f"client API (cl_status): apiauth {entries}; Heartbeat's defaults "
                      "for other clients")
+    for entry in hacf.respawn:
+        lines.append(f"respawn: {entry.command} as {entry.user}")
+    if runs_ipfail(hacf.respawn) and (hacf.ping_nodes or hacf.ping_groups):
+        lines.append("ping nodes: ipfail decides (respawned); hbd's built-in rule steps aside")
     lines.append(_fencing_text(config))
     lines.append(f"{HBD_CONF}: {'read' if config.hbd.present else 'none (defaults)'}; "
                  f"gratuitous ARPs: {hacf.arp_count} every {hacf.arp_interval_ms} ms")
@@ -201,7 +215,23 @@ def describe(config: ClusterConfig) -> str:
                  f"timeout {hbd.notify_timeout_ms} ms each")
     lines += _describe_health(config)
     lines.append(_describe_tracking(config))
+    lines.append(_describe_metrics(config))
     return "\n".join(lines)
+
+
+def _describe_metrics(config: ClusterConfig) -> str:
+    hbd = config.hbd
+    outputs = []
+    if hbd.metrics_listen is not None:
+        host, port = hbd.metrics_listen
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        outputs.append(f"served on http://{shown}/metrics")
+    if hbd.metrics_textfile:
+        outputs.append(f"written to {hbd.metrics_textfile}")
+    if not outputs:
+        return "metrics: off"
+    return (f"metrics: {' and '.join(outputs)}; refreshed every {hbd.metrics_interval_ms} ms "
+            "at most")
 
 
 def _describe_tracking(config: ClusterConfig) -> str:

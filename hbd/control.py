@@ -82,6 +82,11 @@ class Snapshot:
     tracked_links: tuple[TrackedLinkInfo, ...] = ()  # link tracking (both stacks)
     fencing: tuple[FenceInfo, ...] = ()  # peers whose fencing is not "none"
     fence_device: str = "none"  # none (no device), unknown (not checked yet), ok, failed
+    # the daemon's own health: ha.cf realtime as applied ("" when not asked), and how
+    # late its timer ran (hbd.looplag): the worst, and (upper bound s, count) per bucket
+    realtime: str = ""
+    loop_lag_max: float = 0.0
+    loop_lag: tuple[tuple[float, int], ...] = ()
 
     @property
     def quorum(self) -> str:

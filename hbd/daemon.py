@@ -16,12 +16,12 @@ import dataclasses
 import logging
 import sys
 
-from hbd import __version__, configfiles, logs
+from hbd import __version__, configfiles, logs, realtime
 from hbd.agents import DEFAULT_TIMEOUTS
 from hbd.core.config import ClusterStack, HaCf, Severity
 from hbd.errors import ConfigError, HbdError
 from hbd.notify import Notifier
-from hbd.service import Options
+from hbd.service import Options, ServiceBase
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         api_socket=args.api_socket,
         agent_timeouts={op: getattr(args, f"{op}_timeout") for op in DEFAULT_TIMEOUTS},
     )
+    daemon: ServiceBase
     if config.hacf.cluster_stack is ClusterStack.COROSYNC:  # membership from Corosync
         from hbd.stack_corosync import CorosyncDaemon
 
-        return asyncio.run(CorosyncDaemon(options, config).run())
-    from hbd.stack_heartbeat import HeartbeatDaemon
+        daemon = CorosyncDaemon(options, config)
+    else:
+        from hbd.stack_heartbeat import HeartbeatDaemon
 
-    return asyncio.run(HeartbeatDaemon(options, config).run())
+        daemon = HeartbeatDaemon(options, config)
+    # after daemonizing (fork drops memory locks), in the thread that runs the loop
+    daemon.realtime = realtime.apply(config.hacf.realtime, config.hacf.rtprio)
+    # a helper thread holding the GIL hands it over after 1 ms, not 5: the loop waits less
+    sys.setswitchinterval(0.001)
+    return asyncio.run(daemon.run())
 
 
 if __name__ == "__main__":

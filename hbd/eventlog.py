@@ -10,9 +10,12 @@ in `extra=`, which the journal handler turns into structured fields
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
 from hbd.core import actions as a
+from hbd.core.telemetry import Failover
 
 log = logging.getLogger("hbd.cluster")
 
@@ -48,6 +51,8 @@ class MessageId:
     TRACKED_LINK_DOWN = "9b2d54b0b29c48518e98b84e954212d2"  # lost carrier, down, gone
     TRACKED_LINK_UP = "6f3f908919d2437aba06fc6160340702"  # up again (with carrier)
     ADDRESS_REMOVED = "7e026cf747024c5c8cd3e55a639d937a"  # someone else removed our address
+    # the event loop ran hbd's timer late (hbd.looplag)
+    LOOP_STALL = "5b0a4d5e2f6c4e0f9d3a7c1e8b2f6a41"
 
 
 _RECOVERY: dict[str, tuple[int, str, str]] = {
@@ -62,6 +67,37 @@ _RECOVERY: dict[str, tuple[int, str, str]] = {
 }
 
 
+# A group's start or stop under way: when it began (monotonic) and the id that ties
+# its TAKEOVER/RELEASE entry to the GROUP_STATE entry that ends it (HBD_MOVE), which
+# then carries HBD_DURATION_MS (the start or stop itself) and, when the start ended
+# a failover, HBD_FAILOVER_MS (from its trigger: hbd.core.telemetry, the figure of
+# the metrics' histogram) and HBD_FAILOVER_REASON: `hbctl history` shows both.
+_moving: dict[str, tuple[float, str]] = {}
+_MOVING_STATES = frozenset({"starting", "stopping"})
+
+
+def _began(group: str) -> str:
+    move = uuid.uuid4().hex
+    _moving[group] = (time.monotonic(), move)
+    return move
+
+
+def _ended(event: a.GroupStateChanged, failover: Failover | None) -> dict[str, str]:
+    """HBD_MOVE, HBD_DURATION_MS and a failover's HBD_FAILOVER_MS and
+    HBD_FAILOVER_REASON for the entry of a group that finished moving."""
+    if event.old not in _MOVING_STATES or event.new == event.old:
+        return {}  # a failed start goes on to stopping: that ends the takeover too
+    began = _moving.pop(event.group, None)
+    if began is None:
+        return {}
+    took_ms = max(0, round((time.monotonic() - began[0]) * 1000))
+    fields = {"move": began[1], "duration_ms": str(took_ms)}
+    if failover is not None and failover.group == event.group:
+        fields["failover_ms"] = str(max(0, round(failover.seconds * 1000)))
+        fields["failover_reason"] = failover.reason
+    return fields
+
+
 def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) -> None:
     extra: dict[str, Any] = {"MESSAGE_ID": message_id}
     for key, value in fields.items():
@@ -69,8 +105,9 @@ def _emit(level: int, message_id: str, text: str, *args: object, **fields: str) 
     log.log(level, text, *args, extra=extra)
 
 
-def log_event(event: object) -> bool:
-    """Log one engine event; return False if it is not an event this module knows."""
+def log_event(event: object, failover: Failover | None = None) -> bool:
+    """Log one engine event; return False if it is not an event this module knows.
+    `failover`: the one a GroupStateChanged ended (Telemetry.take_failover)."""
     if isinstance(event, a.NodeStatusChanged):
         if event.local:
             _emit(logging.INFO, MessageId.LOCAL_STATUS, "Local status now set to: '%s'",
@@ -113,39 +150,43 @@ def log_event(event: object) -> bool:
               count, event.node, event.first - 1, event.last + 1, node=event.node)
     elif isinstance(event, a.StartGroup):
         _emit(logging.INFO, MessageId.TAKEOVER, "taking over group %s (%s)", event.group,
-              event.reason, group=event.group)
+              event.reason, group=event.group, reason=event.reason, move=_began(event.group))
     elif isinstance(event, a.StopGroup):
         _emit(logging.INFO, MessageId.RELEASE, "releasing group %s (%s)", event.group,
-              event.reason, group=event.group)
+              event.reason, group=event.group, reason=event.reason, move=_began(event.group))
     elif isinstance(event, a.GroupStateChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "group %s: %s -> %s%s", event.group,
               event.old, event.new, f" (on {event.owner})" if event.owner else "",
-              group=event.group, node=event.owner)
+              group=event.group, node=event.owner, previous=event.old, state=event.new,
+              **_ended(event, failover))
     elif isinstance(event, a.ResourcesHeldChanged):
         _emit(logging.INFO, MessageId.GROUP_STATE, "resources held: %s -> %s", event.old,
               event.new)
     elif isinstance(event, a.SplitBrain):
         _emit(logging.CRITICAL, MessageId.SPLIT_BRAIN, "split brain on group %s: %s keeps it; %s",
-              event.group, event.keeper, event.detail, group=event.group, node=event.keeper)
+              event.group, event.keeper, event.detail, group=event.group, node=event.keeper,
+              reason=event.detail)
     elif isinstance(event, a.GroupFailed):
         message_id = (MessageId.MONITOR_FAILURE if event.operation == "monitor"
                       else MessageId.RESOURCE_FAILURE)
         _emit(logging.ERROR, message_id, "group %s: %s failed: %s",
               event.group, event.operation, event.detail, group=event.group,
-              operation=event.operation)
+              operation=event.operation, reason=event.detail)
     elif isinstance(event, a.FenceStateChanged):
         level = {"failed": logging.CRITICAL, "waiting-confirmation": logging.CRITICAL,
                  "fenced": logging.WARNING, "fencing": logging.WARNING,
                  "delayed": logging.WARNING}.get(event.new, logging.INFO)
         _emit(level, MessageId.FENCING, "fencing of node %s: %s -> %s (%s)", event.node,
-              event.old, event.new, event.detail, node=event.node, fencing=event.new)
+              event.old, event.new, event.detail, node=event.node, fencing=event.new,
+              reason=event.detail)
     elif isinstance(event, a.FenceDeviceStatus):
         _emit(logging.INFO if event.ok else logging.ERROR, MessageId.FENCE_DEVICE,
               "STONITH device status: %s (%s)", "OK" if event.ok else "FAILED", event.detail,
               fence_device="ok" if event.ok else "failed")
     elif isinstance(event, a.GroupRecovery):
         level, message_id, text = _RECOVERY[event.what]
-        _emit(level, message_id, text, event.group, event.detail, group=event.group)
+        _emit(level, message_id, text, event.group, event.detail, group=event.group,
+              reason=event.detail)
     elif isinstance(event, a.TrackedLinkChanged):
         groups = ", ".join(event.groups)
         if event.new == "up":
@@ -160,7 +201,7 @@ def log_event(event: object) -> bool:
               "from %s by someone else", event.group, event.address, event.interface,
               group=event.group, link=event.interface)
     elif isinstance(event, a.Notice):
-        level = {"info": logging.INFO, "warning": logging.WARNING,
+        level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                  "error": logging.ERROR}.get(event.level, logging.INFO)
         log.log(level, "%s", event.text)
     else:

@@ -48,6 +48,10 @@ from hbd.journalsend import JournalSocket
 STDERR_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 QUEUE_LIMIT = 10_000  # records; ~30 s of a busy --debug daemon, a few MB at most
 EXIT_FLUSH_SECONDS = 2.0  # the last lines ("hbd stopped") are worth that much, not more
+# Outside systemd, also send the journal's structured entries to this socket (journald's
+# native protocol): the demo's nodes have no journald, the demo catches them for
+# `hbctl history`.
+JOURNAL_SOCKET_ENV = "HBD_JOURNAL_SOCKET"
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
@@ -123,11 +127,11 @@ class _Sink(logging.Handler):
 class JournalSink(_Sink):
     """Structured journal entries with only the fields that mean something."""
 
-    def __init__(self, facility: int | None) -> None:
+    def __init__(self, facility: int | None, path: str = "") -> None:
         super().__init__()
-        self.what = "the journal"
+        self.what = f"the journal socket {path}" if path else "the journal"
         # not systemd-python's journal.send: it holds the GIL while journald makes it wait
-        self._journal = JournalSocket()
+        self._journal = JournalSocket(path) if path else JournalSocket()
         self.facility = facility
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -190,7 +194,7 @@ class Want:
 
     kind: str  # "journal", "stderr", "syslog" or "file"
     level: int
-    target: str = ""  # the file's path
+    target: str = ""  # the file's path; a journal's socket ("": journald's)
     facility: int | None = None  # syslog facility, also tagged on journal entries
 
     @property
@@ -201,7 +205,7 @@ class Want:
         """Raises OSError (no /dev/log)."""
         sink: _Sink
         if self.kind == "journal":
-            sink = JournalSink(self.facility)
+            sink = JournalSink(self.facility, self.target)
         elif self.kind == "stderr":
             sink = _StderrSink(sys.stderr)
             sink.setFormatter(logging.Formatter(STDERR_FORMAT))
@@ -466,6 +470,9 @@ def configure(*, debug: bool = False, logfacility: str | None = None,
         wanted.append(Want("stderr", level))
         if facility is not None:
             wanted.append(Want("syslog", level, facility=facility))
+        if os.environ.get(JOURNAL_SOCKET_ENV):  # the demo's stand-in for journald
+            wanted.append(Want("journal", level, target=os.environ[JOURNAL_SOCKET_ENV],
+                               facility=facility))
     if logfile and logfile != "/dev/null":
         wanted.append(Want("file", logging.INFO, target=logfile))
     if debugfile and debugfile != "/dev/null":

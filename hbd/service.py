@@ -19,20 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hbd import configfiles, eventlog, logs
+from hbd import configfiles, eventlog, logs, realtime
 from hbd.agents import DEFAULT_TIMEOUTS, AgentRunner
 from hbd.control import Snapshot
 from hbd.core.actions import (
     Action,
     AnnounceGroup,
+    DeliverToClients,
     GroupStateChanged,
+    LinkStatusChanged,
+    NodeStatusChanged,
+    PingNodeChanged,
     RunMonitor,
     StartGroup,
     StopGroup,
@@ -43,9 +50,11 @@ from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import LinkTracker, TrackedLink
 from hbd.core.monitoring import Monitoring
 from hbd.core.refresh import RefreshSchedule
+from hbd.core.telemetry import Telemetry
 from hbd.errors import ConfigError, HbdError, NoSuchGroup, NotFencing
 from hbd.grouprunner import GroupRunner
 from hbd.hooks import HookRunner, HookSettings
+from hbd.looplag import GcPauses, LoopLag, StallLog, stall_threshold, summary
 from hbd.notify import Notifier
 from hbd.tracking import LinkTracking
 
@@ -92,15 +101,31 @@ class ServiceBase:
         self._watchdog_at: float | None = None  # next WATCHDOG=1, when systemd asks for it
         self._timer: asyncio.TimerHandle | None = None  # the one timer (_arm)
         self._timer_at: float | None = None  # when it fires
+        self._timer_closed = False  # _cancel_timer: shutting down, never re-armed
         self._started = asyncio.Event()  # READY=1 sent: everything a reload touches exists
         self.fifo: Any = None  # hbd.fifo.HeartbeatFifo: Heartbeat's scripts' requests
         self.api: Any = None  # hbd.apiserver.ApiServer: Heartbeat's client API (cl_status)
+        self.respawner: Any = None  # hbd.respawn.Respawner: ha.cf's `respawn` programs
         self._hurry = False  # a second SIGTERM: no waiting for anything any more
         # notify hooks, fed from _dispatch; the gratuitous-ARP refresh, served by _on_timer
         self.hooks = HookRunner(options.node,
                                 HookSettings.from_conf(config.hbd, options.config_dir))
         self.garp = RefreshSchedule(config.hbd.garp_refresh_ms / 1000.0)
         self.tracking: LinkTracking | None = None  # link tracking (_start_tracking)
+        # Prometheus metrics: events counted here always (cheap); the outputs
+        # (hbd.metricsloop.MetricsLoop) exist only while hbd.conf asks for them
+        self.telemetry = Telemetry(options.node)
+        self.metrics: Any = None
+        # ha.cf realtime/rtprio as applied by daemon.main (None: nobody asked, e.g. a test
+        # running the service inside its own process)
+        self.realtime: realtime.RealtimeState | None = None
+        # how late the one timer runs (hbd.looplag); announced at most once a second
+        self.loop_lag = LoopLag()
+        self._stalls = StallLog(stall_threshold(config.hacf.timers.keepalive_ms))
+        self._lag_shown = 0  # late firings (LoopLag.late) last published
+        self._lag_show_at = 0.0  # not before: the next announcement of the lag
+        self._lag_pending = False  # one is scheduled
+        self.gc_pauses = GcPauses()  # installed by _ready, reported by _report_pauses
 
     # --- what a stack provides ---------------------------------------------------------
 
@@ -108,7 +133,8 @@ class ServiceBase:
     # an admin sees, so they alone do not publish.
     _ROUTINE: ClassVar[tuple[type, ...]] = ()
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
+        """The stack's part of the snapshot."""
         raise NotImplementedError
 
     async def _apply(self, new: ClusterConfig) -> None:
@@ -159,6 +185,7 @@ class ServiceBase:
         if self._loop is not None and any(not isinstance(a, self._ROUTINE) for a in actions):
             self._loop.call_soon(self._publish)
             self.hooks.feed(actions, time.time())  # only queues: the hooks run elsewhere
+            self.telemetry.feed(actions, self._loop.time())
         for action in actions:
             try:
                 self._carry_out_one(action)
@@ -167,6 +194,12 @@ class ServiceBase:
 
     def _carry_out_one(self, action: Action) -> None:
         """One action; its failure is the caller's to contain."""
+        if isinstance(action, DeliverToClients | PingNodeChanged):
+            if self.api is not None:  # for Heartbeat's API clients only (a Notice logs)
+                self.api.observe(action)
+            return
+        elif isinstance(action, NodeStatusChanged | LinkStatusChanged) and self.api is not None:
+            self.api.observe(action)  # what Heartbeat's API clients hear of it
         if isinstance(action, GroupStateChanged) and self._loop is not None:
             self.garp.group_state(action.group, action.new, self._loop.time())
         if isinstance(action, StartGroup):
@@ -184,6 +217,9 @@ class ServiceBase:
             assert self.runner is not None
             self.runner.monitor(action.group, action.resources, action.timeout,
                                 action.token)
+        elif isinstance(action, GroupStateChanged):
+            # the failover it ended, if any: the very figure the metrics' histogram took
+            eventlog.log_event(action, self.telemetry.take_failover(action.group))
         elif self._carry_out(action):
             pass
         elif not eventlog.log_event(action):
@@ -197,6 +233,8 @@ class ServiceBase:
         cancel and re-arm per packet.
         """
         assert self._loop is not None
+        if self._timer_closed:
+            return
         tracker = self.tracking.tracker.next_timer() if self.tracking is not None else None
         due = [t for t in (*self._deadlines(), self._watchdog_at, self.garp.next_timer(),
                            tracker) if t is not None]
@@ -211,8 +249,11 @@ class ServiceBase:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = self._timer_at = None
         now, wall = self._now()
+        if due is not None:
+            self._observe_lag(now - due, now)
         try:
             for key in self.garp.due(now):
                 if self.runner is not None:
@@ -226,7 +267,38 @@ class ServiceBase:
             self._feed_watchdog(now)
             self._arm()
 
+    def _observe_lag(self, lag: float, now: float) -> None:
+        self.loop_lag.observe(lag)
+        self._stalls.observe(lag, now)
+        # only a late firing is news; PropertiesChanged at most once a second, the last
+        # of a burst announced when the second is over
+        if self.loop_lag.late() == self._lag_shown or self._lag_pending:
+            return
+        assert self._loop is not None
+        self._lag_pending = True
+        if now >= self._lag_show_at:
+            self._loop.call_soon(self._show_lag)
+        else:
+            self._loop.call_at(self._lag_show_at, self._show_lag)
+
+    def _show_lag(self) -> None:
+        assert self._loop is not None
+        self._lag_pending = False
+        self._lag_shown = self.loop_lag.late()
+        self._lag_show_at = self._loop.time() + 1.0
+        self._publish()
+
+    def _report_pauses(self) -> None:
+        """At stop: the loop's lag and the collector's pauses since start."""
+        self.gc_pauses.uninstall()
+        log.info("%s", summary(self.loop_lag, self.gc_pauses))
+
     def _cancel_timer(self) -> None:
+        """At shutdown, for good: a stopped engine's next heartbeat stays due, and a
+        packet arriving meanwhile would re-arm the timer at that past deadline again
+        and again (measured: a busy loop of 1,000+ firings in 0.5 s while the links
+        and the fencer closed)."""
+        self._timer_closed = True
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
@@ -234,6 +306,11 @@ class ServiceBase:
     # --- the life both stacks share ------------------------------------------------------
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        # the helper threads (to_thread: config reads, netlink lookups) run at the loop's
+        # priority: a normal-priority thread preempted while holding the GIL would hold
+        # up the real-time loop behind every other process on the machine
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="hbd-helper",
+                                                     initializer=realtime.join_thread))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -315,8 +392,8 @@ class ServiceBase:
 
         table = await asyncio.to_thread(resolve_apiauth, self.config)  # NSS may block
         server = ApiServer(self.options.api_socket,
-                           lambda: build_view(self.snapshot(), self.config), table,
-                           self._api_clients_changed)
+                           lambda: build_view(self.snapshot(), self.config, self._RELAYS),
+                           table, self)
         try:
             await server.start()
         except OSError as err:
@@ -325,8 +402,37 @@ class ServiceBase:
             return
         self.api = server
 
-    def _api_clients_changed(self, named: frozenset[str]) -> None:
-        """The named API clients signed on here changed (a stack may tell its peers)."""
+    # --- Heartbeat's named API clients (hbd.apiserver.ClientEvents) -------------------
+
+    _RELAYS: ClassVar[bool] = False  # the stack carries clients' messages to its peers
+
+    def clients_changed(self, named: frozenset[str]) -> None:
+        """The named API clients signed on here changed."""
+
+    def client_status(self, client: str, joined: bool, reason: str, generation: int) -> None:
+        """A named client signed on or off here (a stack may tell its peers)."""
+
+    def client_message(self, client: str, fields: list[tuple[str, str]],
+                       generation: int) -> str | None:
+        return "this cluster stack relays no API client messages"
+
+    def client_query(self, fields: list[tuple[str, str]]) -> None:
+        """A client's question for a peer (clientstatus of a remote client)."""
+
+    def _start_respawn(self) -> None:
+        """ha.cf's `respawn` programs, once the API socket they sign on to is open."""
+        hacf = self.config.hacf
+        if not hacf.respawn:
+            return
+        from hbd.respawn import Respawner, client_env
+
+        self.respawner = Respawner(client_env(self.options.node, hacf.logfacility,
+                                              hacf.logfile, hacf.debugfile, hacf.debug_level))
+        self.respawner.start(hacf.respawn)
+
+    async def _stop_respawn(self) -> None:
+        if self.respawner is not None:
+            await self.respawner.stop()
 
     async def _stop_api(self) -> None:
         if self.api is not None:
@@ -348,6 +454,11 @@ class ServiceBase:
         log.info("ready: %s", what, extra={"HBD_MONOTONIC_USEC": time.monotonic_ns() // 1000})
         self.notifier.ready()
         self._started.set()
+        self._spawn(self._configure_metrics(self.config))
+        # What start-up built (modules, configuration, adapters, D-Bus objects) lives as
+        # long as hbd: frozen, an oldest-generation collection no longer walks it all.
+        gc.freeze()
+        self.gc_pauses.install()
         if self.notifier.watchdog_interval is not None:
             assert self._loop is not None
             self._watchdog_at = self._loop.time()
@@ -362,9 +473,11 @@ class ServiceBase:
             self._watchdog_at = now + self.notifier.watchdog_interval
 
     async def _serve_until_stopped(self) -> None:
-        """Wait for SIGTERM, release every group, return once they are all down."""
+        """Wait for SIGTERM, stop the respawned clients and release every group (that
+        order is Heartbeat's), return once they are all down."""
         await self._stop.wait()
         self._stopping = True
+        await self._stop_respawn()
         now, wall = self._now()
         self._dispatch(self._group_work().shutdown(now, wall))
         self._arm()
@@ -372,6 +485,9 @@ class ServiceBase:
         await self._finished.wait()
         # the hooks still see the last events (the groups' `stopped`), for a bounded time
         await self.hooks.stop(0.0 if self._hurry else None)
+        if self.metrics is not None and not self._hurry:  # hurried: its threads just end
+            await self.metrics.close()
+        self.metrics = None
 
     def _group_done(self, key: str, operation: str, ok: bool, detail: str) -> None:
         """The group runner finished a start or stop."""
@@ -393,6 +509,7 @@ class ServiceBase:
         now, wall = self._now()
         log.log(logging.DEBUG if ok else logging.WARNING, "group %s monitor %s: %s", key,
                 "ok" if ok else "FAILED", detail)
+        self.telemetry.monitor_result(key, ok)
         self._dispatch(work.monitor_done(key, token, ok, detail, now, wall))
         self._arm()
         self._check_finished()
@@ -429,14 +546,23 @@ class ServiceBase:
                     log.info("reload ignored: hbd is stopping")
                     return
                 self._configure_logging(new)
+                if self.realtime is not None:  # the loop's thread: this one
+                    self.realtime = realtime.apply(new.hacf.realtime, new.hacf.rtprio,
+                                                   previous=self.realtime)
                 await self._apply(new)
                 self.hooks.update(HookSettings.from_conf(new.hbd, self.options.config_dir))
                 self.garp.configure(new.hbd.garp_refresh_ms / 1000.0, self._now()[0])
+                self._stalls.threshold_s = stall_threshold(new.hacf.timers.keepalive_ms)
                 self.config = new
+                await self._configure_metrics(new)
                 if self.api is not None:
                     from hbd.apiserver import resolve_apiauth
 
                     self.api.auth = await asyncio.to_thread(resolve_apiauth, new)
+                if self.respawner is not None:
+                    await self.respawner.update(new.hacf.respawn)
+                elif new.hacf.respawn:
+                    self._start_respawn()
                 self._arm()
                 log.info("configuration reloaded from %s", self.options.config_dir)
             finally:
@@ -465,7 +591,53 @@ class ServiceBase:
         log.info("%s received: stopping", signame)
         self._stop.set()
 
+    # --- Prometheus metrics (hbd.metricsloop; the library is loaded only when asked for) ---
+
+    async def _configure_metrics(self, config: ClusterConfig) -> None:
+        hbd = config.hbd
+        if self.metrics is None and hbd.metrics_listen is None and not hbd.metrics_textfile:
+            return
+        assert self._loop is not None
+        try:
+            from hbd.metricsloop import MetricsLoop
+            from hbd.metricsserve import MetricsSettings
+        except ImportError as err:
+            log.error("metrics asked for in hbd.conf, but %s: install prometheus-client "
+                      "(Debian: python3-prometheus-client)", err)
+            return
+        if self.metrics is None:
+            self.metrics = MetricsLoop(self._loop, self._metrics_view)
+        try:
+            await self.metrics.configure(MetricsSettings.from_conf(hbd))
+        except Exception:  # the metrics must never fail a start or a reload
+            log.exception("could not configure the metrics")
+
+    def _metrics_view(self) -> Any:
+        """The metrics' immutable view (hbd.metrics.MetricsView), built on the loop."""
+        from hbd import __version__
+        from hbd.metrics import MetricsView, fold_bad, lag_figures
+
+        sent, received, bad = self._metrics_traffic()
+        lag, lag_max = lag_figures(self.loop_lag)
+        return MetricsView(__version__, self.snapshot(), self.telemetry.counters(),
+                           heartbeats_sent=sent, heartbeats_received=received,
+                           bad_packets=fold_bad(bad), loop_lag=lag, loop_lag_max=lag_max)
+
+    def _metrics_traffic(self) -> tuple[tuple[tuple[str, int], ...],
+                                        tuple[tuple[tuple[str, str], int], ...],
+                                        tuple[tuple[str, int], ...]]:
+        """Heartbeats sent per link, received per (node, link), bad packets by reason
+        text: the stacks with links of their own say."""
+        return (), (), ()
+
     # --- front ends ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The cluster as front ends see it, with the daemon's own health."""
+        return dataclasses.replace(
+            self._snapshot(),
+            realtime=self.realtime.text() if self.realtime is not None else "",
+            loop_lag_max=self.loop_lag.max_s, loop_lag=self.loop_lag.histogram())
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
         self._subscribers.append(callback)
@@ -474,6 +646,8 @@ class ServiceBase:
     def _publish(self) -> None:
         """STATUS= always; subscribers only when what they would see changed."""
         self._publish_status()
+        if self.metrics is not None:
+            self.metrics.state_changed()
         if not self._subscribers:
             return
         snapshot = self.snapshot()
@@ -490,6 +664,7 @@ class ServiceBase:
         """Run one admin command now; its errors (InvalidScope, Busy...) propagate."""
         now, wall = self._now()
         actions: list[Action] = getattr(self._group_work(), method)(*args, now, wall)
+        self.telemetry.command(method, now)  # accepted: what it starts is a failover
         self._dispatch(actions)
         self._arm()
         self._publish()

@@ -312,7 +312,7 @@ class CorosyncDaemon(ServiceBase):
 
     # --- the Controller protocol -------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
         return corosync_snapshot(self.placement, self.config.node_name, self.config.hacf.nodes,
                                  {n.name: n.nodeid for n in self.configured}, self.votes,
                                  self._tracked())
@@ -328,7 +328,7 @@ class CorosyncDaemon(ServiceBase):
         self._retrack(new)  # the addresses just resolved
 
     def _publish_status(self) -> None:
-        snap = self.snapshot()
+        snap = self._snapshot()
         members = [n.name for n in snap.nodes if n.status == "active"]
         self.notifier.status(f"corosync {snap.quorum}; hbd members: {' '.join(members)}; "
                              f"holding: {snap.resources_held}")
@@ -349,6 +349,7 @@ class CorosyncDaemon(ServiceBase):
         await self._start_bus()
         self._start_fifo()
         await self._start_api()
+        self._start_respawn()
         self._publish()
         self._ready(f"corosync {'connected' if self.placement.connected else 'not reachable yet'}")
         self._arm()
@@ -374,4 +375,5 @@ class CorosyncDaemon(ServiceBase):
         self._stop_tracking()
         if self.bus is not None:
             await self.bus.stop()
+        self._report_pauses()
         log.info("hbd stopped")

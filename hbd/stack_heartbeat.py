@@ -25,19 +25,23 @@ from hbd.core.actions import (
     Action,
     CancelFence,
     CheckFenceDevices,
+    DeliverToClients,
     FenceNode,
     PersistPeerGeneration,
     SendPing,
     Transmit,
 )
 from hbd.core.apiquery import ClientStatusResponder
+from hbd.core.clientmsgs import ClientRelay, Refused
 from hbd.core.config import AuthMethod, ClusterConfig
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
+from hbd.core.fifomsg import FifoCommand
 from hbd.core.pingnodes import PingNodes
 from hbd.errors import HbdError, NetError
 from hbd.fencer import Fencer
 from hbd.links import LinkSet
+from hbd.respawn import runs_ipfail
 from hbd.service import Options, ServiceBase
 from hbd.snapshot import heartbeat as heartbeat_snapshot
 from hbd.state import StateDir
@@ -50,7 +54,7 @@ LOAD_REFRESH = 5.0  # seconds between reads of /proc/loadavg for the status `ld`
 class HeartbeatDaemon(ServiceBase):
     """The Controller (hbd.control) of an hbd whose cluster layer is its own links."""
 
-    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing)
+    _ROUTINE = (Transmit, PersistPeerGeneration, SendPing, DeliverToClients)
 
     def __init__(self, options: Options, config: ClusterConfig) -> None:
         super().__init__(options, config)
@@ -63,11 +67,49 @@ class HeartbeatDaemon(ServiceBase):
         self._unpingable: set[str] = set()  # ping nodes whose echo could not be sent
         self.links: LinkSet | None = None
         self.clientstatus: ClientStatusResponder | None = None
+        self.relay: ClientRelay | None = None  # named API clients' messages (ipfail)
         self.fencer = Fencer(config, options.runtime_dir, self._fence_done, self._fence_checked)
+        self._heartbeats_sent: dict[int, int] = {}  # link index -> status messages sent
 
-    def _api_clients_changed(self, named: frozenset[str]) -> None:
+    # --- Heartbeat's named API clients: their messages ride our links ------------------
+
+    _RELAYS = True
+
+    def clients_changed(self, named: frozenset[str]) -> None:
         if self.clientstatus is not None:
             self.clientstatus.named_clients = named
+        if self.pingnodes is not None:
+            self.pingnodes.ipfail_signed_on = "ipfail" in named
+
+    def client_status(self, client: str, joined: bool, reason: str, generation: int) -> None:
+        if self.relay is None or (self._stopping and joined):
+            return
+        self._dispatch(self.relay.client_status(client, joined, reason, generation,
+                                                self._now()[1]))
+        self._arm()
+
+    def client_message(self, client: str, fields: list[tuple[str, str]],
+                       generation: int) -> str | None:
+        if self.relay is None:
+            return "hbd is not running its cluster layer yet"
+        result = self.relay.from_client(client, tuple(fields), generation, self._now()[1])
+        if isinstance(result, Refused):
+            return result.reason
+        if isinstance(result, FifoCommand):
+            # ipfail's giveup: what hb_standby asks for
+            log.info("%s asks for %s [%s]", result.tool,
+                     "standby" if result.command == "release" else result.command,
+                     result.scope)
+            self._fifo_command(result)
+            return None
+        self._dispatch(result)
+        self._arm()
+        return None
+
+    def client_query(self, fields: list[tuple[str, str]]) -> None:
+        if self.relay is not None:
+            self._dispatch(self.relay.query(tuple(fields), self._now()[1]))
+            self._arm()
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -94,6 +136,10 @@ class HeartbeatDaemon(ServiceBase):
         if isinstance(action, Transmit):
             assert self.links is not None  # the engine starts sending once they are open
             self.links.send(action)
+            if action.msgtype == "status":
+                sent = self._heartbeats_sent
+                for index in action.links or range(len(self.config.hacf.links)):
+                    sent[index] = sent.get(index, 0) + 1
         elif isinstance(action, SendPing):
             if self.pinger is not None:
                 try:
@@ -115,6 +161,23 @@ class HeartbeatDaemon(ServiceBase):
         else:
             return False
         return True
+
+    def _metrics_traffic(self) -> tuple[tuple[tuple[str, int], ...],
+                                        tuple[tuple[tuple[str, str], int], ...],
+                                        tuple[tuple[str, int], ...]]:
+        assert self.engine is not None
+        names = self.engine.link_names
+        sent: dict[str, int] = {}
+        for index, count in self._heartbeats_sent.items():
+            name = names[index] if index < len(names) else f"link{index}"
+            sent[name] = sent.get(name, 0) + count  # links sharing an interface: one
+        received: dict[tuple[str, str], int] = {}
+        for peer in self.engine.peers.values():
+            for state in peer.links.values():
+                key = (peer.name, state.name)
+                received[key] = received.get(key, 0) + state.heard
+        return (tuple(sorted(sent.items())), tuple(sorted(received.items())),
+                tuple(sorted(self.engine.bad.totals.items())))
 
     # --- fencing (hbd.fencer runs the devices) ----------------------------------------
 
@@ -151,7 +214,7 @@ class HeartbeatDaemon(ServiceBase):
 
     # --- the Controller protocol (hbd.control): what D-Bus and hbctl may ask ---------
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
         assert self.failover is not None and self.links is not None
         pings = self.pingnodes.statuses(self._now()[0]) if self.pingnodes is not None else None
         return heartbeat_snapshot(self.failover, self.links.status(), pings, self._tracked())
@@ -159,7 +222,7 @@ class HeartbeatDaemon(ServiceBase):
     def _publish_status(self) -> None:
         if self.failover is None or self.links is None:
             return
-        snapshot = self.snapshot()
+        snapshot = self._snapshot()
         peers = ", ".join(f"{n.name} {n.status}" for n in snapshot.nodes if not n.local)
         local = next(n.status for n in snapshot.nodes if n.local)
         self.notifier.status(f"{local}; peers: {peers or 'none'}; "
@@ -179,6 +242,7 @@ class HeartbeatDaemon(ServiceBase):
             self.links = LinkSet(new.hacf, self._on_packet, new.node_name)
             self.links.open_all(self._loop)
         pings.update(new.hacf)
+        pings.ipfail_respawned = runs_ipfail(new.hacf.respawn)
         self.fencer.update(new)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
@@ -197,7 +261,9 @@ class HeartbeatDaemon(ServiceBase):
         self.failover = Failover(self.engine, self.config)
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
         self.clientstatus = ClientStatusResponder(self.engine)
-        self.engine.attach(self.failover, self.pingnodes, self.clientstatus)
+        self.relay = ClientRelay(self.engine)
+        self.pingnodes.ipfail_respawned = runs_ipfail(self.config.hacf.respawn)
+        self.engine.attach(self.failover, self.pingnodes, self.clientstatus, self.relay)
         if self.pingnodes.addresses:
             from hbd.net.icmp import Pinger
 
@@ -238,6 +304,7 @@ class HeartbeatDaemon(ServiceBase):
         await self._start_bus()
         self._start_fifo()
         await self._start_api()
+        self._start_respawn()
         # Ready: configuration loaded, links opened (failed ones keep retrying), bus name
         # owned when D-Bus is on (BusService.start returns once owned, or after a logged
         # failure: the cluster does not wait for the bus).
@@ -259,6 +326,7 @@ class HeartbeatDaemon(ServiceBase):
             self.pinger.close()
         if self.bus is not None:
             await self.bus.stop()
+        self._report_pauses()
         log.info("hbd stopped")
         return 0
 

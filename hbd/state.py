@@ -22,6 +22,8 @@ import os
 import threading
 from pathlib import Path
 
+from hbd import realtime
+
 log = logging.getLogger(__name__)
 
 
@@ -143,6 +145,7 @@ class _PeerWriter:
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def _run(self) -> None:
+        realtime.join_thread()  # the loop's priority: it may hold the GIL the loop needs
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending))

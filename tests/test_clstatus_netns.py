@@ -146,16 +146,15 @@ def test_our_cl_status_says_what_debians_says(pair: Pair) -> None:
 def test_rscstatus_in_each_place(pair: Pair) -> None:
     """Each node reports its own holding, as Heartbeat does in the same place: n1 holds
     its group (local), n2 none (Heartbeat's quirk: local too); the survivor of a graceful
-    stop holds all, whichever daemon survives."""
+    stop holds all, whichever daemon survives and whether or not the peer had a group."""
     assert pair.on_hbd("rscstatus") == (0, "local\n")
     assert pair.on_heartbeat("rscstatus") == (0, "local\n")
     pair.heartbeat.stop()
     wait_answer(pair.lab, VIP, pair.hbd.node, timeout=15)
-    # Known difference (docs/migrating-from-heartbeat.md): a Heartbeat survivor says `all`
-    # even when the peer had no groups; hbd says what it holds, `local` for n1 here.
-    held = "local\n" if pair.hbd.node == "n1" else "all\n"
-    wait_for(lambda: pair.on_hbd("rscstatus") == (0, held), 10,
-             f"hbd holds {held.strip()} (says {pair.on_hbd('rscstatus')})")
+    # Heartbeat counts resource classes, not groups: the survivor took the peer's class
+    # (test_heartbeat_survivor_says_the_same: `all` there too), even with no group in it
+    wait_for(lambda: pair.on_hbd("rscstatus") == (0, "all\n"), 10,
+             f"hbd holds all (says {pair.on_hbd('rscstatus')})")
     other = "n2" if pair.hbd.node == "n1" else "n1"
     wait_for(lambda: pair.on_hbd("nodestatus", other) == (1, "dead\n"), 10, "peer dead")
     wait_for(lambda: pair.on_hbd("hblinkstatus", other, "eth0") == (1, "dead\n"), 10,
@@ -172,6 +171,54 @@ def test_heartbeat_survivor_says_the_same(pair: Pair) -> None:
              "peer dead")
     wait_for(lambda: pair.on_heartbeat("hblinkstatus", pair.hbd.node, "eth0") == (1, "dead\n"),
              10, "link dead")
+
+
+@pytest.mark.parametrize("pair", PLACEMENTS, indirect=True)
+def test_rscstatus_after_the_peer_dies(pair: Pair) -> None:
+    """A peer killed without a word (no shutdone): Heartbeat's survivor takes the dead
+    node's class and says `all`; hbd, surviving the other way round in the same place,
+    says the same.  (Heartbeat first: it is killed second.)"""
+    hb_node, hbd_node = pair.heartbeat.node, pair.hbd.node
+    pair.hbd.kill()
+    wait_for(lambda: pair.on_heartbeat("nodestatus", hbd_node) == (1, "dead\n"), 15,
+             "heartbeat sees hbd dead")
+    wait_for(lambda: pair.on_heartbeat("rscstatus") == (0, "all\n"), 15,
+             f"heartbeat holds all (says {pair.on_heartbeat('rscstatus')})")
+    heartbeat_says = pair.on_heartbeat("rscstatus")
+    # now the other way round: hbd alone with a Heartbeat peer that dies under it
+    pair.heartbeat.stop()
+    pair.hbd.start()
+    pair.heartbeat.start(daemon=True)
+    pair.heartbeat.wait_status(hbd_node, "active", timeout=30)
+    wait_for(lambda: pair.on_heartbeat("rscstatus")[1] != "transition\n", 30, "settled")
+    pair.heartbeat.kill()
+    wait_for(lambda: pair.on_hbd("nodestatus", hb_node) == (1, "dead\n"), 15,
+             "hbd sees heartbeat dead")
+    wait_for(lambda: pair.on_hbd("rscstatus") == heartbeat_says, 15,
+             f"hbd says {heartbeat_says} (says {pair.on_hbd('rscstatus')})")
+
+
+@pytest.mark.parametrize("pair", PLACEMENTS, indirect=True)
+def test_rscstatus_after_standby_both_ways(pair: Pair) -> None:
+    """hb_standby all on the Heartbeat node, then on the hbd node: in each role (the node
+    that went standby, the node that took everything) hbd answers what Heartbeat
+    answered in that role."""
+    settled = ("transition\n",)
+    pair.heartbeat.hb_standby("all")
+    wait_answer(pair.lab, VIP, pair.hbd.node, timeout=30)
+    wait_for(lambda: pair.on_heartbeat("rscstatus")[1] not in settled
+             and pair.on_hbd("rscstatus")[1] not in settled, 30, "standby settled")
+    gave, took = pair.on_heartbeat("rscstatus"), pair.on_hbd("rscstatus")
+    assert (gave, took) == ((0, "none\n"), (0, "all\n"))
+    fifo = str(pair.hbd.heartbeat_dir / "fifo")
+    result = pair.lab.run(pair.hbd.node, ["env", f"HA_FIFO={fifo}",
+                                          "/usr/share/heartbeat/hb_standby", "all"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_answer(pair.lab, VIP, pair.heartbeat.node, timeout=30)
+    wait_for(lambda: pair.on_heartbeat("rscstatus") == took
+             and pair.on_hbd("rscstatus") == gave, 30,
+             f"roles swapped (heartbeat {pair.on_heartbeat('rscstatus')}, "
+             f"hbd {pair.on_hbd('rscstatus')})")
 
 
 @pytest.mark.parametrize("pair", ["hbd-n1"], indirect=True)

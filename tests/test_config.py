@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.configfiles import describe
 from hbd.core.assemble import ConfigTexts, assemble, check
 from hbd.core.authkeys import parse_authkeys
 from hbd.core.config import (
@@ -468,3 +469,90 @@ def test_group_order_naming_no_group_is_a_warning() -> None:
     got = messages(hacf=GOOD_HACF + "cluster_stack corosync\ngroup_order 10.9.9.9 n2 n1\n")
     assert got == ["ha.cf: warning: group_order 10.9.9.9: no haresources group has that key "
                    "(keys: 10.77.0.240/24/eth0); the line has no effect"]
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_hbdconf_with_fence_passwords_readable_by_others_is_warned(tmp_path: Path,
+                                                                    mode: int) -> None:
+    d = _write_dir(tmp_path)
+    (d / "hbd.conf").write_text("notify_timeout 5\nfence_agent fence_dummy type=file\n")
+    os.chmod(d / "hbd.conf", mode)
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert result.returncode == 0, result.stderr
+    assert (f"{d}/hbd.conf:2: warning: fence_agent options (passwords) in a file readable or "
+            f"writable by group or others (mode {mode:o}): chmod 600 {d}/hbd.conf"
+            ) in result.stderr + result.stdout
+
+
+def test_hbdconf_private_or_without_fence_agents_is_not_warned(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    conf = d / "hbd.conf"
+    conf.write_text("fence_agent fence_dummy type=file\n")
+    os.chmod(conf, 0o600)
+    out = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    conf.write_text("notify_timeout 5\n")
+    os.chmod(conf, 0o644)
+    out2 = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    for result in (out, out2):
+        assert result.returncode == 0, result.stderr
+        assert "chmod 600" not in result.stderr + result.stdout
+
+
+# --- respawn (issue 19) ---------------------------------------------------------------
+
+def test_respawn_lines() -> None:
+    hacf, problems = parse_hacf(GOOD_HACF + "respawn hacluster /usr/libexec/heartbeat/ipfail\n"
+                                "respawn root /usr/bin/env 'A B=1' x,y\n", filename="ha.cf")
+    assert not problems.errors and not problems.warnings
+    first, second = hacf.respawn
+    assert (first.user, first.argv, first.line) == (
+        "hacluster", ("/usr/libexec/heartbeat/ipfail",), 7)
+    assert second.argv == ("/usr/bin/env", "A B=1", "x,y")  # whole-line: commas kept
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("respawn", "needs a user and a command"),
+    ("respawn hacluster", "needs a user and a command"),
+    ("respawn hacluster ipfail", "is not a full pathname"),
+    ("respawn 'ha cluster' /bin/true", "is not a user name"),
+    ("respawn root /bin/echo 'unclosed", "cannot split the command"),
+])
+def test_bad_respawn_lines(line: str, expected: str) -> None:
+    hacf, problems = parse_hacf(GOOD_HACF + line + "\n", filename="ha.cf")
+    errors = [str(p) for p in problems.errors]
+    assert len(errors) == 1 and errors[0].startswith("ha.cf:7: respawn: ")
+    assert expected in errors[0]
+    assert hacf.respawn == ()
+
+
+def test_realtime_and_rtprio_as_heartbeat_reads_them() -> None:
+    hacf, problems = parse_hacf(GOOD_HACF)
+    assert (hacf.realtime, hacf.rtprio) == (True, None) and not problems.items
+    hacf, problems = parse_hacf(GOOD_HACF + "realtime off\nrtprio 99\n")
+    assert (hacf.realtime, hacf.rtprio) == (False, 99) and not problems.items
+    hacf, _ = parse_hacf(GOOD_HACF + "realtime yes\nrtprio 1\n")
+    assert (hacf.realtime, hacf.rtprio) == (True, 1)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("realtime maybe", "ha.cf:7: realtime: bad value 'maybe' (on or off)"),
+    ("rtprio 0", "ha.cf:7: rtprio: bad value '0' (1-99)"),
+    ("rtprio 100", "ha.cf:7: rtprio: bad value '100' (1-99)"),
+    ("rtprio high", "ha.cf:7: rtprio: bad value 'high' (1-99)"),
+])
+def test_bad_realtime_lines_are_errors_with_their_line(line: str, message: str) -> None:
+    assert messages(hacf=GOOD_HACF + line + "\n") == [message]
+
+
+@pytest.mark.parametrize("lines,shown", [
+    ("", "realtime: on (SCHED_RR priority 1, memory locked; children at normal priority)"),
+    ("rtprio 7\n", "realtime: on (SCHED_RR priority 7, memory locked; children at normal "
+     "priority)"),
+    ("realtime off\n", "realtime: off"),
+])
+def test_check_config_shows_realtime(lines: str, shown: str) -> None:
+    texts = ConfigTexts("ha.cf", GOOD_HACF + lines, "haresources", GOOD_HARESOURCES,
+                        "authkeys", "auth 1\n1 sha1 secret\n", 0o100600)
+    config, problems = check(texts, node_name="n1")
+    assert config is not None, problems
+    assert shown in describe(config).splitlines()

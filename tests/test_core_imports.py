@@ -16,7 +16,7 @@ CORE = Path(__file__).resolve().parent.parent / "hbd" / "core"
 ALLOWED_STDLIB = {
     "__future__", "abc", "base64", "binascii", "collections", "collections.abc",
     "dataclasses", "enum", "functools", "hashlib", "hmac", "ipaddress", "itertools",
-    "logging", "math", "re", "string", "struct", "typing", "uuid", "zlib", "heapq",
+    "logging", "math", "re", "shlex", "string", "struct", "typing", "uuid", "zlib", "heapq",
 }
 # Third-party modules that only compute (keyed BLAKE2b).
 ALLOWED_THIRD_PARTY = {"nacl", "nacl.hash", "nacl.encoding", "nacl.exceptions"}

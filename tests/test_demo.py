@@ -80,6 +80,9 @@ def test_demo_twice_in_a_row() -> None:
         assert re.search(r"^  >>> FAILBACK OK: n1 serves ", out, re.M), out
         assert re.search(r"^  >>> HANDOVER OK: ", out, re.M), out
         assert re.search(r"^  >>> AUTO_FAILBACK OK: ", out, re.M), out
+        # the history read back from n1's journal entries, with the takeovers' durations
+        assert re.search(r"^  >>> HISTORY OK: n1's history lists \d+ takeovers", out, re.M), out
+        assert re.search(r"^ +\S+ \S+ +node-dead +n2 ", out, re.M), out
         if shutil.which("dbus-daemon"):
             assert re.search(r"^  >>> DBUS TAKEOVER OK: ", out, re.M), out
             assert re.search(r"^  >>> HBCTL TAKEOVER OK: ", out, re.M), out

@@ -60,6 +60,10 @@ def test_death_within_deadtime_plus_keepalive_never_before(seed: int) -> None:
     net.run_for(3)
     [dead_at] = deaths(net, "n2", "n1")
     assert dead_at - last_heard >= DEADTIME  # never before deadtime of silence
+    # the event says when n1 was last heard: a failover is timed from there
+    [(_, dead)] = [(t, e) for t, e in net.events("n2", NodeStatusChanged)
+                   if isinstance(e, NodeStatusChanged) and e.new == "dead"]
+    assert isinstance(dead, NodeStatusChanged) and dead.last_heard == last_heard
     assert dead_at - cut_at <= DEADTIME + KEEPALIVE + 1e-9
     # both links reported dead too, and n1 saw n2 die symmetrically
     downs = [e.link for _, e in net.events("n2", LinkStatusChanged, cut_at)

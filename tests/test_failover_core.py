@@ -16,6 +16,7 @@ from hbd.core.actions import (
     AnnounceGroup,
     GroupFailed,
     Notice,
+    PingNodeChanged,
     SplitBrain,
     StartGroup,
     StopGroup,
@@ -299,6 +300,24 @@ def test_fewer_ping_nodes_hands_groups_to_the_better_connected_peer() -> None:
     net.nodes["n1"].unreachable.clear()  # equal again: nothing moves back by itself
     net.run_for(3.0)
     assert (net.holders(G1), net.holders(G2)) == (["n2"], ["n2"])
+
+
+@pytest.mark.parametrize("respawned,signed_on", [(True, False), (False, True)])
+def test_the_built_in_rule_steps_aside_for_ipfail(respawned: bool, signed_on: bool) -> None:
+    """A respawned (or signed-on) ipfail decides alone: the imbalance moves nothing here,
+    and the ping nodes' status changes still reach the API clients (PingNodeChanged)."""
+    kw = dict(haresources=HARESOURCES,
+              extra="auto_failback off\nping 10.9.0.1\ndeadping 500ms\n")
+    net = SimNet({"n1": make_config("n1", **kw), "n2": make_config("n2", **kw)})  # type: ignore[arg-type]
+    for node in net.nodes.values():
+        node.pings.ipfail_respawned, node.pings.ipfail_signed_on = respawned, signed_on
+    net.run_for(2.0)
+    mark = net.now
+    net.nodes["n1"].unreachable.add("10.9.0.1")
+    net.run_for(3.0)
+    assert (net.holders(G1), net.holders(G2)) == (["n1"], ["n2"])
+    assert [a for _, a in net.events("n1", PingNodeChanged, mark)] == [
+        PingNodeChanged("10.9.0.1", False)]
 
 
 def test_ping_node_status_and_its_log_lines() -> None:

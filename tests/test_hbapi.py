@@ -143,6 +143,50 @@ def test_no_question_before_signon_and_no_relaying() -> None:
     assert s.handle([("t", "resource"), ("rsc_hold", "all")], VIEW).close
 
 
+def named(view: ApiView = VIEW) -> ApiSession:
+    session = ApiSession(Peer(390, 0, 105), allow, frozenset)
+    answer = session.handle([("t", "hbapi-req"), ("reqtype", "signon"), ("pid", "390"),
+                             ("from_id", "ipfail"), ("uid", "0"), ("gid", "105")], view)
+    assert session.state is SessionState.SIGNED_ON and not session.casual, answer
+    return session
+
+
+def test_a_named_clients_messages_are_relayed() -> None:
+    s = named()
+    message = [("t", "num_ping_nodes"), ("num_ping", "1"), ("dest", "n2")]
+    answer = s.handle(message, VIEW)
+    assert answer.relay == message and not answer.close and answer.frames == []
+
+
+@pytest.mark.parametrize("fields,result", [
+    ({"reqtype": "setfilter", "fmask": "1"}, "OK"),
+    ({"reqtype": "setfilter", "fmask": "0"}, "badreq"),
+    ({"reqtype": "setfilter", "fmask": "zz"}, "badreq"),
+    ({"reqtype": "setsignal", "signal": "0"}, "OK"),
+    ({"reqtype": "setsignal", "signal": "9"}, "badreq"),
+    ({"reqtype": "setsignal", "signal": "32"}, "badreq"),
+])
+def test_setfilter_and_setsignal(fields: dict[str, str], result: str) -> None:
+    s = named()
+    request = [("t", "hbapi-req"), ("pid", "390"), ("from_id", "ipfail"), *fields.items()]
+    (answer,) = s.handle(request, VIEW).frames
+    assert dict(answer)["result"] == result
+
+
+def test_remote_clientstatus_asks_the_live_peer() -> None:
+    live = ApiView(**{**VIEW.__dict__, "relays": True,
+                      "nodes": (VIEW.nodes[0], ApiNode("n2", "normal", "active"))})
+    s = signed_on()
+    request = [("t", "hbapi-req"), ("pid", "390"), ("from_id", "390"),
+               ("reqtype", "clientstatus"), ("node", "n2"), ("cn", "ipfail")]
+    answer = s.handle(request, live)
+    assert answer.frames == [] and answer.query == [
+        ("t", "query-cstatus"), ("dest", "n2"), ("cn", "ipfail"), ("from_id", "390")]
+    # a dead peer, or a stack that relays nothing: offline at once
+    (offline,) = s.handle(request, VIEW).frames
+    assert dict(offline)["cs"] == "offline" and s.handle(request, VIEW).query is None
+
+
 def nobody_client(directory: str) -> tuple[str, dict[str, str], str]:
     """A client that signs on with its own ids and prints the result, the environment it
     runs in and the python to run it with (`nobody` can run it: see below)."""

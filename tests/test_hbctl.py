@@ -267,3 +267,20 @@ def test_daemon_down_exit_3(capsys: pytest.CaptureFixture[str],
                        text=True, check=False,
                        env={**os.environ, "PYTHONPATH": commands.pythonpath()})
     assert res.returncode == 3 and "Traceback" not in res.stderr
+
+
+def test_status_shows_realtime_and_loop_lag_through_the_bus(
+        served: ServiceThread, fake: FakeController,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    lag = ((0.0005, 120), (0.001, 3), (0.05, 0), (0.5, 1), (float("inf"), 0))
+    served.publish(replace(SNAP, realtime="SCHED_RR 1, memory locked", loop_lag_max=0.2314,
+                           loop_lag=lag))
+    rc, out, _ = run(capsys, "status")
+    assert rc == 0
+    assert out.splitlines()[-2:] == [
+        "realtime: SCHED_RR 1, memory locked",
+        "loop lag: worst 231.4 ms; timer runs by lateness: <=0.5ms 120, <=1ms 3, <=500ms 1"]
+    status = json.loads(run(capsys, "status", "--json")[1])
+    assert status["realtime"] == "SCHED_RR 1, memory locked"
+    assert status["loop_lag"] == {"max_s": 0.2314, "buckets": [
+        [0.0005, 120], [0.001, 3], [0.05, 0], [0.5, 1], [None, 0]]}

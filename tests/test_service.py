@@ -256,3 +256,51 @@ def test_corosync_snapshot_nodes_quorum_votes_and_placement() -> None:
     placement.disconnect("corosync went away", sim.now, sim.now)
     gone = snapshot.corosync(placement, "n1", names, {"n1": 1}, votes)
     assert (gone.votes, gone.expected_votes, gone.quorum_votes) == (0, 0, 0)
+
+
+def test_a_late_timer_is_measured_and_announced_at_most_once_a_second() -> None:
+    async def test(stack: Stack) -> None:
+        loop = asyncio.get_running_loop()
+        stack.due = [loop.time() + FAR]
+        stack._timer_at = loop.time() - 0.2  # due 200 ms ago: the loop was held up
+        stack._on_timer()
+        await asyncio.sleep(0)
+        assert stack.loop_lag.count == 1 and 0.2 <= stack.loop_lag.max_s < 0.3
+        assert stack.published == 1
+        stack._timer_at = loop.time() - 0.3  # late twice more within the second
+        stack._on_timer()
+        stack._timer_at = loop.time() - 0.1
+        stack._on_timer()
+        await asyncio.sleep(0.5)
+        assert stack.loop_lag.count == 3 and stack.loop_lag.max_s >= 0.3
+        assert stack.published == 1  # not yet
+        await asyncio.sleep(0.6)
+        assert stack.published == 2  # both, in one announcement once the second is over
+        stack._cancel_timer()
+
+    on_loop(test)
+
+
+def test_an_on_time_timer_announces_nothing() -> None:
+    async def test(stack: Stack) -> None:
+        loop = asyncio.get_running_loop()
+        stack.due = [loop.time() + FAR]
+        stack._timer_at = loop.time()
+        stack._on_timer()
+        await asyncio.sleep(0)
+        assert stack.loop_lag.count == 1 and stack.loop_lag.late() == 0
+        assert stack.published == 0
+        stack._cancel_timer()
+
+    on_loop(test)
+
+
+def test_after_the_shutdown_cancel_nothing_rearms_the_timer() -> None:
+    async def test(stack: Stack) -> None:
+        loop = asyncio.get_running_loop()
+        stack.due = [loop.time() - 1.0]  # a stopped engine's heartbeat stays due
+        stack._cancel_timer()
+        stack._arm()  # as a packet arriving during the shutdown would
+        assert stack._timer is None
+
+    on_loop(test)

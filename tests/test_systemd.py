@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HBD = str(Path(sys.prefix) / "bin" / "hbd")
 VIP = "10.77.0.240"
 MESSAGE_ID_NODE_UP = "99db8876527046bb8aa68054baa752e0"
+MESSAGE_ID_LOOP_STALL = "5b0a4d5e2f6c4e0f9d3a7c1e8b2f6a41"
 SYSTEMD_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started unit" message
 
 HACF = ha_cf("bcast eth0", extra="logfacility local0\nauto_failback off\n")
@@ -117,6 +118,31 @@ def test_status_line_and_journal_fields(pair: tuple[Container, Container]) -> No
     assert links and all("MESSAGE_ID" in e for e in links)
     groups = [e for e in entries if e.get("HBD_GROUP") == f"{VIP}/24/eth0"]
     assert groups
+
+
+def test_shipped_unit_lets_hbd_go_realtime(pair: tuple[Container, Container]) -> None:
+    """ha.cf has no realtime line: Heartbeat's default, SCHED_RR 1 and memory locked."""
+    n1, _ = pair
+    pid = show(n1, "MainPID")
+    out = n1.run(["chrt", "-p", pid]).stdout
+    assert "SCHED_RR|SCHED_RESET_ON_FORK" in out and "priority: 1" in out, out
+    locked = n1.run(["grep", "VmLck", f"/proc/{pid}/status"]).stdout
+    assert int(locked.split()[1]) > 1000, locked
+    assert any("realtime: SCHED_RR 1, memory locked" in e.get("MESSAGE", "")
+               for e in n1.journal("-u", "hbd.service"))
+
+
+def test_brief_stop_logs_a_loop_stall(pair: tuple[Container, Container]) -> None:
+    n1, _ = pair
+    pid = show(n1, "MainPID")
+    n1.run(["kill", "-STOP", pid])
+    time.sleep(0.25)  # below deadtime (500 ms): n2 must not notice
+    n1.run(["kill", "-CONT", pid])
+    poll(lambda: any(e.get("MESSAGE_ID") == MESSAGE_ID_LOOP_STALL
+                     for e in n1.journal("-u", "hbd.service")), what="the stall line")
+    stall = next(e for e in n1.journal("-u", "hbd.service")
+                 if e.get("MESSAGE_ID") == MESSAGE_ID_LOOP_STALL)
+    assert int(stall["HBD_LAG_USEC"]) >= 100_000, stall
 
 
 def test_rsyslog_gets_every_line_once_via_local0(pair: tuple[Container, Container]) -> None:

@@ -67,7 +67,7 @@ class State:
     version: str
 
 
-def _check(reply: Message | None) -> Message:
+def check(reply: Message | None) -> Message:
     if reply is None:
         raise ClientError(NO_CONNECTION, "no reply")
     if reply.message_type is MessageType.ERROR:
@@ -76,14 +76,29 @@ def _check(reply: Message | None) -> Message:
     return reply
 
 
-async def _with_bus(address: str | None, timeout: float,
-                    work: Callable[[MessageBus], Awaitable[T]]) -> T:
+async def connect(address: str | None = None) -> MessageBus:
+    """A connection to the system bus (or `address`); ClientError if there is none."""
     try:  # the constructor already connects the socket
         bus = (MessageBus(bus_type=BusType.SYSTEM) if address is None
                else MessageBus(bus_address=address, bus_type=BusType.SYSTEM))
         await asyncio.wait_for(bus.connect(), READ_TIMEOUT)
     except Exception as err:  # OSError, timeout, dbus-next's AuthError...
         raise ClientError(NO_CONNECTION, f"cannot connect to the system bus: {err}") from None
+    return bus
+
+
+async def get_all(bus: MessageBus) -> dict[str, Any]:
+    """Every Manager property (name -> Variant), in one GetAll."""
+    reply = check(await bus.call(Message(
+        destination=BUS_NAME, path=OBJECT_PATH, interface="org.freedesktop.DBus.Properties",
+        member="GetAll", signature="s", body=[MANAGER_IFACE])))
+    props: dict[str, Any] = reply.body[0]
+    return props
+
+
+async def _with_bus(address: str | None, timeout: float,
+                    work: Callable[[MessageBus], Awaitable[T]]) -> T:
+    bus = await connect(address)
     try:
         return await asyncio.wait_for(work(bus), timeout)
     except TimeoutError:
@@ -92,7 +107,8 @@ async def _with_bus(address: str | None, timeout: float,
         bus.disconnect()  # type: ignore[no-untyped-call]
 
 
-def _state_from(props: dict[str, Any]) -> State:
+def state_from(props: dict[str, Any]) -> State:
+    """The State that a GetAll's (or PropertiesChanged's) Variants describe."""
     def value(name: str, default: Any = None) -> Any:
         return props[name].value if name in props else default  # older hbds lack some
 
@@ -116,6 +132,9 @@ def _state_from(props: dict[str, Any]) -> State:
                             for i, s, groups in value("TrackedLinks", [])),
         fencing=tuple(FenceInfo(str(n), str(s), str(d)) for n, s, d in value("Fencing", [])),
         fence_device=str(value("FenceDevice", "none")),
+        realtime=str(value("Realtime", "")),
+        loop_lag_max=float(value("LoopLagMax", 0.0)),
+        loop_lag=tuple((float(b), int(n)) for b, n in value("LoopLagHistogram", [])),
     )
     return State(snapshot, str(value("Version")))
 
@@ -124,10 +143,7 @@ def read_state(address: str | None = None) -> State:
     """Every Manager property at once (one GetAll)."""
 
     async def work(bus: MessageBus) -> State:
-        reply = _check(await bus.call(Message(
-            destination=BUS_NAME, path=OBJECT_PATH, interface="org.freedesktop.DBus.Properties",
-            member="GetAll", signature="s", body=[MANAGER_IFACE])))
-        return _state_from(reply.body[0])
+        return state_from(await get_all(bus))
 
     return asyncio.run(_with_bus(address, READ_TIMEOUT, work))
 
@@ -143,7 +159,7 @@ def call(method: str, *args: str, address: str | None = None,
     flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
 
     async def work(bus: MessageBus) -> None:
-        _check(await bus.call(Message(
+        check(await bus.call(Message(
             destination=BUS_NAME, path=OBJECT_PATH, interface=MANAGER_IFACE, member=method,
             signature="s" * len(args), body=list(args), flags=flags)))
 

@@ -54,6 +54,9 @@ MANAGER_PROPERTIES: dict[str, Callable[[Snapshot], Any]] = {
     "GroupHealth": lambda s: [[g.key, g.fail_count, g.last_monitor,
                                int(g.last_monitor_at * 1e6), g.unfit] for g in s.groups],
     "TrackedLinks": lambda s: [[t.interface, t.state, list(t.groups)] for t in s.tracked_links],
+    "Realtime": lambda s: s.realtime,
+    "LoopLagMax": lambda s: s.loop_lag_max,
+    "LoopLagHistogram": lambda s: [[bound, count] for bound, count in s.loop_lag],
 }
 
 
@@ -189,6 +192,23 @@ class Manager(ServiceInterface):
         """(interface, state, groups needing it) for link tracking on this node; state:
         up, no-carrier, down, absent, unknown."""
         return list(self._read("TrackedLinks"))
+
+    @dbus_readonly("s")
+    def Realtime(self) -> str:
+        """ha.cf realtime as applied: "SCHED_RR 1, memory locked", "off (...)", or what
+        the system refused ("" when hbd runs inside another process)."""
+        return str(self._read("Realtime"))
+
+    @dbus_readonly("d")
+    def LoopLagMax(self) -> float:
+        """The latest hbd's timer has run since start, in seconds (hbd.looplag)."""
+        return float(self._read("LoopLagMax"))
+
+    @dbus_readonly("a(dt)")
+    def LoopLagHistogram(self) -> list[list[Any]]:
+        """(upper bound in seconds, the last +inf; firings that late), not cumulative;
+        PropertiesChanged at most once a second, and only for a late firing."""
+        return list(self._read("LoopLagHistogram"))
 
     # --- signals --------------------------------------------------------------------
 

@@ -5,15 +5,22 @@ cl_status subcommands (hbstatus, listnodes, nodestatus, listhblinks,
 hblinkstatus, rscstatus) print exactly what Heartbeat's cl_status prints,
 with its exit codes, so existing scripts keep working.
 
-Exit codes: 0 ok; 1 refused or failed (Busy, InvalidScope...; also the
-cl_status "no" answers: node or link down, heartbeat stopped); 2 usage;
-3 hbd not running or not reachable; 4 not authorized.
+`status --watch` stays and redraws on every change (hbd/cli/watch.py);
+`history` reads the cluster's events from the journal and needs no daemon
+(hbd/cli/history.py).
+
+Exit codes: 0 ok (also a watch ended by Ctrl-C); 1 refused or failed (Busy,
+InvalidScope...; also the cl_status "no" answers: node or link down,
+heartbeat stopped); 2 usage; 3 hbd not running or not reachable (also a
+watch whose hbd went away); 4 not authorized (by polkit; for history: no
+read access to the journal).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -23,7 +30,7 @@ from typing import Any
 
 from hbd import __version__, configfiles
 from hbd.bus import client
-from hbd.cli import export_pacemaker
+from hbd.cli import export_pacemaker, history, watch
 from hbd.control import GroupInfo, Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_AUTHORIZED = 0, 1, 2, 3, 4
@@ -121,38 +128,74 @@ def _stack_line(snap: Snapshot) -> str:
 Reader = Callable[[argparse.Namespace, client.State], int]
 
 
-def _status(args: argparse.Namespace, state: client.State) -> int:
+def status_json(state: client.State) -> dict[str, Any]:
     snap = state.snapshot
-    if args.json:
-        _emit_json({"node_name": snap.node_name, "version": state.version,
-                    "resources_held": snap.resources_held, "nodes": _nodes_json(snap),
-                    "links": _links_json(snap), "groups": _groups_json(snap),
-                    "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
-                    "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
-                    "placement": {key: list(nodes) for key, nodes in snap.placement},
-                    "ping_nodes": [asdict(p) for p in snap.ping_nodes],
-                    "tracked_links": [asdict(t) for t in snap.tracked_links],
-                    "fence_device": snap.fence_device,
-                    "fencing": [asdict(f) for f in snap.fencing]})
-        return EXIT_OK
-    print(f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources")
+    return {"node_name": snap.node_name, "version": state.version,
+            "resources_held": snap.resources_held, "nodes": _nodes_json(snap),
+            "links": _links_json(snap), "groups": _groups_json(snap),
+            "stack": snap.stack, "quorum": snap.quorum, "votes": snap.votes,
+            "expected_votes": snap.expected_votes, "quorum_votes": snap.quorum_votes,
+            "placement": {key: list(nodes) for key, nodes in snap.placement},
+            "ping_nodes": [asdict(p) for p in snap.ping_nodes],
+            "tracked_links": [asdict(t) for t in snap.tracked_links],
+            "fence_device": snap.fence_device,
+            "fencing": [asdict(f) for f in snap.fencing],
+            "realtime": snap.realtime, "loop_lag": _loop_lag_json(snap)}
+
+
+def status_text(state: client.State) -> str:
+    """What `hbctl status` prints (also each screen of `hbctl status --watch`)."""
+    snap = state.snapshot
+    parts = [f"hbd {state.version} on {snap.node_name}: holding {snap.resources_held} resources"]
     if snap.stack != "heartbeat":
-        print(_stack_line(snap))
-    print()
-    print(_nodes_table(snap))
+        parts.append(_stack_line(snap))
+    parts += ["", _nodes_table(snap)]
     if snap.groups:
-        print()
-        print(_groups_table(snap))
+        parts += ["", _groups_table(snap)]
     if snap.tracked_links:
-        print()
-        print(_tracked_table(snap))
+        parts += ["", _tracked_table(snap)]
     if snap.fence_device != "none" or snap.fencing:
-        print()
-        print(f"fence device: {snap.fence_device}")
+        parts += ["", f"fence device: {snap.fence_device}"]
         if snap.fencing:
-            print(_table(["FENCING", "STATE", "DETAIL"],
-                         [[f.node, f.state, f.detail] for f in snap.fencing]))
+            parts.append(_table(["FENCING", "STATE", "DETAIL"],
+                                [[f.node, f.state, f.detail] for f in snap.fencing]))
+    if snap.realtime or snap.loop_lag:
+        parts.append("")
+        if snap.realtime:
+            parts.append(f"realtime: {snap.realtime}")
+        if snap.loop_lag:
+            parts.append(_loop_lag_line(snap))
+    return "\n".join(parts)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    if args.json:
+        return watch.run(lambda state: json.dumps(status_json(state)), json_lines=True)
+    return watch.run(status_text)
+
+
+def _status(args: argparse.Namespace, state: client.State) -> int:
+    if args.json:
+        _emit_json(status_json(state))
+    else:
+        print(status_text(state))
     return EXIT_OK
+
+
+def _loop_lag_json(snap: Snapshot) -> dict[str, Any]:
+    """JSON has no infinity: the last bucket's bound is null."""
+    return {"max_s": snap.loop_lag_max,
+            "buckets": [[None if math.isinf(b) else b, n] for b, n in snap.loop_lag]}
+
+
+def _loop_lag_line(snap: Snapshot) -> str:
+    """`loop lag: worst 3.1 ms; timer runs by lateness: <=0.5ms 1200, <=5ms 3`."""
+    def bound(b: float) -> str:
+        return "more" if math.isinf(b) else f"<={b * 1000:g}ms"
+
+    seen = ", ".join(f"{bound(b)} {n}" for b, n in snap.loop_lag if n)
+    return (f"loop lag: worst {snap.loop_lag_max * 1000:.1f} ms; timer runs by lateness: "
+            f"{seen or 'none yet'}")
 
 
 def _listing(json_of: Callable[[Snapshot], Any],
@@ -352,7 +395,11 @@ def _register_cluster_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
-    _add(sub, common, "status", "the cluster as this node sees it", _reading(_status))
+    parser = _add(sub, common, "status", "the cluster as this node sees it",
+                  _guarded(lambda args: _watch(args) if args.watch
+                           else _status(args, client.read_state())))
+    parser.add_argument("--watch", "-w", action="store_true",
+                        help="stay and redraw on every change (Ctrl-C to quit)")
     _add(sub, common, "nodes", "cluster nodes and their status",
          _reading(_listing(_nodes_json, _nodes_table)))
     _add(sub, common, "links", "heartbeat links and their status",
@@ -412,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--node", default=None)
     config.set_defaults(func=_cmd_config)
     export_pacemaker.register(sub)
+    history.register(sub)
     _register_cluster_commands(sub)
     return parser
 

@@ -114,6 +114,9 @@ class NodeStatusChanged:
     old: str
     new: str
     local: bool = False  # True for our own status
+    # a peer declared dead: when its last status arrived (the clock of `now`), so a
+    # failover can be timed from the peer's last sign of life; None: never heard
+    last_heard: float | None = None
 
 
 @dataclass(frozen=True)
@@ -261,11 +264,32 @@ class Notice:
     text: str
 
 
+
+
+@dataclass(frozen=True)
+class DeliverToClients:
+    """A message for Heartbeat's API clients (hbd.apiserver): one with a `to_id` only to
+    the client of that name, one without to every named client."""
+
+    fields: tuple[tuple[str, str], ...]
+    to_id: str | None
+
+
+@dataclass(frozen=True)
+class PingNodeChanged:
+    """A ping node (its address) or ping group (its name) became reachable or not."""
+
+    name: str
+    up: bool
+    group: bool = False
+
+
 Action = (
     Transmit | StartGroup | StopGroup | AnnounceGroup | SendPing | PersistPeerGeneration
     | Shutdown | NodeStatusChanged | LinkStatusChanged | LateHeartbeat | PeerRestarted
     | PartitionHealed | BadPackets | LostPackets | GroupStateChanged | ResourcesHeldChanged
     | SplitBrain | GroupFailed | Notice | CpgSend | QuorumChanged | MembershipChanged
     | FenceNode | CancelFence | CheckFenceDevices | FenceStateChanged | FenceDeviceStatus
-    | RunMonitor | GroupRecovery | TrackedLinkChanged | AddressRemoved
+    | RunMonitor | GroupRecovery | TrackedLinkChanged | AddressRemoved | DeliverToClients
+    | PingNodeChanged
 )

@@ -42,6 +42,7 @@ class ConfigTexts:
     hbdconf_name: str = "hbd.conf"
     hbdconf: str | None = None  # optional: None when the file does not exist
     hbdconf_error: str | None = None  # it exists but could not be read
+    hbdconf_mode: int | None = None  # its st_mode (None skips the secrets check)
 
 
 def check(
@@ -91,6 +92,7 @@ def check(
     elif texts.hbdconf is not None:
         hbd, hbd_problems = parse_hbdconf(texts.hbdconf, filename=texts.hbdconf_name)
         problems += hbd_problems.items
+        problems += _secrets_mode(texts, hbd)
     hacf = _apply_hbdconf(texts, hacf, hbd, problems)
 
     _check_health_names(texts.hbdconf_name, hbd, groups, problems)
@@ -116,6 +118,22 @@ def check(
     config = ClusterConfig(node_name=node, hacf=hacf, groups=groups, auth=auth, warnings=warnings,
                            hbd=hbd)
     return config, problems
+
+
+def _secrets_mode(texts: ConfigTexts, hbd: HbdConf) -> list[Problem]:
+    """fence_agent lines hold passwords: the file should be as private as authkeys.
+
+    A warning, not an error (Heartbeat refuses a readable authkeys): refusing
+    would stop a running cluster at its next restart over a mode bit.
+    """
+    mode = texts.hbdconf_mode
+    if mode is None or not mode & 0o077 or not hbd.fencing.agents:
+        return []
+    line = min(agent.line for agent in hbd.fencing.agents)
+    return [Problem(texts.hbdconf_name, line,
+                    f"fence_agent options (passwords) in a file readable or writable by group "
+                    f"or others (mode {mode & 0o777:o}): chmod 600 {texts.hbdconf_name}",
+                    Severity.WARNING)]
 
 
 # hbd-only directives ha.cf still accepts (older hbd wrote them there); hbd.conf is their

@@ -10,7 +10,7 @@ cluster-glue cl_netstring.c: msg2netstring_ll):
 A receiver checks the trailer on netstring packets and the auth field on
 classic ones.  Methods: crc (CRC-32, poly 0x04C11DB7, not reflected, init 0,
 complemented, printed %lx: it authenticates nothing), md5 and sha1 (HMAC,
-lower-case hex) and hbd's own blake2b (keyed BLAKE2b-256 via pynacl; keys
+lower-case hex) and hbd's own blake2b (keyed BLAKE2b-256, hashlib: libsodium's; keys
 longer than 64 bytes are first hashed to 64).
 """
 

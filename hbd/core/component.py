@@ -62,6 +62,11 @@ class EngineComponent(Protocol):
         """A peer's status message, for the fields `status_fields` adds on its side."""
         return None
 
+    def message_seen(self, received: Received, now: float, wall: float) -> list[Action]:
+        """Every kept message but the engine's own (status, acks, retransmissions,
+        reqnodes), after its handler: Heartbeat's API clients see them (clientmsgs)."""
+        return []
+
     def next_timer(self) -> float | None:
         return None
 

@@ -21,6 +21,7 @@ DEFAULT_MCAST_TTL = 1
 MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
 DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
+DEFAULT_METRICS_INTERVAL_MS = 1000  # hbd.conf metrics_interval
 
 
 class Severity(enum.Enum):
@@ -171,6 +172,20 @@ class ApiAuth:
 
 
 @dataclass(frozen=True)
+class Respawn:
+    """`respawn USER COMMAND`: a program Heartbeat runs as USER and restarts when it exits
+    (ipfail, ...).  COMMAND is split as a shell would split it; no shell runs it."""
+
+    user: str  # a user name or number, resolved when the program starts
+    argv: tuple[str, ...]  # argv[0] is a full path
+    line: int = 0
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+
+@dataclass(frozen=True)
 class StonithDevice:
     """ha.cf `stonith TYPE FILE` or `stonith_host HOSTFROM TYPE PARAMS...` (cluster-glue).
 
@@ -230,6 +245,11 @@ class HaCf:
     arp_count: int = 5
     arp_interval_ms: int = 200
     stonith: tuple[StonithDevice, ...] = ()  # every stonith/stonith_host line, in file order
+    respawn: tuple[Respawn, ...] = ()  # `respawn USER COMMAND` lines, in file order
+    # `realtime` (Heartbeat's default on): SCHED_RR for the event loop, memory locked
+    realtime: bool = True
+    # `rtprio` 1-99; None: Heartbeat's default, the lowest SCHED_RR priority (1)
+    rtprio: int | None = None
 
     def stonith_for(self, node: str) -> StonithDevice | None:
         """The device `node` fences with: the last line that applies to it (Heartbeat's)."""
@@ -414,6 +434,11 @@ class HbdConf:
     # unless `link_tracking off`; `track_interface` lines add others
     link_tracking: bool = True
     tracks: tuple[TrackConf, ...] = ()
+    # Prometheus metrics (hbd/metrics.py), off by default: the HTTP endpoint's (host, port),
+    # a node_exporter textfile's path ("" for none), and how often the view is refreshed
+    metrics_listen: tuple[str, int] | None = None
+    metrics_textfile: str = ""
+    metrics_interval_ms: int = DEFAULT_METRICS_INTERVAL_MS
 
 
 @dataclass(frozen=True)

@@ -388,6 +388,8 @@ class Engine:
             handler = self._handlers.get(msgtype)
             if handler is not None:
                 actions += handler(received, now, wall)
+            for component in self.components:
+                actions += component.message_seen(received, now, wall)
         if not self.comm_up:
             actions += self._check_comm(now, wall)
 
@@ -397,6 +399,7 @@ class Engine:
         if state is None:
             return []
         state.last_heard = now
+        state.heard += 1
         if state.fsm.state is not LinkStatus.UP:
             state.fsm.move(LinkStatus.UP)
             return [LinkStatusChanged(peer.name, state.name, True)]
@@ -434,7 +437,9 @@ class Engine:
         if old is new:
             return []
         peer.status.move(new)
-        actions: list[Action] = [NodeStatusChanged(peer.name, old.value, new.value)]
+        last_heard = peer.last_status_at if new is NodeStatus.DEAD else None
+        actions: list[Action] = [NodeStatusChanged(peer.name, old.value, new.value,
+                                                   last_heard=last_heard)]
         if new is NodeStatus.DEAD:
             peer.heard_from = False
             peer.seq.reset()

@@ -329,7 +329,7 @@ class Failover(PeerLoss, EngineComponent):
                                      self._tell_peer(info="req_our_resources()"), now, wall)
 
     def _take_everything(self, reason: str, now: float, wall: float) -> list[Action]:
-        self.local_claim = True
+        self.local_claim = self.foreign_claim = True
         return self._start(list(self.groups), reason, self._tell_peer(stable=True), now, wall)
 
     # --- the starting/resource exchange ------------------------------------------------
@@ -409,6 +409,8 @@ class Failover(PeerLoss, EngineComponent):
                 or self.groups.busy()):
             return []
         if not any(g.active for g in self.groups.in_set(Held.FOREIGN)):
+            # nothing to hand back: the class is released without an exchange
+            self.foreign_claim = False
             return []
         self.needs_failback = False
         actions: list[Action] = [Notice("info", "auto_failback: giving the peer's groups back")]
@@ -426,7 +428,7 @@ class Failover(PeerLoss, EngineComponent):
         if self.standby.state is not Standby.NOT:
             self.standby.move(Standby.NOT)
             self.standby_deadline = None
-        self.local_claim = False
+        self.local_claim = self.foreign_claim = False
         actions: list[Action] = [self._send("resource", [
             ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "0"), ("info", "shutdown")],
             wall)]

@@ -21,13 +21,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from hbd.core.wire import Message
+from hbd.core.wire import FieldType, Message
 
 SEQ_MAX: Final = 2**64 - 1  # seqno_t: unsigned long on the 64-bit hosts Heartbeat ran on
 DT_MIN_MS: Final = 1
 DT_MAX_MS: Final = 3_600_000  # an hour: ha.cf's `deadtime` has the same upper bound
 PING_MAX: Final = 1000  # reachable ping nodes a peer may report (hbd_ping)
 SHOWN_MAX: Final = 64  # characters of peer text shown in a log line
+# What an API client may be given or may send (hb_api.c, libplumb's IPC): a client name
+# is Heartbeat's client_id[32]; a message's fields are few and short, printable ASCII
+CLIENT_ID_MAX: Final = 31
+CLIENT_FIELDS_MAX: Final = 64
+CLIENT_NAME_MAX: Final = 64
+CLIENT_VALUE_MAX: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,47 @@ def number(message: Message, msgtype: str, name: str) -> int | None:
     spec = _spec(msgtype, name)
     text = message.get(name)
     return None if text is None else spec.parse(text)
+
+
+def client_id(text: str) -> str | None:
+    """An API client's name (ipfail, a casual client's pid), or None when it is not one:
+    1 to CLIENT_ID_MAX printable ASCII characters, no blank, no `=`."""
+    if 0 < len(text) <= CLIENT_ID_MAX and text.isascii() and text.isprintable() and (
+            " " not in text and "=" not in text):
+        return text
+    return None
+
+
+def client_fields(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...] | None:
+    """Fields fit for an API client's message, or None: at most CLIENT_FIELDS_MAX, each
+    name a printable ASCII word of at most CLIENT_NAME_MAX characters without `=`, each
+    value printable ASCII of at most CLIENT_VALUE_MAX (a newline would break the
+    classic ha_msg framing the client reads)."""
+    if len(pairs) > CLIENT_FIELDS_MAX:
+        return None
+    for name, value in pairs:
+        if not (0 < len(name) <= CLIENT_NAME_MAX and name.isascii() and name.isprintable()
+                and "=" not in name and " " not in name):
+            return None
+        if len(value) > CLIENT_VALUE_MAX or not value.isascii() or not value.isprintable():
+            return None
+    return tuple(pairs)
+
+
+def client_message(message: Message) -> tuple[tuple[str, str], ...] | None:
+    """A peer's message as an API client is given it, or None when it cannot be: its
+    string fields (binary ones such as srcuuid, nested messages and auth are left out;
+    hbd's client framing is the classic text one), each as `client_fields` requires."""
+    pairs = []
+    for f in message.fields:
+        if f.name == "auth" or f.type is not FieldType.STRING:
+            continue
+        try:
+            value = f.value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        pairs.append((f.name, value))
+    return client_fields(pairs)
 
 
 def shown(text: str, limit: int = SHOWN_MAX) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hbd.core.fields import shown
 from hbd.core.resources import SCOPES
 
 MAX_LINE = 1024  # bytes in one FIFO line, newline excluded; longer lines are junk
@@ -199,7 +200,5 @@ def interpret(message: FifoMessage) -> FifoCommand | FifoRejected:
 
 
 def _shown(raw: bytes, limit: int = 60) -> str:
-    """A bounded, printable rendering of untrusted bytes for a log line."""
-    text = raw[:limit].decode("ascii", "backslashreplace")
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    return repr(text + ("..." if len(raw) > limit else ""))
+    """Untrusted FIFO bytes for a log line, quoted: fields.shown over their ASCII reading."""
+    return "'" + shown(raw.decode("ascii", "backslashreplace"), limit) + "'"

@@ -58,6 +58,10 @@ class GroupWork:
         self.groups = groups
         self.jobs: list[_Job] = []
         self.local_claim = False  # Heartbeat says `local` once it asked for its groups
+        # ...and `foreign` once it took over the peer's (its death, its shutdown, a standby
+        # handing them to us), whether or not any group is homed there: Heartbeat's
+        # i_hold_resources counts resource classes, not groups
+        self.foreign_claim = False
         self.next_blocked_retry: float | None = None
         self._last_held = Held.NONE
         self.retiring: set[str] = set()  # removed from haresources by a reload, stopping
@@ -82,6 +86,8 @@ class GroupWork:
         held = self.groups.claimed()
         if self.local_claim and not self.groups.in_set(Held.LOCAL):
             held |= Held.LOCAL  # Heartbeat's quirk for a node with no local groups
+        if self.foreign_claim and not self.groups.in_set(Held.FOREIGN):
+            held |= Held.FOREIGN  # the same quirk for the peer's class
         return held
 
     def _held_changed(self) -> list[Action]:

@@ -12,6 +12,8 @@ keepalive and initdead must be at least deadtime.  Defaults are Heartbeat's.
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
@@ -23,6 +25,7 @@ from hbd.core.config import (
     AutoFailback,
     ClusterStack,
     HaCf,
+    Respawn,
     StonithDevice,
     Timers,
 )
@@ -254,6 +257,17 @@ def _check_two_nodes(st: State) -> None:
                       "for three or more add 'cluster_stack corosync'")
 
 
+def _realtime(st: State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "realtime", args)
+    if value is None:
+        return
+    flag = parse_bool(value)
+    if flag is None:  # Heartbeat's set_realtime refuses the file too
+        st.problems.error(line, f"realtime: bad value '{value}' (on or off)")
+        return
+    st.values["realtime"] = flag
+
+
 def _simple(name: str) -> Handler:
     """A directive whose value is kept as a string (cluster, hopfudge...)."""
 
@@ -303,6 +317,9 @@ HANDLERS: dict[str, Handler] = {
     "cluster": _simple("cluster"),
     "max_rexmit_delay": _max_rexmit_delay,
     "msgfmt": _msgfmt,
+    "realtime": _realtime,
+    # Heartbeat's set_realtime_prio: SCHED_FIFO's range, sched_get_priority_min..max
+    "rtprio": _positive_int("rtprio", 1, 99),
     # hbd-only directives (a Heartbeat node would refuse a file containing them)
     "cluster_stack": _cluster_stack,
     "group_order": _group_order,
@@ -312,7 +329,37 @@ HANDLERS: dict[str, Handler] = {
     "arp_interval": _time("arp_interval"),
 }
 
-KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED) | {"apiauth"}
+KNOWN_DIRECTIVES = frozenset(HANDLERS) | frozenset(NOT_IMPLEMENTED) | {"apiauth", "respawn"}
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+RESPAWN_MAX = 4096  # characters of a respawn command line
+
+
+def parse_respawn(problems: Problems, line: int, content: str) -> Respawn | None:
+    """`respawn USER /full/path [ARGS]` (config.c add_client_child_base): a whole-line
+    directive, split as a shell would split it.  Whether USER exists and the program is
+    executable is checked when it starts (hbd.respawn), as Heartbeat checks at start."""
+    _, _, rest = content.partition("respawn")
+    user, _, command = rest.strip().partition(" ")
+    command = command.strip()
+    if not user or not command:
+        problems.error(line, "respawn: needs a user and a command (respawn USER /PATH ARGS)")
+        return None
+    if not _USER.fullmatch(user):
+        problems.error(line, f"respawn: {user[:40]!r} is not a user name")
+        return None
+    if len(command) > RESPAWN_MAX:
+        problems.error(line, f"respawn: command longer than {RESPAWN_MAX} characters")
+        return None
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        problems.error(line, f"respawn: cannot split the command ({err})")
+        return None
+    if not argv or not argv[0].startswith("/"):
+        problems.error(line, f"respawn: client child command [{command[:60]}] is not a "
+                       "full pathname")
+        return None
+    return Respawn(user, tuple(argv), line)
 
 
 def parse_hacf(
@@ -338,6 +385,10 @@ def parse_hacf(
             if args:
                 st.last_values[directive] = args[-1]
             handler(st, line, args)
+        elif directive == "respawn":
+            respawn = parse_respawn(st.problems, line, content)
+            if respawn is not None:
+                st.respawn.append(respawn)
         elif directive == "apiauth":
             # a whole-line directive in Heartbeat: its lists are comma-separated
             parsed = hbparams.parse_apiauth(content.split()[1:], line)
@@ -380,6 +431,7 @@ def _finish(st: State) -> HaCf:
         parameters=tuple(sorted(hbparams.parameters(st.last_values).items())),
         apiauth=tuple(st.apiauth),
         stonith=tuple(st.stonith),
+        respawn=tuple(st.respawn),
     )
     check_stonith(st.problems, st.stonith, st.nodes,
                   corosync=st.values.get("cluster_stack") is ClusterStack.COROSYNC)
@@ -387,7 +439,8 @@ def _finish(st: State) -> HaCf:
     for key, attr in (("logfacility", "logfacility"), ("logfile", "logfile"),
                       ("debugfile", "debugfile"), ("debug", "debug_level"),
                       ("cluster", "cluster_name"), ("msgfmt", "msgfmt"),
-                      ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count")):
+                      ("cluster_stack", "cluster_stack"), ("arp_count", "arp_count"),
+                      ("realtime", "realtime"), ("rtprio", "rtprio")):
         if key in st.values:
             overrides[attr] = st.values[key]
     if isinstance(orders := st.values.get("group_orders"), dict):

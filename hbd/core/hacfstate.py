@@ -11,6 +11,7 @@ from hbd.core.config import (
     ApiAuth,
     Link,
     PingGroup,
+    Respawn,
     StonithDevice,
 )
 from hbd.core.parsing import Problems, is_decimal
@@ -39,6 +40,7 @@ class State:
     first_serial_line: int = 0
     bad_times: set[str] = field(default_factory=set)  # skip cross-checks on these
     stonith: list[StonithDevice] = field(default_factory=list)
+    respawn: list[Respawn] = field(default_factory=list)
 
 
 Handler = Callable[[State, int, list[str]], None]

@@ -10,6 +10,8 @@ in the classic text format, NUL included:
 
 A client signs on (casual clients name themselves by their pid; named
 clients such as ipfail by their name), then asks one question per message;
+a named client may also send any other message, which the daemon relays to
+the cluster (hbd.core.clientmsgs) and receives the cluster's messages for it;
 the daemon answers with t=hbapi-resp, the request type echoed and
 result=OK (ok/more for all but the last row of a list) or badreq with a
 comment.  The questions and answers are those of hb_api.c's
@@ -119,6 +121,7 @@ class ApiView:
     logfacility: int
     parameters: Mapping[str, str] = field(default_factory=dict)
     hbversion: str = "3.0.6"
+    relays: bool = False  # the stack carries clients' messages to its peers
 
     def find(self, name: str | None) -> ApiNode | None:
         if name is None:
@@ -154,6 +157,8 @@ class Answer:
     frames: list[Fields]
     close: bool = False
     log: str | None = None  # something worth a log line
+    relay: Fields | None = None  # a named client's message for the cluster (clientmsgs)
+    query: Fields | None = None  # a question for a peer (t=query-cstatus), sent as it is
 
 
 def _get(fields: Fields, name: str) -> str | None:
@@ -175,6 +180,8 @@ class ApiSession:
         self.casual = True
         self._authorize = authorize
         self._signed_on = signed_on  # named clients signed on now (clientstatus)
+        self.fmask = KEEPIT  # setfilter: the kinds of cluster messages it wants
+        self.signal = 0  # setsignal: hbd signals no client; recorded, as Heartbeat checks it
 
     def handle(self, fields: Fields, view: ApiView) -> Answer:
         if self.state is SessionState.NEW:
@@ -182,11 +189,13 @@ class ApiSession:
         if self.state is SessionState.CLOSED:
             return Answer([], close=True)
         if _get(fields, "t") != T_APIREQ:
-            # Heartbeat relays a named client's other messages to the cluster; casual
-            # clients are thrown out for it.  hbd relays nothing.
+            # A named client's other messages go to the cluster (hb_api.c
+            # api_process_request); a casual client is thrown out for sending one.
+            if not self.casual:
+                return Answer([], relay=fields)
             self.state = SessionState.CLOSED
-            return Answer([], close=True, log=f"client {self.client_id} sent a cluster "
-                          "message: hbd relays none; disconnected")
+            return Answer([], close=True, log=f"casual client {self.client_id} sent a "
+                          "cluster message: disconnected")
         reqtype = _get(fields, "reqtype")
         if reqtype is None or (_get(fields, "from_id") is None and _get(fields, "pid") is None):
             return Answer([], log="request without reqtype or from_id/pid: ignored")
@@ -201,6 +210,8 @@ class ApiSession:
             return Answer([[*resp, ("result", API_BADREQ)]],
                           log=f"client {self.client_id}: unknown API request {reqtype!r}")
         result = handler(self, fields, view, resp)
+        if isinstance(result, Relay):
+            return Answer([], query=result.fields)
         if isinstance(result, str):
             return Answer([[*resp, ("result", API_BADREQ), ("info", result)]])
         return Answer(result)
@@ -246,7 +257,17 @@ class ApiSession:
         return Answer([resp], close=reason is not None, log=log)
 
 
-Handler = Callable[[ApiSession, Fields, ApiView, Fields], "list[Fields] | str"]
+@dataclass(frozen=True)
+class Relay:
+    """A handler's question for a peer, answered later through the client's messages."""
+
+    fields: Fields
+
+
+Handler = Callable[[ApiSession, Fields, ApiView, Fields], "list[Fields] | str | Relay"]
+KEEPIT = 0x01  # hb_api_core.h: the kinds of message a client may ask for (setfilter)
+DEBUG_TREATMENTS = 0x3E  # DROPIT, DUPLICATE, APICALL, NOCHANGE, PROTOCOL: never sent by hbd
+ALL_TREATMENTS = KEEPIT | DEBUG_TREATMENTS
 
 
 def _nodelist(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
@@ -314,16 +335,41 @@ def _ifstatus(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fie
     return "EINVAL"
 
 
-def _clientstatus(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
+def _clientstatus(s: ApiSession, f: Fields, view: ApiView,
+                  resp: Fields) -> list[Fields] | str | Relay:
     node = view.find(_get(f, "node"))
     client = _get(f, "cn")
     if node is None or client is None or _get(f, "from_id") is None:
         return "EINVAL"
-    # Heartbeat asks a live peer over the wire; hbd does not relay the question (its
-    # peers serve no named clients): a remote client is reported offline.
+    if node.name != view.node and node.status == "active" and view.relays:
+        # hb_api.c api_clientstatus: ask the node; its t=respond-cstatus, addressed to
+        # this client (to_id), is the answer
+        return Relay([("t", "query-cstatus"), ("dest", node.name), ("cn", client),
+                      ("from_id", s.client_id)])
     online = node.name == view.node and client in s._signed_on()
     return [[*resp, ("subt", "respond-cstatus"), ("cs", "online" if online else "offline"),
              ("result", API_OK)]]
+
+
+def _setfilter(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
+    try:
+        mask = int(_get(f, "fmask") or "", 16)
+    except ValueError:
+        return "EINVAL"
+    if not mask & ALL_TREATMENTS > 0 or mask > 0xFFFFFFFF:
+        return "EINVAL"
+    if mask & DEBUG_TREATMENTS and s.peer.uid != 0:
+        return "EPERM"  # Heartbeat: debug treatments only for root (and its own uid)
+    s.fmask = mask
+    return [[*resp, ("result", API_OK)]]
+
+
+def _setsignal(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
+    value = _get(f, "signal") or ""
+    if not value.isdigit() or int(value) in (9, 19) or int(value) >= 32:
+        return "EINVAL"
+    s.signal = int(value)
+    return [[*resp, ("result", API_OK)]]
 
 
 def _getrsc(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
@@ -339,7 +385,7 @@ def _getparm(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fiel
 
 
 def _ignored(s: ApiSession, f: Fields, view: ApiView, resp: Fields) -> list[Fields] | str:
-    return []  # setfilter/setsignal/set_sendqlen: nothing to deliver, nothing to answer
+    return []  # set_sendqlen: Heartbeat answers nothing (I_API_IGN)
 
 
 _HANDLERS: dict[str, Handler] = {
@@ -355,4 +401,6 @@ _HANDLERS: dict[str, Handler] = {
     "getrsc": _getrsc,
     "getparm": _getparm,
     "set_sendqlen": _ignored,
+    "setfilter": _setfilter,
+    "setsignal": _setsignal,
 }

@@ -13,11 +13,13 @@ value in the parse state, and `_finish` freezes them into `HbdConf`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from hbd.core.config import (
+    DEFAULT_METRICS_INTERVAL_MS,
     DEFAULT_NOTIFY_TIMEOUT_MS,
     ExpiryConf,
     FenceAgent,
@@ -27,6 +29,7 @@ from hbd.core.config import (
     RestartConf,
     TrackConf,
 )
+from hbd.core.fields import shown
 from hbd.core.parsing import Problems, content_lines, is_decimal, one_value, parse_time_ms
 
 HBD_CONF = "hbd.conf"  # the file's name, beside ha.cf
@@ -301,6 +304,59 @@ def _link_tracking(st: _State, line: int, args: list[str]) -> None:
     st.values["link_tracking"] = value.lower() in ("on", "yes", "true")
 
 
+_HOSTPORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$")
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`ADDR:PORT` or `[IPV6]:PORT` as (address, port); None when not one of those."""
+    match = _HOSTPORT.match(value)
+    if match is None:
+        return None
+    host = match.group(1) or match.group(2)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if (match.group(1) is not None) != (address.version == 6):
+        return None  # an IPv6 address needs its brackets, an IPv4 one has none
+    port = int(match.group(3))
+    if not 1 <= port <= 65535:
+        return None
+    return str(address), port
+
+
+def _metrics_listen(st: _State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "metrics_listen", args)
+    if value is None or not _once(st, line, "metrics_listen"):
+        return
+    if value.lower() == "off":
+        return
+    listen = parse_listen(value)
+    if listen is None:
+        st.problems.error(line, f"metrics_listen: '{shown(value, 80)}' is not ADDRESS:PORT "
+                          "(like 127.0.0.1:9817, [::1]:9817 or 0.0.0.0:9817; port 1 to 65535) "
+                          "or off")
+        return
+    st.values["metrics_listen"] = listen
+
+
+def _metrics_textfile(st: _State, line: int, args: list[str]) -> None:
+    value = one_value(st.problems, line, "metrics_textfile", args)
+    if value is None or not _once(st, line, "metrics_textfile"):
+        return
+    if value.lower() == "off":
+        return
+    problem = _path_problem(value)
+    if problem is None and not value.endswith(".prom"):
+        problem = "does not end in .prom (node_exporter reads only those)"
+    if problem is None and value.endswith("/.prom"):
+        problem = "has no name before .prom"
+    if problem is not None:
+        st.problems.error(line, f"metrics_textfile: '{shown(value, 80)}' {problem}")
+        return
+    st.values["metrics_textfile"] = value
+
+
 _AGENT = re.compile(r"fence_[a-z0-9_]{1,60}")
 _OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # What hbd itself says to the agent: the admin may not set these.
@@ -359,6 +415,10 @@ HANDLERS: dict[str, Handler] = {
     # link tracking: the interfaces of the groups' addresses, and others named here
     "link_tracking": _link_tracking,
     "track_interface": _track_interface,
+    # Prometheus metrics (hbd/metrics.py): an HTTP endpoint, a node_exporter textfile
+    "metrics_listen": _metrics_listen,
+    "metrics_textfile": _metrics_textfile,
+    "metrics_interval": _time("metrics_interval", 100, 60_000),
 }
 
 
@@ -396,6 +456,11 @@ def _finish(st: _State) -> HbdConf:
     notify_dir = st.values.get("notify_dir")
     timeout = st.values.get("notify_timeout", DEFAULT_NOTIFY_TIMEOUT_MS)
     refresh = st.values.get("garp_refresh", 0)
+    listen = st.values.get("metrics_listen")
+    textfile = st.values.get("metrics_textfile", "")
+    metrics_ms = st.values.get("metrics_interval", DEFAULT_METRICS_INTERVAL_MS)
+    assert isinstance(textfile, str) and isinstance(metrics_ms, int)
+    assert listen is None or isinstance(listen, tuple)
     assert isinstance(hooks, dict) and isinstance(timeout, int) and isinstance(refresh, int)
     assert notify_dir is None or isinstance(notify_dir, str)
     return HbdConf(present=True, lines=dict(st.lines), arp_count=count,
@@ -404,4 +469,5 @@ def _finish(st: _State) -> HbdConf:
                    monitors=tuple(st.monitors), restarts=tuple(st.restarts),
                    expiries=tuple(st.expiries),
                    link_tracking=bool(st.values.get("link_tracking", True)),
-                   tracks=tuple(st.tracks))
+                   tracks=tuple(st.tracks), metrics_listen=listen,
+                   metrics_textfile=textfile, metrics_interval_ms=metrics_ms)

@@ -74,6 +74,7 @@ class LinkState:
     name: str
     fsm: StateMachine[LinkStatus]
     last_heard: float | None = None
+    heard: int = 0  # messages heard from the peer on this link (hbd_heartbeats_received)
 
 
 @dataclass

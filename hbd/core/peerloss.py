@@ -61,6 +61,7 @@ class PeerLoss(Recovery):
         if self.state.state is not RscState.STABLE:
             self.state.move(RscState.STABLE)
         self.needs_failback = True
+        self.foreign_claim = True  # hb_resource.c takeover_from_node: i_hold |= FOREIGN
         missing = [g for g in self.groups if g.state is GroupState.STOPPED]
         return self._start(missing, reason, self._tell_peer(stable=True, info="mach_down"),
                            now, wall)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hbd.core import fields
-from hbd.core.actions import Action, Notice, SendPing
+from hbd.core.actions import Action, Notice, PingNodeChanged, SendPing
 from hbd.core.config import HaCf
 from hbd.core.engine import EngineComponent, Received
 
@@ -48,6 +48,10 @@ class PingNodes(EngineComponent):
     imbalance_since: float | None = None
     peer_count: int | None = None
     reported: dict[str, bool] = field(default_factory=dict)  # last logged up/down per name
+    # ipfail decides instead when a `respawn` line runs it or it is signed on here: the
+    # built-in rule steps aside so that one ping node lost moves the groups once
+    ipfail_respawned: bool = False
+    ipfail_signed_on: bool = False
 
     def __post_init__(self) -> None:
         self.update(self.hacf)
@@ -110,10 +114,12 @@ class PingNodes(EngineComponent):
     def _report(self, now: float) -> list[Action]:
         """Heartbeat's lines when a ping node answers or stops answering."""
         actions: list[Action] = []
+        groups = {g.name for g in self.hacf.ping_groups}
         for name, up in self.statuses(now):
             if self.reported.get(name, False) == up:
                 continue
             self.reported[name] = up
+            actions.append(PingNodeChanged(name, up, name in groups))
             if up:
                 actions.append(Notice("info", f"Status update for node {name}: status ping"))
             else:
@@ -121,10 +127,15 @@ class PingNodes(EngineComponent):
                                       f"for {self.deadping:g} s)"))
         return actions
 
+    @property
+    def decides(self) -> bool:
+        """Whether the built-in rule moves groups (not while ipfail does)."""
+        return not (self.ipfail_respawned or self.ipfail_signed_on)
+
     def _judge(self, now: float, wall: float) -> list[Action]:
         peer = self.resources.live_peer()
         ours = self.reachable(now)
-        if (peer is None or self.peer_count is None
+        if (not self.decides or peer is None or self.peer_count is None
                 or self.peer_count <= ours or not self.resources.holds_groups()):
             self.imbalance_since = None
             return []

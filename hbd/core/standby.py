@@ -164,6 +164,8 @@ class StandbyExchange(GroupWork):
         self.standby_deadline = None
         if release & Held.LOCAL:
             self.local_claim = False
+        if release & Held.FOREIGN:
+            self.foreign_claim = False
         giving = [g for g in self.groups.in_set(release) if g.active]
 
         def then(now: float, wall: float) -> list[Action]:
@@ -219,6 +221,8 @@ class StandbyExchange(GroupWork):
         self.needs_failback = False  # handed over on request: auto_failback leaves it here
         if acquire & Held.LOCAL:
             self.local_claim = True
+        if acquire & Held.FOREIGN:
+            self.foreign_claim = True
 
         def then(now: float, wall: float) -> list[Action]:
             # The starts took seconds: the peer's death or a shutdown may have cancelled

@@ -10,8 +10,6 @@ from __future__ import annotations
 NOT_IMPLEMENTED: dict[str, str] = {
     "watchdog": "hbd feeds systemd's watchdog (WatchdogSec=) "
     "instead of a watchdog device",
-    "realtime": "hbd does not lock memory or run at real-time priority",
-    "rtprio": "hbd does not run at real-time priority",
     "hbgenmethod": "hbd keeps its own generation number in its state directory",
     "use_logd": "hbd logs to the journal and syslog itself",
     "conn_logd_time": "hbd logs to the journal and syslog itself",
@@ -24,10 +22,9 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "compression": "hbd never compresses messages (two-node clusters never need it)",
     "compression_threshold": "hbd never compresses messages",
     "traditional_compression": "hbd never compresses messages",
-    "env": "hbd runs no respawned clients",
+    "env": "hbd gives respawned clients a fixed environment",
     "memreserve": "not needed by hbd",
-    "respawn": "hbd runs no respawned clients; use systemd units",
-    "failfast": "hbd runs no respawned clients",
+    "failfast": "hbd never reboots the machine when a client dies; use respawn",
     "normalpoll": "not applicable to hbd",
     "crm_daemon_dir": "only meaningful with Pacemaker",
     "crmd_spawns_pengine": "only meaningful with Pacemaker",

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hbd
+from hbd.demo.journal import JournalCatcher
 from hbd.demo.lab import Lab
+from hbd.logs import JOURNAL_SOCKET_ENV
 
 VIP = "10.77.0.240"
 PORT = 7777  # the demo service: a UDP responder on each node
+METRICS_PORT = 9817  # hbd.conf metrics_listen: each node's Prometheus metrics
 NODES = ("n1", "n2")
 
 HA_CF = """\
@@ -125,6 +128,7 @@ class Node:
     bus_address: str | None = None
     bus_proc: subprocess.Popen[bytes] | None = None  # its dbus-daemon
     proc: subprocess.Popen[bytes] | None = None  # hbd itself
+    journal: JournalCatcher | None = None  # its journal entries (hbd/demo/journal.py)
     tail: LogTail = field(init=False)
     pid: int | None = None
 
@@ -156,6 +160,9 @@ def write_config(lab: Lab, authkeys: str) -> dict[str, Node]:
         node.config_dir.mkdir(parents=True)
         (node.config_dir / "ha.cf").write_text(HA_CF)
         (node.config_dir / "haresources").write_text(HARESOURCES)
+        (node.config_dir / "hbd.conf").write_text(
+            "# hbd.conf: hbd's own settings (Heartbeat never reads this file)\n"
+            f"metrics_listen {lab.hosts[name].address}:{METRICS_PORT}\n")
         keys = node.config_dir / "authkeys"
         fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -193,6 +200,8 @@ def hbd_env(node: Node) -> dict[str, str]:
     package_root = str(Path(hbd.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH"))
                                         if p)
+    if node.journal is not None:
+        env[JOURNAL_SOCKET_ENV] = str(node.journal.socket_path)
     if node.bus_address:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = node.bus_address
     else:
@@ -201,6 +210,9 @@ def hbd_env(node: Node) -> dict[str, str]:
 
 
 def start_hbd(lab: Lab, node: Node) -> None:
+    if node.journal is None:  # kept across restarts: one history per node
+        node.journal = JournalCatcher(node.dir / "journal.socket", node.dir / "journal.json",
+                                      node.name)
     proc = lab.spawn(node.name, node.argv(), output=node.log_path, env=hbd_env(node))
     node.proc = proc
     node.pid = proc.pid

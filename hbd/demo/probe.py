@@ -5,6 +5,8 @@
     python -m hbd.demo.probe client ADDRESS PORT INTERVAL_MS TAG
         Runs on the client: sends a datagram to ADDRESS every INTERVAL_MS and
         prints one line per reply, "MONOTONIC_SECONDS NAME".
+    python -m hbd.demo.probe scrape URL TAG
+        Runs on the client: prints what an HTTP GET of URL answers (hbd's metrics).
 
 CLOCK_MONOTONIC is one clock for the whole machine, namespaces included, so
 the demo compares these times with its own to measure the outage: the
@@ -77,6 +79,11 @@ def main(argv: list[str]) -> int:
         respond(argv[1], int(argv[2]))
     elif len(argv) == 5 and argv[0] == "client":
         client(argv[1], int(argv[2]), float(argv[3]) / 1000.0)
+    elif len(argv) == 3 and argv[0] == "scrape":
+        import urllib.request
+
+        with urllib.request.urlopen(argv[1], timeout=5) as answer:
+            sys.stdout.buffer.write(answer.read())
     else:
         print(__doc__, file=sys.stderr)
         return 2

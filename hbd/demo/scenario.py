@@ -35,6 +35,10 @@ PROBE_MS = 10  # the client's probe interval
 LOCAL_STATUS = "Local status now set to: "  # hbd's log line for its own status
 VIEW_INTERVAL = 0.25  # seconds between refreshes of the status view
 STEPS = 8
+# what show_metrics prints of a scrape (the lines whose value is not 0)
+_METRICS_SHOWN = ("hbd_node_state", "hbd_link_up", "hbd_group_state", "hbd_group_owner",
+                  "hbd_failovers_total", "hbd_failover_duration_seconds_count",
+                  "hbd_failover_duration_seconds_sum")
 
 
 class StepFailed(Exception):
@@ -257,6 +261,8 @@ class Demo:
         self.cut_link()
         self.restore_link()
         self.auto_failback()
+        self.history()
+        self.show_metrics()
 
     def build(self) -> None:
         self.step(1, f"Building the lab: network namespaces {self.lab.tag}-* on {NETWORK}")
@@ -467,6 +473,53 @@ class Demo:
                    if first is not None else "n1 did not get the VIP back within 20 s")
         self.wait(self._cluster_formed, 10)
 
+    def history(self) -> None:
+        """What happened, as `hbctl history` reads it back from n1's journal entries."""
+        n1 = self.nodes["n1"]
+        if n1.journal is None:
+            return
+        self.screen.say()
+        self.screen.say(self.screen.bold("What happened, from n1's journal entries"))
+        self.note("On a node, `hbctl history` reads hbd's events from the journal. The demo's "
+                  "nodes have no\njournald: each hbd sends the same entries to a socket of the "
+                  f"demo, kept in\n{n1.journal.out} as `journalctl -o json` prints them.")
+        self.command(["hbctl", "history", "--file", str(n1.journal.out)])
+        time.sleep(0.2)  # the last entries are on their way through hbd's log queue
+        result = commands.run([sys.executable, "-m", "hbd.cli.hbctl", "history", "--file",
+                               str(n1.journal.out)], capture_output=True, text=True,
+                              timeout=60, env=cluster.client_env(), stdin=subprocess.DEVNULL)
+        for line in (result.stdout + result.stderr).splitlines():
+            self.screen.say(f"      {line}")
+        takeovers = [line for line in result.stdout.splitlines()
+                     if " takeover " in line and " ms " in line]
+        self.check("HISTORY", result.returncode == 0 and len(takeovers) >= 2,
+                   f"n1's history lists {len(takeovers)} takeovers with their durations"
+                   if result.returncode == 0 else f"hbctl history failed ({result.returncode})")
+
+    def show_metrics(self) -> None:
+        """A few lines of n2's Prometheus metrics, scraped from the client."""
+        node = self.lab.hosts["n2"]
+        url = f"http://{node.address}:{cluster.METRICS_PORT}/metrics"
+        self.screen.say(self.screen.bold("      Prometheus metrics (hbd.conf metrics_listen), "
+                                         "as a scraper on the client sees n2's:"))
+        self.command(["curl", "-s", url], "the demo's own probe does it, from the client")
+        proc = self.lab.spawn("client", [sys.executable, "-m", "hbd.demo.probe", "scrape",
+                                         url, self.lab.tag], stdout_pipe=True,
+                              env=cluster.client_env())
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.lab.stop(proc)
+            out = b""
+        shown = [line for line in out.decode(errors="replace").splitlines()
+                 if line.startswith(_METRICS_SHOWN) and not line.endswith(" 0.0")]
+        for line in shown:
+            self.screen.say(f"      | {line}")
+        failovers = [line for line in shown if line.startswith("hbd_failovers_total{")]
+        self.check("METRICS", bool(failovers),
+                   f"n2's metrics count {len(failovers)} kind(s) of failover and their "
+                   "durations" if failovers else "n2's metrics show no failover")
+
     # --- the end ------------------------------------------------------------------------
 
     def summary(self) -> None:
@@ -485,6 +538,9 @@ class Demo:
                   f"{self.lab.workdir}")
         hbds = [n.proc for n in self.nodes.values() if n.proc is not None]
         left = self.lab.teardown(stop_first=hbds)
+        for node in self.nodes.values():
+            if node.journal is not None:
+                node.journal.close()
         if left:
             self.screen.say(f"      could not remove: {', '.join(left)}")
         else:

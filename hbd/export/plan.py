@@ -56,8 +56,6 @@ _DIRECTIVE_FATE: dict[str, str] = {
     "respawn": "Pacemaker respawns no clients: run them as systemd units or cluster "
                "resources (ipfail's job is done by the ping location rules)",
     "apiauth": "the Heartbeat client API is gone; Pacemaker ACLs control access to the CIB",
-    "realtime": "corosync runs at real-time priority by default",
-    "rtprio": "corosync runs at real-time priority by default",
     "compression": "knet has its own knet_compression_model (off by default)",
     "compression_threshold": "knet has its own knet_compression_threshold",
     "traditional_compression": "knet has its own knet_compression_model",
@@ -228,6 +226,9 @@ def _unimplemented_directives(b: _Builder) -> None:
     for entry in b.config.hacf.apiauth:  # honoured by hbd, meaningless to Pacemaker
         b.notes.append(Note(b.sources.hacf, entry.line,
                             f"apiauth: not carried over: {_DIRECTIVE_FATE['apiauth']}"))
+    for child in b.config.hacf.respawn:  # run by hbd; Pacemaker respawns nothing
+        b.notes.append(Note(b.sources.hacf, child.line,
+                            f"respawn: not carried over: {_DIRECTIVE_FATE['respawn']}"))
 
 
 def build_plan(config: ClusterConfig, host: HostView | None = None,

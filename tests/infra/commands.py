@@ -77,7 +77,10 @@ TEST_COMMANDS: Final = {
     "logger": "bsdutils",
     "basename": "coreutils",
     "expr": "coreutils",
-    "setpriv": "util-linux",  # cl_status and API clients as nobody (issue 19)
+    "setpriv": "util-linux",  # cl_status and API clients as nobody (issue 19); hbd without
+    # CAP_SYS_NICE/CAP_IPC_LOCK (tests/test_realtime.py)
+    "chrt": "util-linux",  # a daemon's and an agent's scheduling policy (issue 20)
+    "grep": "grep",  # inside test_realtime.py's probe agent
     "corosync": "corosync",
     "corosync-keygen": "corosync",
     "corosync-quorumtool": "corosync",

@@ -1,0 +1,162 @@
+"""Named API clients' messages (ipfail, api_test): Heartbeat's relay, without I/O.
+
+Heartbeat 3.0.6 (hb_api.c api_process_request) lets a named client put any
+message on the cluster: the daemon stamps it with `from_id` and `to_id`, both
+the client's own name, and sends it like its own messages (to every node, or
+to the node named in `dest`).  Every node, the sender included, hands each
+message it keeps to its clients (api_heartbeat_monitor): one with a `to_id`
+only to the client of that name, one without to every client.  So ipfail
+talks to ipfail on the other node and nobody else, and its `t=ask_resources`
+reaches the sender's own resource code as a standby request.  The daemon
+adds messages of its own: a peer's status change (`t=status`, src, st), a
+link's (`t=ifstat`, node, ifname, st) and a client's signon and signoff
+(`t=hbapi-clstat`, st=join/leave, from_id and to_id the client's name),
+which also goes to the cluster so that the same client on other nodes hears
+of it.
+
+`ClientRelay` is the engine component for this: `from_client` turns a
+client's message into a transmission (or a standby/takeover request, or a
+refusal), `client_status` announces a signon or signoff, and
+`message_seen` turns a kept message from a peer into `DeliverToClients`.
+What reaches a client is checked here (`fields.client_fields`): string
+fields with printable ASCII names and values, bounded in number and length;
+anything else is dropped and counted, never half-delivered.  The adapter
+(hbd.apiserver) queues each delivery per client, bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hbd.core import fields
+from hbd.core.actions import Action, DeliverToClients, Notice
+from hbd.core.engine import Engine, EngineComponent, Handler, Received
+from hbd.core.fifomsg import FifoCommand, FifoMessage, FifoRejected, interpret
+
+T_APICLISTAT = "hbapi-clstat"  # hb_api.c api_send_client_status
+JOIN, LEAVE = "join", "leave"
+# Message types hbd's own protocol speaks: a client's message of one of these would be
+# taken by the peers as hbd's (or Heartbeat's) own word, so none goes out as it is.  The
+# FIFO's interpretation applies to them instead (ask_resources: ipfail's giveup).
+PROTOCOL_TYPES = frozenset({
+    "status", "NS_ackmsg", "NS_rexmit", "NS_nak_rexmit", "NS_st", "reqnodes", "repnodes",
+    "starting", "resource", "ask_resources", "hb_takeover", "shutdone", "ip-request",
+    "ip-request-resp", "stonith", T_APICLISTAT, "query-cstatus", "respond-cstatus",
+    "hbapi-req", "hbapi-resp", "addnode", "delnode", "setweight", "setsite",
+})
+# Fields the daemon sets on a relayed message: a client's own values are dropped.
+STAMPED = frozenset({"src", "seq", "hg", "ts", "ttl", "auth", "srcuuid", "destuuid", "ld",
+                     "dt", "from_id", "to_id", "client_gen", "dest"})
+# Delivered to no client (Heartbeat's handlers for these do not pass them on).
+NOT_DELIVERED = frozenset({"query-cstatus"})
+
+ClientFields = tuple[tuple[str, str], ...]
+MESSAGE_MAX = 32 * 1024  # bytes of a client's fields: with the daemon's own, one datagram
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A client message hbd does not relay, and why (for one log line)."""
+
+    reason: str
+
+
+def status_message(node: str, status: str) -> DeliverToClients:
+    """heartbeat.c: a node's status change as its clients see it (t=status)."""
+    return DeliverToClients((("t", "status"), ("src", node), ("st", status)), None)
+
+
+def ifstat_message(node: str, link: str, up: bool) -> DeliverToClients:
+    """heartbeat.c change_link_status: t=ifstat for a link that came up or died."""
+    return DeliverToClients((("t", "ifstat"), ("node", node), ("ifname", link),
+                             ("st", "up" if up else "dead")), None)
+
+
+class ClientRelay(EngineComponent):
+    """The engine component carrying named clients' messages (hb_api.c's relay)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dropped = 0  # messages from peers no client could be given (malformed)
+
+    @property
+    def node(self) -> str:
+        return self.engine.node
+
+    # --- client -> cluster -----------------------------------------------------------
+
+    def from_client(self, client: str, message: ClientFields, generation: int,
+                    wall: float) -> list[Action] | FifoCommand | Refused:
+        """A named client's message that is not an API request (sendclustermsg or
+        sendnodemsg).  Returns the transmission and the local delivery, the admin
+        command a protocol message amounts to, or why it is not relayed."""
+        if fields.client_id(client) is None:
+            return Refused("bad client name")
+        body = [(k, v) for k, v in message if k not in STAMPED and k != "t"]
+        msgtype = next((v for k, v in message if k == "t"), None)
+        dest = next((v for k, v in message if k == "dest"), None)
+        if not msgtype or fields.client_fields([*body, ("t", msgtype)]) is None:
+            return Refused("malformed message")
+        if sum(len(k) + len(v) + 2 for k, v in body) > MESSAGE_MAX:
+            return Refused(f"larger than {MESSAGE_MAX} bytes (one UDP datagram carries it)")
+        if msgtype in PROTOCOL_TYPES:
+            meant = interpret(FifoMessage((("t", msgtype), *body)))
+            if isinstance(meant, FifoRejected):
+                return Refused(meant.reason)
+            return FifoCommand(meant.command, meant.scope, f"API client {client}")
+        stamped = [*body, ("from_id", client), ("to_id", client),
+                   ("client_gen", str(generation))]
+        if dest is not None and dest != self.node and dest not in self.engine.peers:
+            return Refused(f"no node {fields.shown(dest)!r} to send it to")
+        actions: list[Action] = []
+        if dest is None or dest != self.node:
+            actions.append(self.engine.send(msgtype, stamped, wall, dest=dest))
+        if dest is None or dest == self.node:
+            # Heartbeat hears its own broadcast and delivers it here too
+            actions.append(self._local(msgtype, stamped, dest))
+        return actions
+
+    def client_status(self, client: str, joined: bool, reason: str, generation: int,
+                      wall: float) -> list[Action]:
+        """A named client signed on or off here: tell the cluster and the same client
+        name here (hb_api.c api_send_client_status)."""
+        if fields.client_id(client) is None:
+            return []
+        body = [("st", JOIN if joined else LEAVE), ("from_id", client), ("to_id", client),
+                ("info", reason), ("client_gen", str(generation))]
+        return [self.engine.send(T_APICLISTAT, body, wall),
+                self._local(T_APICLISTAT, body, None)]
+
+    def query(self, message: ClientFields, wall: float) -> list[Action]:
+        """cl_status clientstatus of a client on a live peer (hb_api.c api_clientstatus):
+        t=query-cstatus to that node; its answer comes back addressed to the asker."""
+        values = dict(message)
+        node, client, asker = values.get("dest"), values.get("cn"), values.get("from_id")
+        if (node not in self.engine.peers or client is None or asker is None
+                or fields.client_id(client) is None or fields.client_id(asker) is None):
+            return []
+        return [self.engine.send("query-cstatus", [("cn", client), ("from_id", asker)], wall,
+                                 dest=node)]
+
+    def _local(self, msgtype: str, body: list[tuple[str, str]],
+               dest: str | None) -> DeliverToClients:
+        head = [("t", msgtype), ("src", self.node)] + ([("dest", dest)] if dest else [])
+        return DeliverToClients((*head, *body), dict(body).get("to_id"))
+
+    # --- cluster -> clients ----------------------------------------------------------
+
+    def message_handlers(self) -> Mapping[str, Handler]:
+        return {}
+
+    def message_seen(self, received: Received, now: float, wall: float) -> list[Action]:
+        message = received.message
+        if message.type in NOT_DELIVERED:
+            return []
+        pairs = fields.client_message(message)
+        to_id = message.get("to_id")
+        if pairs is None or (to_id is not None and fields.client_id(to_id) is None):
+            self.dropped += 1
+            return [Notice("debug", f"message t={fields.shown(message.type or '?')} from "
+                           f"{received.peer.name} not passed to API clients (malformed)")]
+        return [DeliverToClients(pairs, to_id)]

@@ -1,0 +1,135 @@
+"""Named API clients' messages through two simulated hbd cores (hbd.core.clientmsgs).
+
+What ipfail and api_test rely on: a client's message reaches the same client name
+on the other node (and here, for a cluster message), a node message only its node,
+signon/signoff reach the other node's client of the same name, protocol messages
+are never relayed as they are (ipfail's ask_resources becomes the standby command),
+and whatever a peer sends that a client could not read is dropped, not passed on.
+"""
+
+from __future__ import annotations
+
+from hbd.core import fields
+from hbd.core.actions import Action, DeliverToClients, Transmit
+from hbd.core.clientmsgs import ClientRelay, Refused
+from hbd.core.engine import Engine
+from hbd.core.failover import Failover
+from hbd.core.fifomsg import FifoCommand
+from hbd.core.pingnodes import PingNodes
+from hbd.core.wire import Field, Message
+from tests.simnet import SimNet, SimNode, make_config
+
+
+def pair() -> tuple[SimNet, dict[str, ClientRelay]]:
+    net = SimNet({})
+    relays = {}
+    for name in ("n1", "n2"):
+        cfg = make_config(name)
+        engine = Engine(cfg, uuid=name.encode().ljust(16, b"\0"), generation=100, now=net.now)
+        failover = Failover(engine, cfg)
+        pings = PingNodes(cfg.hacf, failover)
+        relay = ClientRelay(engine)
+        engine.attach(failover, pings, relay)
+        node = SimNode(name, engine, failover, pings)
+        net.nodes[name] = node
+        net._apply(node, engine.start(net.now, net.wall))
+        relays[name] = relay
+    net.run_for(3.0)
+    assert net.status_of("n1", "n2") == "active"
+    return net, relays
+
+
+def deliveries(net: SimNet, node: str, since: float) -> list[DeliverToClients]:
+    return [a for _, a in net.events(node, DeliverToClients, since)
+            if isinstance(a, DeliverToClients)]
+
+
+def send(net: SimNet, node: str, actions: list[Action]) -> None:
+    net._apply(net.nodes[node], actions)
+
+
+def test_cluster_message_reaches_the_same_client_on_both_nodes() -> None:
+    net, relays = pair()
+    t0 = net.now
+    out = relays["n1"].from_client("ipfail", (("t", "num_ping_nodes"), ("src", "forged"),
+                                              ("num_ping", "2")), 3, net.wall)
+    assert isinstance(out, list)
+    send(net, "n1", out)
+    net.run_for(0.2)
+    here = deliveries(net, "n1", t0)
+    there = deliveries(net, "n2", t0)
+    assert len(here) == 1 and len(there) == 1
+    for got in (here[0], there[0]):
+        msg = dict(got.fields)
+        assert got.to_id == "ipfail" and msg["from_id"] == "ipfail"
+        assert msg["t"] == "num_ping_nodes" and msg["num_ping"] == "2"
+        assert msg["src"] == "n1"  # the daemon's stamp, not the client's
+        assert msg["client_gen"] == "3"
+
+
+def test_node_message_reaches_that_node_only() -> None:
+    net, relays = pair()
+    t0 = net.now
+    out = relays["n2"].from_client("ipfail", (("t", "you_are_dead"), ("dest", "n1")), 1,
+                                   net.wall)
+    assert isinstance(out, list) and [type(a) for a in out] == [Transmit]
+    send(net, "n2", out)
+    net.run_for(0.2)
+    assert deliveries(net, "n2", t0) == []
+    (got,) = deliveries(net, "n1", t0)
+    assert dict(got.fields)["t"] == "you_are_dead" and got.to_id == "ipfail"
+
+
+def test_message_to_ourselves_stays_here() -> None:
+    net, relays = pair()
+    out = relays["n1"].from_client("ping", (("t", "pingreply"), ("dest", "n1")), 1, net.wall)
+    assert isinstance(out, list) and [type(a) for a in out] == [DeliverToClients]
+
+
+def test_signon_reaches_the_other_nodes_client() -> None:
+    net, relays = pair()
+    t0 = net.now
+    send(net, "n2", relays["n2"].client_status("ipfail", True, "signon", 7, net.wall))
+    net.run_for(0.2)
+    (got,) = deliveries(net, "n1", t0)
+    msg = dict(got.fields)
+    assert msg["t"] == "hbapi-clstat" and msg["st"] == "join" and msg["src"] == "n2"
+    assert msg["from_id"] == "ipfail" and got.to_id == "ipfail" and msg["info"] == "signon"
+
+
+def test_protocol_messages_are_not_relayed_as_they_are() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    giveup = relay.from_client("ipfail", (("t", "ask_resources"), ("rsc_hold", "all"),
+                                          ("src", "n1"), ("info", "me")), 1, net.wall)
+    assert giveup == FifoCommand("release", "all", "API client ipfail")
+    for forged in ("status", "resource", "shutdone", "hbapi-clstat", "respond-cstatus"):
+        out = relay.from_client("ipfail", (("t", forged), ("st", "dead")), 1, net.wall)
+        assert isinstance(out, Refused), forged
+    bad = relay.from_client("ipfail", (("t", "x"), ("v", "a\nb")), 1, net.wall)
+    assert isinstance(bad, Refused)
+    assert isinstance(relay.from_client("ipfail", (("t", "x"), ("dest", "n9")), 1, net.wall),
+                      Refused)
+    assert isinstance(relay.from_client("a b", (("t", "x"),), 1, net.wall), Refused)
+    big = tuple(("t", "x") if i == 0 else (f"f{i}", "y" * 1000) for i in range(40))
+    assert isinstance(relay.from_client("ipfail", big, 1, net.wall), Refused)
+
+
+def test_messages_a_client_could_not_read_are_dropped() -> None:
+    assert fields.client_message(Message([Field("t", b"x"), Field("v", b"\xff")])) is None
+    assert fields.client_message(Message([Field("t", b"x"), Field("v", b"a\nb")])) is None
+    assert fields.client_message(Message([Field("t", b"x")] * 65)) is None
+    assert fields.client_message(Message([Field("t", b"x"), Field("v", b"y" * 1025)])) is None
+    ok = fields.client_message(Message([Field("t", b"x"), Field("auth", b"1 abc")]))
+    assert ok == (("t", "x"),)
+    assert fields.client_id("ipfail") == "ipfail"
+    for bad in ("", "x" * 32, "a b", "a=b", "a\nb"):
+        assert fields.client_id(bad) is None
+
+
+def test_clientstatus_query_goes_to_the_node() -> None:
+    net, relays = pair()
+    actions = relays["n1"].query((("t", "query-cstatus"), ("dest", "n2"), ("cn", "ipfail"),
+                                  ("from_id", "1234")), net.wall)
+    assert [type(a) for a in actions] == [Transmit]
+    assert relays["n1"].query((("dest", "n9"), ("cn", "x"), ("from_id", "1")), net.wall) == []
