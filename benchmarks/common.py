@@ -62,6 +62,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def runtime_seconds(pids: list[int]) -> float:
+    """CPU time of every thread of the processes, from the scheduler's exact
+    per-task runtime (/proc/PID/task/TID/schedstat), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def rss_bytes(pids: list[int]) -> int:
     """Sum of VmRSS of the processes (what `ps` shows as RSS)."""
     total = 0

@@ -117,11 +117,20 @@ class HeartbeatDaemon(ServiceBase):
 
     # --- the engine: packets in, the stack's own actions out ------------------------------
 
-    def _on_packet(self, data: bytes, link: int) -> None:
+    def _on_packet(self, data: bytes, link: int) -> str | None:
+        """Feed one datagram or frame to the engine; answer the peer it came from."""
         assert self.engine is not None
         now, wall = self._now()
-        self._dispatch(self.engine.receive(data, link, now, wall))
-        self._arm()
+        actions = self.engine.receive(data, link, now, wall)
+        sender = self.engine.last_sender
+        if actions:
+            self._dispatch(actions)
+        # A datagram that did not authenticate changed nothing but the bad-packet
+        # counters, whose summary can wait for the next timer (a keepalive at most):
+        # a flood of them costs no timer computation per datagram.
+        if actions or sender is not None:
+            self._arm()
+        return sender
 
     def _carry_out(self, action: Action) -> bool:
         if isinstance(action, Transmit):
@@ -230,7 +239,7 @@ class HeartbeatDaemon(ServiceBase):
         engine.reconfigure(new, now)
         if new.hacf.links != self.config.hacf.links:
             links.close_all()
-            self.links = LinkSet(new.hacf, self._on_packet)
+            self.links = LinkSet(new.hacf, self._on_packet, new.node_name)
             self.links.open_all(self._loop)
         pings.update(new.hacf)
         pings.ipfail_respawned = runs_ipfail(new.hacf.respawn)
@@ -285,7 +294,8 @@ class HeartbeatDaemon(ServiceBase):
         self._build_core(uuid, generation, peers)
         assert self.engine is not None
         await self._start_runner()
-        self.links = LinkSet(self.config.hacf, self._on_packet)
+        self.links = LinkSet(self.config.hacf, self._on_packet,
+                             self.config.node_name)
         await self._start_tracking()
         self.links.open_all(loop)
         now, wall = self._now()

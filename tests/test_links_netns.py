@@ -110,10 +110,14 @@ with open(sys.argv[1], "wb") as out:
             out.write(len(data).to_bytes(4, "big") + data)
 """
 
+# Replays a capture with n1's source address (argv[3]): from the client's own address
+# the peers' socket filters would drop it before the engine's replay check saw it.
 REPLAYER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT: send from an address not ours
+s.bind((sys.argv[3], 0))
 blob = open(sys.argv[1], "rb").read()
 i = n = 0
 while i < len(blob):
@@ -145,7 +149,8 @@ def test_restart_higher_generation_and_replay_refused(lab2: Lab, nodes: list[Hbd
     n2.wait_log(r"Status update for node n1: status active", since=mark)
     mark = n2.mark()
     broadcast = str(ipaddress.IPv4Interface(lab2.iface("client").cidr).network.broadcast_address)
-    sent = lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast])
+    sent = lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast,
+                                         lab2.ip("n1")])
     assert int(sent.stdout) > 10
     n2.wait_log(r"dropped \d+ packet\(s\) on eth0: old generation \(replay\?\)", since=mark)
     time.sleep(0.7)
@@ -155,7 +160,8 @@ def test_restart_higher_generation_and_replay_refused(lab2: Lab, nodes: list[Hbd
     n2.stop()
     n2.start()
     n2.wait_log(r"link bcast eth0 udp/694 open")
-    lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast])
+    lab2.run("client", [sys.executable, "-c", REPLAYER, str(capture), broadcast,
+                                         lab2.ip("n1")])
     n2.wait_log(r"old generation \(replay\?\)")
 
 
@@ -188,7 +194,9 @@ def test_daemon_survives_garbage_on_the_wire(lab2: Lab, nodes: list[HbdNode]) ->
     target = lab2.ip("n2")
     junk = [b"", b"###\n", b">>>\nt=status\n", b"\xff" * 2000, b"###\n5:(0)t=x,%%%\n",
             b">>>\n(9)x=y\n<<<\n"]
+    # sent with n1's address (IP_TRANSPARENT): the client's own would stop at the filter
     script = ("import socket,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"s.setsockopt(socket.SOL_IP, 19, 1)\ns.bind(({lab2.ip('n1')!r}, 0))\n"
               f"for d in {junk!r}:\n    s.sendto(d, ({target!r}, 694))\n")
     commands.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
     n2.wait_log(r"dropped \d+ packet\(s\) on eth0: malformed", since=mark)
@@ -228,3 +236,38 @@ def test_udp_socket_gets_a_large_receive_buffer() -> None:
         if endpoint.sock is not None:
             endpoint.sock.close()
         loop.close()
+
+
+def test_peer_changing_address_readmitted_within_deadtime(lab2: Lab,
+                                                          nodes: list[HbdNode]) -> None:
+    """n1's socket filter admits only n2's learned address; n2 moves to another one.
+
+    The filter opens again once n2 has gone unheard for half a deadtime, learns
+    the new address, and n1 never misses n2 for a whole deadtime (500 ms).
+    """
+    from tests.test_hostile import socket_drops
+
+    for name in ("n1", "n2"):
+        nodes.append(HbdNode(lab2, name, ha_cf("bcast eth0")).start())
+    n1, n2 = nodes
+    both_active(n1, n2)
+    time.sleep(0.5)
+    # the filter is enforcing: the client's datagrams stop in n1's kernel
+    before = socket_drops(n1.pid)
+    script = ("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"for _ in range(20):\n    s.sendto(b'x' * 100, ({lab2.ip('n1')!r}, 694))\n")
+    commands.run(lab2.argv("client", [sys.executable, "-c", script]), check=True)
+    assert socket_drops(n1.pid) - before >= 20
+    old = lab2.iface("n2").cidr
+    new = str(ipaddress.IPv4Interface(old).network.network_address + 77) + "/24"
+    mark = n1.mark()
+    lab2.run("n2", ["ip", "addr", "del", old, "dev", "eth0"])
+    try:
+        lab2.run("n2", ["ip", "addr", "add", new, "brd", "+", "dev", "eth0"])
+        time.sleep(3.0)
+        tail = n1.log()[mark:]
+        # were n2's new address never admitted, n1 would declare it dead after 500 ms
+        assert "dead" not in tail, tail
+    finally:
+        lab2.run("n2", ["ip", "addr", "flush", "dev", "eth0"], check=False)
+        lab2.run("n2", ["ip", "addr", "add", old, "brd", "+", "dev", "eth0"], check=False)

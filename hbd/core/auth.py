@@ -10,16 +10,15 @@ cluster-glue cl_netstring.c: msg2netstring_ll):
 A receiver checks the trailer on netstring packets and the auth field on
 classic ones.  Methods: crc (CRC-32, poly 0x04C11DB7, not reflected, init 0,
 complemented, printed %lx: it authenticates nothing), md5 and sha1 (HMAC,
-lower-case hex) and hbd's own blake2b (keyed BLAKE2b-256 via pynacl; keys
+lower-case hex) and hbd's own blake2b (keyed BLAKE2b-256, hashlib: libsodium's; keys
 longer than 64 bytes are first hashed to 64).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-
-import nacl.encoding
-import nacl.hash
+from typing import Any
 
 from hbd.core.authkeys import MAX_KEY_INDEX
 from hbd.core.config import AuthKey, AuthKeys, AuthMethod
@@ -47,25 +46,44 @@ def heartbeat_crc(data: bytes) -> str:
     return f"{~crc & 0xFFFFFFFF:x}"
 
 
+BLAKE2B_KEY_MAX = 64  # longer secrets are hashed to 64 bytes first (libsodium's rule)
+
+
 def _blake2b_key(secret: bytes) -> bytes:
-    if len(secret) <= nacl.hash.BLAKE2B_KEYBYTES_MAX:
+    if len(secret) <= BLAKE2B_KEY_MAX:
         return secret
-    return nacl.hash.blake2b(secret, digest_size=64, encoder=nacl.encoding.RawEncoder)
+    return hashlib.blake2b(secret, digest_size=64).digest()
+
+
+# HMAC's two padded-key hash states per (method, secret), computed once: each MAC then
+# copies them (no digest lookup per packet: OpenSSL 3 fetches the algorithm on every
+# one-shot hmac.digest).  Keys come from authkeys only, so this stays a few entries.
+_PADDED: dict[tuple[str, bytes], tuple[Any, Any]] = {}
+
+
+def _hmac_hex(name: str, secret: bytes, data: bytes) -> str:
+    pads = _PADDED.get((name, secret))
+    if pads is None:
+        key = hashlib.new(name, secret).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\0")
+        pads = (hashlib.new(name, bytes(b ^ 0x36 for b in key)),
+                hashlib.new(name, bytes(b ^ 0x5C for b in key)))
+        _PADDED[(name, secret)] = pads
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(data)
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
 
 
 def compute(key: AuthKey, data: bytes) -> str:
     """The MAC of `data` under `key`, as the hex text Heartbeat puts on the wire."""
-    # hmac.digest is the one-shot C path: several times cheaper than hmac.new per packet.
     if key.method is AuthMethod.SHA1:
-        return hmac.digest(key.secret, data, "sha1").hex()
+        return _hmac_hex("sha1", key.secret, data)
     if key.method is AuthMethod.MD5:
-        return hmac.digest(key.secret, data, "md5").hex()
+        return _hmac_hex("md5", key.secret, data)
     if key.method is AuthMethod.CRC:
         return heartbeat_crc(data)
-    digest: bytes = nacl.hash.blake2b(
-        data, key=_blake2b_key(key.secret), digest_size=32, encoder=nacl.encoding.HexEncoder
-    )
-    return digest.decode("ascii")
+    return hashlib.blake2b(data, key=_blake2b_key(key.secret), digest_size=32).hexdigest()
 
 
 def sign_fields(message: Message, keys: AuthKeys) -> None:

@@ -30,14 +30,14 @@ class BadPacketLog:
         self.totals[reason] = self.totals.get(reason, 0) + 1
         pending = self._pending.setdefault(reason, _Pending())
         pending.count += 1
-        pending.last_source = shown(source)  # attacker-chosen text: bounded, escaped
+        pending.last_source = source  # attacker-chosen: escaped when reported, not per packet
         pending.link = link
         if now >= pending.next_report:
             return self._report(reason, pending, now)
         return []
 
     def _report(self, reason: str, pending: _Pending, now: float) -> list[Action]:
-        report = BadPackets(reason, pending.count, pending.last_source, pending.link)
+        report = BadPackets(reason, pending.count, shown(pending.last_source), pending.link)
         pending.count = 0
         pending.next_report = now + self.interval
         return [report]
@@ -52,3 +52,12 @@ class BadPacketLog:
     def next_timer(self) -> float | None:
         due = [p.next_report for p in self._pending.values() if p.count]
         return min(due) if due else None
+
+
+def claimed_sender(data: bytes) -> str:
+    """The `src` a datagram claims, for the log only (it failed authentication)."""
+    start = data.find(b")src=")
+    if start < 0:
+        return "?"
+    end = data.find(b",", start, start + 80)
+    return data[start + 5:end].decode("ascii", errors="replace") if end > 0 else "?"

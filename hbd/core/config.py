@@ -304,7 +304,7 @@ class AuthMethod(enum.Enum):
     CRC = "crc"  # integrity only: authenticates nothing
     MD5 = "md5"  # HMAC-MD5
     SHA1 = "sha1"  # HMAC-SHA1
-    BLAKE2B = "blake2b"  # hbd-only: keyed BLAKE2b (pynacl), not understood by Heartbeat
+    BLAKE2B = "blake2b"  # hbd-only: keyed BLAKE2b (hashlib), not understood by Heartbeat
 
 
 @dataclass(frozen=True)

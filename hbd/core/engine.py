@@ -7,17 +7,15 @@ always with `now` (monotonic seconds) and `wall` (Unix time, only for the
 and says when it next wants to be woken (`next_timer`).
 
 Membership rules live in membership.py, sequence tracking in seqtrack.py,
-message building in outbox.py and the resource protocol in resources.py;
-this module routes between them.
+message building in outbox.py, the components' interface in component.py
+and the resource protocol in resources.py; this module routes between them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from collections.abc import Callable
 
 from hbd.core import auth, fields, wire
 from hbd.core.actions import (
@@ -32,18 +30,19 @@ from hbd.core.actions import (
     PersistPeerGeneration,
     Transmit,
 )
-from hbd.core.badpackets import BadPacketLog
-from hbd.core.config import ClusterConfig
+from hbd.core.badpackets import BadPacketLog, claimed_sender
+from hbd.core.component import EngineComponent as EngineComponent
+from hbd.core.component import Handler as Handler
+from hbd.core.component import Received as Received
+from hbd.core.config import ClusterConfig, SerialLink
 from hbd.core.fsm import StateMachine
 from hbd.core.membership import LOCAL_TRANSITIONS, LinkStatus, NodeStatus, Peer, parse_status
-from hbd.core.outbox import NOSEQ_PREFIX, RECENT, Outbox
+from hbd.core.outbox import NOSEQ_PREFIX, Outbox, remember
 from hbd.core.seqtrack import Verdict
 from hbd.core.wire import Message
 from hbd.errors import AuthError, WireError
 
 log = logging.getLogger(__name__)
-
-_V = TypeVar("_V")
 
 PROTOCOL_VERSION = "1"
 REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
@@ -51,64 +50,6 @@ REQNODES_RETRY = 1.0  # heartbeat.c: send_reqnodes_msg re-asks every second
 # copy later than this is no longer taken as a cheap duplicate (it may be a replay).
 DUPLICATE_WINDOW = 0.25
 PHASE_LOCK = 0.3  # send our status early if it is due within this part of a keepalive
-
-
-@dataclass(frozen=True)
-class Received:
-    """A verified, sequence-checked message handed to a protocol handler."""
-
-    message: Message
-    peer: Peer
-    link: int
-    seq: int
-
-
-Handler = Callable[[Received, float, float], list[Action]]
-
-
-class EngineComponent(Protocol):
-    """A layer above membership that the engine consults (the resource protocol, ping nodes).
-
-    These are all of the engine's extension points.  A component answers the
-    message types it names, hears of comm-up, of a peer's status changes and of
-    a healed partition, adds fields to our status messages and reads the
-    peer's, and has deadlines of its own, woken through the engine's single
-    timer.  The bodies below are the defaults a component gets by subclassing
-    this protocol; the engine calls its components in the order given to
-    `Engine.attach`.
-    """
-
-    def message_handlers(self) -> Mapping[str, Handler]:
-        return {}
-
-    def comm_up(self, now: float, wall: float) -> list[Action]:
-        return []
-
-    def peer_status(self, peer: Peer, old: NodeStatus, new: NodeStatus, now: float,
-                    wall: float) -> list[Action]:
-        return []
-
-    def partition_healed(self, peer: Peer, now: float, wall: float) -> list[Action]:
-        return []
-
-    def status_fields(self, now: float) -> list[tuple[str, str]]:
-        """hbd's extensions to our status messages (Heartbeat ignores unknown fields)."""
-        return []
-
-    def status_seen(self, received: Received, now: float) -> None:
-        """A peer's status message, for the fields `status_fields` adds on its side."""
-        return None
-
-    def message_seen(self, received: Received, now: float, wall: float) -> list[Action]:
-        """Every kept message but the engine's own (status, acks, retransmissions,
-        reqnodes), after its handler: Heartbeat's API clients see them (clientmsgs)."""
-        return []
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float, wall: float) -> list[Action]:
-        return []
 
 
 # What the engine answers itself; no component may claim these.
@@ -135,6 +76,7 @@ class Engine:
             node=self.node, uuid=uuid, generation=generation, keys=config.auth,
             ttl=config.hacf.hopfudge + len(config.hacf.nodes),
         )
+        self.outbox.classic = _has_serial(config)
         self.status = StateMachine(f"node {self.node} (local)", NodeStatus.INIT,
                                    LOCAL_TRANSITIONS)
         self.peers: dict[str, Peer] = {
@@ -143,11 +85,12 @@ class Engine:
         for name, gen in (peer_generations or {}).items():
             if name in self.peers:
                 self.peers[name].seq.generation = gen
+        self.last_sender: str | None = None  # see receive()
         self.own_links: dict[int, float] = {}  # our own echoes seen per link (bcast loops back)
         # Byte-identical copies need no second parse: our own broadcasts coming back,
         # and the same datagram from a peer over its other link.  Both are checked
         # against exact bytes we sent or already verified, so nothing unverified passes.
-        self._accepted_recent: dict[bytes, tuple[Peer, float]] = {}
+        self._accepted_recent: dict[bytes, tuple[Peer, float, int]] = {}  # when, generation
         self.bad = BadPacketLog()
         self.internal_errors: dict[str, int] = {}  # bugs contained outside the packet path
         self.started_at = now
@@ -182,6 +125,7 @@ class Engine:
         self._set_timers(config)
         self.next_status = min(self.next_status, now + self.keepalive)
         self.outbox.keys = config.auth
+        self.outbox.classic = _has_serial(config)
         self.outbox.ttl = config.hacf.hopfudge + len(config.hacf.nodes)
         self.link_names = [link.name for link in config.hacf.links]
         peers: dict[str, Peer] = {}
@@ -286,18 +230,28 @@ class Engine:
                 actions += component.handle_timer(now, wall)
 
     def receive(self, data: bytes, link: int, now: float, wall: float) -> list[Action]:
-        """One datagram or serial frame arrived on link `link`."""
+        """One datagram or serial frame arrived on link `link`.
+
+        Afterwards `last_sender` names the peer it authenticated as (a fresh message
+        or a copy of one on another link), or is None.
+        """
+        self.last_sender = None
         if data in self.outbox.recent:
             self.own_links[link] = now
             return []
         known = self._accepted_recent.get(data)
-        if known is not None and now - known[1] <= DUPLICATE_WINDOW:
-            return self._link_heard(known[0], link, now)
+        if known is not None:  # a copy of a message already taken: not parsed again
+            if now - known[1] <= DUPLICATE_WINDOW:
+                return self._link_heard(known[0], link, now)
+            if known[2] == known[0].seq.generation:  # a replay: as its sequence would be,
+                return []  # dropped without a word; an older generation's is reported
+            return self.bad.record("old generation (replay?)", known[0].name,
+                                   self._link_name(link), now)
         link_name = self._link_name(link)
         try:
             signed = auth.precheck_netstring(data, self.config.auth)
         except AuthError as err:
-            return self.bad.record(str(err), _claimed_sender(data), link_name, now)
+            return self.bad.record(str(err), claimed_sender(data), link_name, now)
         try:
             packet = wire.decode(data)
         except WireError as err:
@@ -408,7 +362,7 @@ class Engine:
         if verdict is Verdict.DROP:
             return
         if packet_bytes:
-            _remember(self._accepted_recent, packet_bytes, (peer, now))
+            remember(self._accepted_recent, packet_bytes, (peer, now, peer.seq.generation))
         actions += self._link_heard(peer, link, now)
         peer.heard_from = True
         if verdict is Verdict.DUPLICATE:
@@ -440,6 +394,7 @@ class Engine:
             actions += self._check_comm(now, wall)
 
     def _link_heard(self, peer: Peer, link: int, now: float) -> list[Action]:
+        self.last_sender = peer.name
         state = peer.links.get(link)
         if state is None:
             return []
@@ -641,16 +596,5 @@ class Engine:
 
 
 
-def _remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
-    cache[key] = value
-    if len(cache) > RECENT:
-        del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest
-
-
-def _claimed_sender(data: bytes) -> str:
-    """The `src` a datagram claims, for the log only (it failed authentication)."""
-    start = data.find(b")src=")
-    if start < 0:
-        return "?"
-    end = data.find(b",", start, start + 80)
-    return data[start + 5:end].decode("ascii", errors="replace") if end > 0 else "?"
+def _has_serial(config: ClusterConfig) -> bool:
+    return any(isinstance(link, SerialLink) for link in config.hacf.links)

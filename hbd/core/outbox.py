@@ -9,6 +9,8 @@ Sequenced messages are kept in the send history for retransmission.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from hbd.core import auth, wire
 from hbd.core.actions import Transmit
 from hbd.core.config import AuthKeys
@@ -17,6 +19,7 @@ from hbd.core.wire import FieldType, Message
 
 NOSEQ_PREFIX = "NS_"
 RECENT = 64  # datagrams remembered by the byte-identity caches
+_V = TypeVar("_V")
 
 
 class Outbox:
@@ -36,6 +39,9 @@ class Outbox:
         self.keys = keys
         self.ttl = ttl
         self.history = SendHistory(history_size)
+        # The classic (serial) encoding costs a second pass over the fields: built only
+        # while a serial link is configured (Transmit.classic is b"" otherwise).
+        self.classic = True
         self.load = "0.00 0.00 0.00 1/1 1"  # the adapter may refresh it (Heartbeat's `ld`)
         # What we sent lately, byte for byte: a bcast link hands our own datagrams back.
         self.recent: dict[bytes, None] = {}
@@ -77,7 +83,7 @@ class Outbox:
         trailer = auth.trailer(self.keys, body).encode()
         transmit = Transmit(
             netstring=body + wire.netstring_item(trailer),
-            classic=wire.encode_classic(message),
+            classic=wire.encode_classic(message) if self.classic else b"",
             msgtype=msgtype,
         )
         if seq is not None:
@@ -93,3 +99,9 @@ class Outbox:
             return None
         sent.last_rexmit = now
         return self._sent(Transmit(sent.netstring, sent.classic, sent.msgtype))
+
+
+def remember(cache: dict[bytes, _V], key: bytes, value: _V) -> None:
+    cache[key] = value
+    if len(cache) > RECENT:
+        del cache[next(iter(cache))]  # dicts keep insertion order: drop the oldest

@@ -178,13 +178,14 @@ class SendHistory:
         return self.hiseq
 
     def add(self, sent: SentMessage) -> None:
+        # seqs only grow and dicts keep insertion order: the first key is the oldest
         self._by_seq[sent.seq] = sent
         while len(self._by_seq) > self.size:
-            del self._by_seq[min(self._by_seq)]
+            del self._by_seq[next(iter(self._by_seq))]
 
     def get(self, seq: int) -> SentMessage | None:
         return self._by_seq.get(seq)
 
     @property
     def lowseq(self) -> int:
-        return min(self._by_seq) if self._by_seq else 0
+        return next(iter(self._by_seq)) if self._by_seq else 0

@@ -33,7 +33,11 @@ class _Slot:
 
 
 class LinkSet:
-    def __init__(self, hacf: HaCf, deliver: Callable[[bytes, int], None]) -> None:
+    def __init__(self, hacf: HaCf, deliver: Callable[[bytes, int], str | None],
+                 node: str = "") -> None:
+        """deliver(data, link) answers the peer the datagram authenticated as, which
+        the UDP endpoints' socket filters learn source addresses from; `node` is this
+        node (every other `node` of ha.cf is a peer those filters wait to hear)."""
         self.deliver = deliver
         self.slots: list[_Slot] = []
         udp: dict[tuple[bool, str, int], dict[int, UdpLink]] = {}
@@ -44,8 +48,11 @@ class LinkSet:
             else:
                 ipv6 = isinstance(link, IPV6_LINKS)
                 udp.setdefault((ipv6, link.interface, link.port), {})[index] = link
+        peers = frozenset(n for n in hacf.nodes if n != node) if node else frozenset()
+        hold = hacf.timers.deadtime_ms / 2000.0  # half a deadtime: see hbd.links.udp
         for (_ipv6, interface, port), links in udp.items():
-            self.slots.append(_Slot(UdpEndpoint(interface, port, links, deliver)))
+            self.slots.append(_Slot(UdpEndpoint(interface, port, links, deliver,
+                                                peers=peers, hold=hold)))
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open_all(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -80,13 +87,21 @@ class LinkSet:
                 slot.next_retry = now + RETRY_INTERVAL
 
     def next_retry(self) -> float | None:
+        """The next reopening attempt or socket filter review, whichever is first."""
         due = [s.next_retry for s in self.slots if s.next_retry is not None]
+        for slot in self.slots:
+            if isinstance(slot.endpoint, UdpEndpoint):
+                review = slot.endpoint.next_due()
+                if review is not None:
+                    due.append(review)
         return min(due) if due else None
 
     def retry(self, now: float) -> None:
         for slot in self.slots:
             if slot.next_retry is not None and now >= slot.next_retry:
                 self._try_open(slot, now)
+            elif isinstance(slot.endpoint, UdpEndpoint):
+                slot.endpoint.tick(now)
 
     def status(self) -> dict[str, bool]:
         """Our own links by name (interface or tty) -> open."""

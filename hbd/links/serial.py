@@ -27,7 +27,7 @@ MAX_PENDING_WRITE = 64 * 1024  # a stuck peer must not make us hoard memory
 
 class SerialEndpoint:
     def __init__(self, index: int, link: SerialLink,
-                 deliver: Callable[[bytes, int], None],
+                 deliver: Callable[[bytes, int], object],
                  on_failure: Callable[[SerialEndpoint, str], None]) -> None:
         self.index = index
         self.link = link
@@ -98,7 +98,7 @@ class SerialEndpoint:
             self.deliver(frame, self.index)
 
     def send(self, data: bytes) -> None:
-        if self.port is None:
+        if self.port is None or not data:  # b"": built before a serial link was configured
             return
         if len(self._outbuf) + len(data) > MAX_PENDING_WRITE:
             self.dropped_writes += 1

@@ -8,6 +8,18 @@ broadcast destination the bcast link, a unicast one the ucast link of that
 peer.  The kernel loops our own broadcasts back to us; a socket filter drops
 them before they wake us (Heartbeat reads and discards them).
 
+The same filter (hbd.links.sockfilter) is the first defence against a flood:
+it drops datagrams of impossible sizes, and once every peer has been heard on
+the endpoint it admits only the source addresses that authenticated datagrams
+came from.  The list is a cache, never a lock: a peer not heard through it for
+half a deadtime (its address changed, it restarted elsewhere, it died) opens
+the filter to every source again until it is heard, so a legitimate peer is
+kept out for at most half a deadtime and a keepalive.  That review is due at
+the last time a peer was heard plus half a deadtime: always later than our
+next heartbeat while the peers are heard, so it costs no wake-up of its own.
+A spoofed source address passes the filter; the MAC check that follows in the
+engine comes before any parsing.
+
 The IPv6 media (ucast6, mcast6) get a socket of their own per interface and
 port (IPV6_V6ONLY, so it never sees the IPv4 links' datagrams), told apart
 the same way with IPV6_PKTINFO.  Link-local peers and groups are reached
@@ -18,7 +30,6 @@ it).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import ipaddress
 import logging
@@ -28,26 +39,32 @@ from collections.abc import Callable
 
 from hbd.core.config import BcastLink, Mcast6Link, McastLink, Ucast6Link, UcastLink
 from hbd.errors import LinkError
+from hbd.links import sockfilter
 
 log = logging.getLogger(__name__)
 
 UdpLink = BcastLink | McastLink | UcastLink | Ucast6Link | Mcast6Link
 IPV6_LINKS = (Ucast6Link, Mcast6Link)
-Deliver = Callable[[bytes, int], None]  # (payload, link index)
+# (payload, link index) -> the peer it authenticated as, or None
+Deliver = Callable[[bytes, int], str | None]
 
 SIOCGIFADDR = 0x8915
 SIOCGIFBRDADDR = 0x8919
-SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-SKF_NET_OFF = -0x100000  # classic BPF: negative offsets address the IP header
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # A burst (a flood, or a peer catching up on retransmissions) must not push
-# real heartbeats out of a default-sized buffer while the loop is busy.
-RECEIVE_BUFFER = 1024 * 1024
+# real heartbeats out of the buffer while the loop is busy or waits for a CPU:
+# a datagram takes about 2 KiB of it (the kernel counts its whole buffer), so
+# 8 MiB (16 MiB as the kernel doubles it) holds some 300 ms of a 25,000/s flood.
+# The memory is only used while datagrams wait.
+RECEIVE_BUFFER = 8 * 1024 * 1024
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
-MAX_DATAGRAM = 65535
+# One byte more than the filter admits: a longer datagram (no filter: a kernel
+# refused it) arrives truncated and fails its MAC check.
+RECEIVE_SIZE = sockfilter.MAX_DATAGRAM + 1
+PKTINFO_SPACE = socket.CMSG_SPACE(20)
 
 
 def _interface_ipv4(interface: str, request_code: int, what: str) -> str:
@@ -71,35 +88,15 @@ def broadcast_address(interface: str) -> str:
     return "255.255.255.255" if address == "0.0.0.0" else address
 
 
-def echo_filter(own_address: str, port: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
-    """A socket filter dropping our own broadcasts (source = our address and port).
-
-    The kernel loops every broadcast we send back to our own socket; dropping
-    those copies in the kernel saves a wake-up and a parse per datagram, which
-    is most of an idle node's CPU.  Returns (sock_fprog, the buffer it points to,
-    which must stay alive until the filter is attached).
-    """
-    def insn(code: int, jt: int, jf: int, k: int) -> bytes:
-        return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
-
-    address = struct.unpack("!I", socket.inet_aton(own_address))[0]
-    program = b"".join((
-        insn(0x28, 0, 0, 0),                   # ldh [0]: UDP source port
-        insn(0x15, 0, 3, port),                # not our port: accept
-        insn(0x20, 0, 0, SKF_NET_OFF + 12),    # ld [ip+12]: IPv4 source address
-        insn(0x15, 0, 1, address),             # not our address: accept
-        insn(0x06, 0, 0, 0),                   # ret 0: drop our own echo
-        insn(0x06, 0, 0, 0xFFFFFFFF),          # ret all: accept
-    ))
-    buffer = ctypes.create_string_buffer(program, len(program))
-    return struct.pack("@HP", len(program) // 8, ctypes.addressof(buffer)), buffer
-
-
 class UdpEndpoint:
     """One socket on (interface, port) carrying one or more links."""
 
     def __init__(self, interface: str, port: int, links: dict[int, UdpLink],
-                 deliver: Deliver) -> None:
+                 deliver: Deliver, *, peers: frozenset[str] = frozenset(),
+                 hold: float = 0.0) -> None:
+        """peers: the nodes expected to send here; hold: how long one of them may go
+        unheard before the filter admits every source again (0: never filter by source).
+        """
         self.ipv6 = all(isinstance(link, IPV6_LINKS) for link in links.values())
         if not self.ipv6 and any(isinstance(link, IPV6_LINKS) for link in links.values()):
             raise ValueError("IPv4 and IPv6 links never share an endpoint")
@@ -111,6 +108,20 @@ class UdpEndpoint:
         self._targets: dict[int, tuple[str, int] | tuple[str, int, int, int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failed_sends = 0
+        self.peers = peers
+        self.hold = hold
+        self._own: str | None = None  # our address, whose broadcast echoes the filter drops
+        self._sources: dict[str, float] = {}  # source address -> last authenticated datagram
+        self._seen: dict[str, float] = {}  # peer -> last authenticated datagram
+        self._filter: tuple[str, ...] | None = None  # sources the kernel admits (None: all)
+        # link lookup without parsing: destination group, ucast peer, bcast fallback
+        self._by_group = {link.group: i for i, link in links.items()
+                          if isinstance(link, McastLink | Mcast6Link)}
+        self._by_peer = {link.peer: i for i, link in links.items()
+                         if isinstance(link, UcastLink | Ucast6Link)}
+        self._bcast = next((i for i, link in links.items() if isinstance(link, BcastLink)),
+                           None)
+        self._single = next(iter(links)) if len(links) == 1 else None
 
     @property
     def is_open(self) -> bool:
@@ -131,7 +142,6 @@ class UdpEndpoint:
             self._install(self._open6(ifindex), loop)
             return
         targets: dict[int, tuple[str, int] | tuple[str, int, int, int]] = {}
-        echo_filtered = False
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,11 +152,8 @@ class UdpEndpoint:
                 if isinstance(link, BcastLink):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                     targets[index] = (broadcast_address(self.interface), link.port)
-                    if not echo_filtered:
-                        own = _interface_ipv4(self.interface, SIOCGIFADDR, "address")
-                        program, _buffer = echo_filter(own, self.port)
-                        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
-                        echo_filtered = True
+                    if self._own is None:
+                        self._own = _interface_ipv4(self.interface, SIOCGIFADDR, "address")
                 elif isinstance(link, McastLink):
                     mreqn = struct.pack("4s4si", socket.inet_aton(link.group),
                                         socket.inet_aton("0.0.0.0"), ifindex)
@@ -171,9 +178,74 @@ class UdpEndpoint:
     def _install(self, opened: tuple[socket.socket, dict[int, tuple[str, int] |
                                                          tuple[str, int, int, int]]],
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.sock, self._targets = opened
+        sock, targets = opened
+        self._sources.clear()
+        self._seen.clear()
+        try:
+            sockfilter.attach(sock, sockfilter.program(port=self.port, ipv6=self.ipv6,
+                                                       own=self._own))
+        except OSError as err:
+            sock.close()
+            raise LinkError(f"{self.describe()}: socket filter: {err.strerror}") from err
+        self.sock, self._targets = sock, targets
+        self._filter = None
         self._loop = loop
-        loop.add_reader(self.sock.fileno(), self._readable)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    # --- the source filter -----------------------------------------------------------
+
+    def _learn(self, source: str, peer: str) -> None:
+        """A datagram from `source` authenticated as `peer`: admit that source."""
+        assert self._loop is not None
+        now = self._loop.time()
+        self._seen[peer] = now
+        known = source in self._sources
+        self._sources[source] = now
+        if not known or self._filter is None:
+            self._refilter(now)
+
+    def _wanted(self, now: float) -> tuple[str, ...] | None:
+        """The sources the kernel should admit now, or None for all of them."""
+        for source, seen in list(self._sources.items()):
+            if now - seen > 2 * self.hold:
+                del self._sources[source]
+        if (self.hold <= 0 or not self.peers or not self._sources
+                or len(self._sources) > sockfilter.MAX_SOURCES):
+            return None
+        if any(now - self._seen.get(peer, -1e18) > self.hold for peer in self.peers):
+            return None  # somebody unheard: let them in from wherever they are
+        return tuple(sorted(self._sources))
+
+    def _refilter(self, now: float) -> None:
+        wanted = self._wanted(now)
+        if wanted == self._filter or self.sock is None:
+            return
+        try:
+            sockfilter.attach(self.sock, sockfilter.program(
+                port=self.port, ipv6=self.ipv6, own=self._own, sources=wanted))
+        except OSError as err:  # keeps the previous filter; tried again on the next change
+            log.warning("%s: cannot update the socket filter: %s", self.describe(),
+                        err.strerror)
+            return
+        self._filter = wanted
+        log.debug("%s: kernel admits %s", self.describe(),
+                  "every source" if wanted is None else ", ".join(wanted))
+
+    def next_due(self) -> float | None:
+        """When the source filter must be looked at again (None: not filtering)."""
+        if self._filter is None:
+            return None
+        due = float("inf")
+        for peer in self.peers:  # a loop, not min() over a generator: runs per event
+            seen = self._seen.get(peer, 0.0)
+            if seen < due:
+                due = seen
+        return due + self.hold
+
+    def tick(self, now: float) -> None:
+        due = self.next_due()
+        if due is not None and now >= due:
+            self._refilter(now)
 
     def _open6(self, ifindex: int) -> tuple[socket.socket, dict[int, tuple[str, int] |
                                                                 tuple[str, int, int, int]]]:
@@ -206,6 +278,9 @@ class UdpEndpoint:
         except OSError as err:
             sock.close()
             raise LinkError(f"{self.describe()}: {err.strerror or err}") from err
+        except BaseException:
+            sock.close()
+            raise
         return sock, targets
 
     def close(self) -> None:
@@ -216,51 +291,45 @@ class UdpEndpoint:
         self.sock.close()
         self.sock = None
 
-    def _link_for(self, source: str, destination: str) -> int | None:
-        if len(self.links) == 1:
-            return next(iter(self.links))
-        if self.ipv6:
-            source = source.split("%")[0]
-            for index, link in self.links.items():
-                if isinstance(link, Mcast6Link) and link.group == destination:
+    def _link_for(self, source: str, ancdata: list[tuple[int, int, bytes]]) -> int | None:
+        """Which link a datagram came on: by its destination group, its ucast peer, or
+        the endpoint's bcast link."""
+        if self._by_group:
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+                    index = self._by_group.get(socket.inet_ntoa(value[8:12]))
+                elif (level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO
+                      and len(value) >= 16):
+                    index = self._by_group.get(socket.inet_ntop(socket.AF_INET6, value[:16]))
+                else:
+                    continue
+                if index is not None:
                     return index
-                if isinstance(link, Ucast6Link) and link.peer == source:
-                    return index
-            return None
-        dest = ipaddress.IPv4Address(destination)
-        for index, link in self.links.items():
-            if isinstance(link, McastLink) and dest.is_multicast and link.group == destination:
-                return index
-            if isinstance(link, UcastLink) and link.peer == source:
-                return index
-        for index, link in self.links.items():
-            if isinstance(link, BcastLink):
-                return index
-        return None
+        index = self._by_peer.get(source)
+        return index if index is not None else self._bcast
 
     def _readable(self) -> None:
         sock = self.sock
         if sock is None:
             return
+        single = self._single
         for _ in range(64):  # bounded, so a flood cannot starve the timer
             try:
-                data, ancdata, _flags, address = sock.recvmsg(
-                    MAX_DATAGRAM, socket.CMSG_SPACE(20))
+                data, ancdata, _flags, address = sock.recvmsg(RECEIVE_SIZE, PKTINFO_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
                 log.warning("%s: receive failed: %s", self.describe(), err.strerror)
                 return
-            destination = "0.0.0.0"
-            for level, kind, value in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
-                    destination = socket.inet_ntoa(value[8:12])
-                elif (level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO
-                      and len(value) >= 16):
-                    destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-            index = self._link_for(address[0], destination)
-            if index is not None:
-                self.deliver(data, index)
+            source: str = address[0]
+            if self.ipv6 and "%" in source:
+                source = source.split("%", 1)[0]
+            index = single if single is not None else self._link_for(source, ancdata)
+            if index is None:
+                continue
+            peer = self.deliver(data, index)
+            if peer is not None and self.hold > 0:
+                self._learn(source, peer)
 
     def send(self, data: bytes, links: tuple[int, ...] | None) -> None:
         sock = self.sock
