@@ -92,7 +92,8 @@ class HeartbeatDaemon(ServiceBase):
                        generation: int) -> str | None:
         if self.relay is None:
             return "hbd is not running its cluster layer yet"
-        result = self.relay.from_client(client, tuple(fields), generation, self._now()[1])
+        now, wall = self._now()
+        result = self.relay.from_client(client, tuple(fields), generation, now, wall)
         if isinstance(result, Refused):
             return result.reason
         if isinstance(result, FifoCommand):
@@ -106,10 +107,31 @@ class HeartbeatDaemon(ServiceBase):
         self._arm()
         return None
 
-    def client_query(self, fields: list[tuple[str, str]]) -> None:
-        if self.relay is not None:
-            self._dispatch(self.relay.query(tuple(fields), self._now()[1]))
-            self._arm()
+    def client_query(self, fields: list[tuple[str, str]]) -> str | None:
+        if self.relay is None:
+            return "hbd is not running its cluster layer yet"
+        result = self.relay.query(tuple(fields), *self._now())
+        if isinstance(result, Refused):
+            return result.reason
+        self._dispatch(result)
+        self._arm()
+        return None
+
+    def _respawn_ended(self, entry: Any) -> None:
+        super()._respawn_ended(entry)
+        self._ipfail_respawned()
+
+    def _ipfail_respawned(self) -> None:
+        """Whether a respawned ipfail decides on ping nodes: not once its line ended (it
+        exited 100, respawned too fast, cannot run), so that the built-in rule is back."""
+        if self.pingnodes is None:
+            return
+        kept = self.config.hacf.respawn if self.respawner is None else self.respawner.kept()
+        was, now = self.pingnodes.ipfail_respawned, runs_ipfail(kept)
+        self.pingnodes.ipfail_respawned = now
+        if was and not now and self.pingnodes.decides and self.pingnodes.addresses:
+            log.warning("ipfail is not respawned any more: hbd's built-in ping node rule "
+                        "decides again")
 
     def _group_work(self) -> Failover:
         assert self.failover is not None

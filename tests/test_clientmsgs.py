@@ -9,7 +9,7 @@ and whatever a peer sends that a client could not read is dropped, not passed on
 
 from __future__ import annotations
 
-from hbd.core import fields
+from hbd.core import clientmsgs, fields
 from hbd.core.actions import Action, DeliverToClients, Transmit
 from hbd.core.clientmsgs import ClientRelay, Refused
 from hbd.core.engine import Engine
@@ -52,7 +52,7 @@ def test_cluster_message_reaches_the_same_client_on_both_nodes() -> None:
     net, relays = pair()
     t0 = net.now
     out = relays["n1"].from_client("ipfail", (("t", "num_ping_nodes"), ("src", "forged"),
-                                              ("num_ping", "2")), 3, net.wall)
+                                              ("num_ping", "2")), 3, net.now, net.wall)
     assert isinstance(out, list)
     send(net, "n1", out)
     net.run_for(0.2)
@@ -71,7 +71,7 @@ def test_node_message_reaches_that_node_only() -> None:
     net, relays = pair()
     t0 = net.now
     out = relays["n2"].from_client("ipfail", (("t", "you_are_dead"), ("dest", "n1")), 1,
-                                   net.wall)
+                                   net.now, net.wall)
     assert isinstance(out, list) and [type(a) for a in out] == [Transmit]
     send(net, "n2", out)
     net.run_for(0.2)
@@ -82,7 +82,8 @@ def test_node_message_reaches_that_node_only() -> None:
 
 def test_message_to_ourselves_stays_here() -> None:
     net, relays = pair()
-    out = relays["n1"].from_client("ping", (("t", "pingreply"), ("dest", "n1")), 1, net.wall)
+    out = relays["n1"].from_client("ping", (("t", "pingreply"), ("dest", "n1")), 1, net.now,
+                                   net.wall)
     assert isinstance(out, list) and [type(a) for a in out] == [DeliverToClients]
 
 
@@ -101,18 +102,18 @@ def test_protocol_messages_are_not_relayed_as_they_are() -> None:
     net, relays = pair()
     relay = relays["n1"]
     giveup = relay.from_client("ipfail", (("t", "ask_resources"), ("rsc_hold", "all"),
-                                          ("src", "n1"), ("info", "me")), 1, net.wall)
+                                          ("src", "n1"), ("info", "me")), 1, net.now, net.wall)
     assert giveup == FifoCommand("release", "all", "API client ipfail")
     for forged in ("status", "resource", "shutdone", "hbapi-clstat", "respond-cstatus"):
-        out = relay.from_client("ipfail", (("t", forged), ("st", "dead")), 1, net.wall)
+        out = relay.from_client("ipfail", (("t", forged), ("st", "dead")), 1, net.now, net.wall)
         assert isinstance(out, Refused), forged
-    bad = relay.from_client("ipfail", (("t", "x"), ("v", "a\nb")), 1, net.wall)
+    bad = relay.from_client("ipfail", (("t", "x"), ("v", "a\nb")), 1, net.now, net.wall)
     assert isinstance(bad, Refused)
-    assert isinstance(relay.from_client("ipfail", (("t", "x"), ("dest", "n9")), 1, net.wall),
-                      Refused)
-    assert isinstance(relay.from_client("a b", (("t", "x"),), 1, net.wall), Refused)
+    assert isinstance(relay.from_client("ipfail", (("t", "x"), ("dest", "n9")), 1, net.now,
+                                        net.wall), Refused)
+    assert isinstance(relay.from_client("a b", (("t", "x"),), 1, net.now, net.wall), Refused)
     big = tuple(("t", "x") if i == 0 else (f"f{i}", "y" * 1000) for i in range(40))
-    assert isinstance(relay.from_client("ipfail", big, 1, net.wall), Refused)
+    assert isinstance(relay.from_client("ipfail", big, 1, net.now, net.wall), Refused)
 
 
 def test_messages_a_client_could_not_read_are_dropped() -> None:
@@ -130,6 +131,55 @@ def test_messages_a_client_could_not_read_are_dropped() -> None:
 def test_clientstatus_query_goes_to_the_node() -> None:
     net, relays = pair()
     actions = relays["n1"].query((("t", "query-cstatus"), ("dest", "n2"), ("cn", "ipfail"),
-                                  ("from_id", "1234")), net.wall)
+                                  ("from_id", "1234")), net.now, net.wall)
     assert [type(a) for a in actions] == [Transmit]
-    assert relays["n1"].query((("dest", "n9"), ("cn", "x"), ("from_id", "1")), net.wall) == []
+    assert relays["n1"].query((("dest", "n9"), ("cn", "x"), ("from_id", "1")), net.now,
+                             net.wall) == []
+
+
+def test_a_flooding_client_is_held_to_its_rate() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    now = net.now
+    sent = [relay.from_client("api_test", (("t", "flood"), ("i", str(i))), 1, now, net.wall)
+            for i in range(200)]
+    passed = [s for s in sent if isinstance(s, list)]
+    refused = [s for s in sent if isinstance(s, Refused)]
+    # a burst passes, then nothing until tokens come back; nothing half-sent
+    assert len(passed) == int(clientmsgs.CLIENT_BURST) and len(refused) == 200 - len(passed)
+    assert relay.rate_limited == len(refused) and "rate limit" in refused[0].reason
+    # another client has its own budget, the shared one still has room
+    assert isinstance(relay.from_client("ipfail", (("t", "x"),), 1, now, net.wall), list)
+    # a second later the flooder has earned CLIENT_RATE more, and no more
+    later = [relay.from_client("api_test", (("t", "flood"),), 1, now + 1.0, net.wall)
+             for _ in range(100)]
+    assert sum(isinstance(s, list) for s in later) == int(clientmsgs.CLIENT_RATE)
+    # a standby request over the budget is refused too (it would move the groups)
+    ask = (("t", "ask_resources"), ("rsc_hold", "all"), ("info", "me"))
+    assert isinstance(relay.from_client("api_test", ask, 1, now + 1.0, net.wall), Refused)
+
+
+def test_all_clients_share_one_budget() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    now = net.now
+    big = (("t", "x"), ("v", "y" * 600), ("w", "y" * 600))  # two started KiB: two tokens
+    passed = 0
+    for i in range(40):
+        for _ in range(10):
+            if isinstance(relay.from_client(f"c{i}", big, 1, now, net.wall), list):
+                passed += 1
+    assert passed * 2 == int(clientmsgs.TOTAL_BURST)
+    # questions of casual clients for a peer pay too
+    asks = [relay.query((("dest", "n2"), ("cn", "ipfail"), ("from_id", "4242")), now + 100,
+                        net.wall) for _ in range(100)]
+    assert sum(isinstance(a, list) for a in asks) == int(clientmsgs.CLIENT_BURST)
+    assert isinstance(asks[-1], Refused)
+
+
+def test_bucket_table_is_bounded() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    for i in range(clientmsgs.BUCKETS_MAX * 3):
+        relay.from_client(f"c{i}", (("t", "x"),), 1, net.now + i * 10.0, net.wall)
+    assert len(relay._buckets) <= clientmsgs.BUCKETS_MAX

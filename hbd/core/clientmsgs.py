@@ -22,12 +22,19 @@ What reaches a client is checked here (`fields.client_fields`): string
 fields with printable ASCII names and values, bounded in number and length;
 anything else is dropped and counted, never half-delivered.  The adapter
 (hbd.apiserver) queues each delivery per client, bounded.
+
+What clients put on the wire is rate-limited here (Heartbeat bounds only each
+client's queue): each client name has a token bucket and all clients share
+one, a message costing one token per started KiB, so an authorised client
+(or a casual one asking remote `clientstatus` questions) cannot flood the
+peers; a message over the limit is refused, and the adapter logs that at
+most once per interval.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hbd.core import fields
 from hbd.core.actions import Action, DeliverToClients, Notice
@@ -53,6 +60,48 @@ NOT_DELIVERED = frozenset({"query-cstatus"})
 
 ClientFields = tuple[tuple[str, str], ...]
 MESSAGE_MAX = 32 * 1024  # bytes of a client's fields: with the daemon's own, one datagram
+# The wire budget of clients' messages, in tokens (one per started KiB of a message):
+# ipfail sends a few short messages per ping node event, far below these
+CLIENT_RATE = 20.0  # tokens per second one client name earns
+CLIENT_BURST = 64.0  # tokens one client name may save up (two of the largest messages)
+TOTAL_RATE = 64.0  # tokens per second all clients together earn (~64 KiB/s at most)
+TOTAL_BURST = 128.0
+BUCKETS_MAX = 64  # client names with a bucket kept; full ones are forgotten first
+
+
+@dataclass
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved; `take` spends them or refuses."""
+
+    rate: float
+    burst: float
+    tokens: float = field(init=False)
+    stamp: float | None = None
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def refill(self, now: float) -> None:
+        if self.stamp is not None and now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        if self.stamp is None or now > self.stamp:
+            self.stamp = now
+
+    def take(self, cost: float, now: float) -> bool:
+        self.refill(now)
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def full(self, now: float) -> bool:
+        self.refill(now)
+        return self.tokens >= self.burst
+
+
+def _cost(pairs: list[tuple[str, str]] | ClientFields) -> float:
+    size = sum(len(k) + len(v) + 2 for k, v in pairs)
+    return float(max(1, -(-size // 1024)))
 
 
 @dataclass(frozen=True)
@@ -79,6 +128,9 @@ class ClientRelay(EngineComponent):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dropped = 0  # messages from peers no client could be given (malformed)
+        self.rate_limited = 0  # client messages refused for going over their budget
+        self._buckets: dict[str, TokenBucket] = {}
+        self._total = TokenBucket(TOTAL_RATE, TOTAL_BURST)
 
     @property
     def node(self) -> str:
@@ -86,8 +138,32 @@ class ClientRelay(EngineComponent):
 
     # --- client -> cluster -----------------------------------------------------------
 
+    def _within_budget(self, client: str, cost: float, now: float) -> Refused | None:
+        """Spend `cost` tokens of `client`'s bucket and of the shared one, or refuse
+        (spending nothing)."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= BUCKETS_MAX:
+                for name in [n for n, b in self._buckets.items() if b.full(now)]:
+                    del self._buckets[name]
+            if len(self._buckets) >= BUCKETS_MAX:
+                self.rate_limited += 1
+                return Refused("too many clients sending at once")
+            bucket = self._buckets[client] = TokenBucket(CLIENT_RATE, CLIENT_BURST)
+        bucket.refill(now)
+        self._total.refill(now)
+        if bucket.tokens < cost:
+            self.rate_limited += 1
+            return Refused(f"over its rate limit ({CLIENT_RATE:g} KiB/s)")
+        if self._total.tokens < cost:
+            self.rate_limited += 1
+            return Refused(f"API clients over their shared rate limit ({TOTAL_RATE:g} KiB/s)")
+        bucket.take(cost, now)
+        self._total.take(cost, now)
+        return None
+
     def from_client(self, client: str, message: ClientFields, generation: int,
-                    wall: float) -> list[Action] | FifoCommand | Refused:
+                    now: float, wall: float) -> list[Action] | FifoCommand | Refused:
         """A named client's message that is not an API request (sendclustermsg or
         sendnodemsg).  Returns the transmission and the local delivery, the admin
         command a protocol message amounts to, or why it is not relayed."""
@@ -100,6 +176,9 @@ class ClientRelay(EngineComponent):
             return Refused("malformed message")
         if sum(len(k) + len(v) + 2 for k, v in body) > MESSAGE_MAX:
             return Refused(f"larger than {MESSAGE_MAX} bytes (one UDP datagram carries it)")
+        over = self._within_budget(client, _cost(body), now)
+        if over is not None:
+            return over
         if msgtype in PROTOCOL_TYPES:
             meant = interpret(FifoMessage((("t", msgtype), *body)))
             if isinstance(meant, FifoRejected):
@@ -128,14 +207,18 @@ class ClientRelay(EngineComponent):
         return [self.engine.send(T_APICLISTAT, body, wall),
                 self._local(T_APICLISTAT, body, None)]
 
-    def query(self, message: ClientFields, wall: float) -> list[Action]:
+    def query(self, message: ClientFields, now: float, wall: float) -> list[Action] | Refused:
         """cl_status clientstatus of a client on a live peer (hb_api.c api_clientstatus):
-        t=query-cstatus to that node; its answer comes back addressed to the asker."""
+        t=query-cstatus to that node; its answer comes back addressed to the asker.
+        Any local user may ask (casual clients too): the asker's budget pays for it."""
         values = dict(message)
         node, client, asker = values.get("dest"), values.get("cn"), values.get("from_id")
         if (node not in self.engine.peers or client is None or asker is None
                 or fields.client_id(client) is None or fields.client_id(asker) is None):
             return []
+        over = self._within_budget(asker, 1.0, now)
+        if over is not None:
+            return over
         return [self.engine.send("query-cstatus", [("cn", client), ("from_id", asker)], wall,
                                  dest=node)]
 
