@@ -25,7 +25,7 @@ from hbd.core.config import (
 )
 from hbd.core.hbdconf import HBD_CONF
 from hbd.errors import ConfigError
-from hbd.respawn import runs_ipfail
+from hbd.respawn import check_entries, runs_ipfail
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 
@@ -84,11 +84,15 @@ def load(
         from hbd.net.addresses import local_ip_addresses
 
         local_addresses = local_ip_addresses()
-    return check(
-        read_texts(config_dir),
+    texts = read_texts(config_dir)
+    config, problems = check(
+        texts,
         node_name=node_name or default_node_name(),
         local_addresses=local_addresses,
     )
+    if config is not None:
+        problems += check_entries(config.hacf.respawn, texts.hacf_name)
+    return config, problems
 
 
 def load_or_raise(

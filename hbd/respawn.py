@@ -31,7 +31,7 @@ import signal
 from collections.abc import Callable, Mapping
 
 from hbd.childproc import run_child
-from hbd.core.config import Respawn
+from hbd.core.config import Problem, Respawn, Severity
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,25 @@ def _ids(user: str) -> tuple[int, int, list[int]] | None:
     except OSError:
         groups = [entry.pw_gid]
     return entry.pw_uid, entry.pw_gid, groups
+
+
+def check_entries(entries: tuple[Respawn, ...], filename: str) -> list[Problem]:
+    """`hbd --check-config`: respawn lines whose user does not exist or whose program is
+    missing or not executable.  Heartbeat 3.0.6 refuses to start with such a line
+    (config.c add_client_child_base); hbd warns, keeps the cluster running without that
+    program and logs the same at start.  Blocking (NSS, the file system)."""
+    problems = []
+    for entry in entries:
+        if _ids(entry.user) is None:
+            problems.append(Problem(filename, entry.line, f"respawn: no user {entry.user!r}: "
+                                    f"{entry.argv[0]} will not be started (Heartbeat 3.0.6 "
+                                    "refuses to start with this line)", Severity.WARNING))
+        if not os.path.isfile(entry.argv[0]) or not os.access(entry.argv[0], os.X_OK):
+            problems.append(Problem(filename, entry.line, f"respawn: {entry.argv[0]} is "
+                                    "missing or not an executable file: it will not be "
+                                    "started (Heartbeat 3.0.6 refuses to start with this "
+                                    "line)", Severity.WARNING))
+    return problems
 
 
 def client_env(node: str, logfacility: str | None, logfile: str | None,
