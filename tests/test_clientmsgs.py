@@ -16,7 +16,7 @@ from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.fifomsg import FifoCommand
 from hbd.core.pingnodes import PingNodes
-from hbd.core.wire import Field, Message
+from hbd.core.wire import Field, FieldType, Message
 from tests.simnet import SimNet, SimNode, make_config
 
 
@@ -183,3 +183,23 @@ def test_bucket_table_is_bounded() -> None:
     for i in range(clientmsgs.BUCKETS_MAX * 3):
         relay.from_client(f"c{i}", (("t", "x"),), 1, net.now + i * 10.0, net.wall)
     assert len(relay._buckets) <= clientmsgs.BUCKETS_MAX
+
+
+def test_a_field_name_cannot_pose_as_a_type_prefix() -> None:
+    """Classic form writes a typed field as `(N)name=value`: a client's field named
+    "(1)x" or "(2)x" would reach the peers as binary data or a nested message."""
+    from hbd.core.wire import decode
+
+    net, relays = pair()
+    for name in ("(1)x", "(2)x", "(0)x"):
+        out = relays["n1"].from_client("ipfail", (("t", "x"), (name, "QUJD")), 1, net.now,
+                                       net.wall)
+        assert isinstance(out, Refused), name
+    # what is relayed keeps its fields' types: strings out, strings in
+    out = relays["n1"].from_client("ipfail", (("t", "x"), ("a(1)", "(1)QUJD")), 1, net.now,
+                                   net.wall)
+    assert isinstance(out, list) and isinstance(out[0], Transmit)
+    for raw in (out[0].classic, out[0].netstring):
+        again = decode(raw).message
+        assert [f.type for f in again.fields if f.name == "a(1)"] == [FieldType.STRING]
+        assert again.get("a(1)") == "(1)QUJD"
