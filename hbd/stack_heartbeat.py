@@ -85,7 +85,7 @@ class HeartbeatDaemon(ServiceBase):
         if self.relay is None or (self._stopping and joined):
             return
         self._dispatch(self.relay.client_status(client, joined, reason, generation,
-                                                self._now()[1]))
+                                                *self._now()))
         self._arm()
 
     def client_message(self, client: str, fields: list[tuple[str, str]],

@@ -10,7 +10,7 @@ and whatever a peer sends that a client could not read is dropped, not passed on
 from __future__ import annotations
 
 from hbd.core import clientmsgs, fields
-from hbd.core.actions import Action, DeliverToClients, Transmit
+from hbd.core.actions import Action, DeliverToClients, Notice, Transmit
 from hbd.core.clientmsgs import ClientRelay, Refused
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
@@ -90,7 +90,8 @@ def test_message_to_ourselves_stays_here() -> None:
 def test_signon_reaches_the_other_nodes_client() -> None:
     net, relays = pair()
     t0 = net.now
-    send(net, "n2", relays["n2"].client_status("ipfail", True, "signon", 7, net.wall))
+    send(net, "n2", relays["n2"].client_status("ipfail", True, "signon", 7, net.now,
+                                                      net.wall))
     net.run_for(0.2)
     (got,) = deliveries(net, "n1", t0)
     msg = dict(got.fields)
@@ -203,3 +204,16 @@ def test_a_field_name_cannot_pose_as_a_type_prefix() -> None:
         again = decode(raw).message
         assert [f.type for f in again.fields if f.name == "a(1)"] == [FieldType.STRING]
         assert again.get("a(1)") == "(1)QUJD"
+
+
+def test_signing_on_and_off_in_a_loop_does_not_flood_the_peer() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    outs = [relay.client_status("cl_status", i % 2 == 0, "signon", i, net.now, net.wall)
+            for i in range(300)]
+    sent = sum(any(isinstance(a, Transmit) for a in out) for out in outs)
+    assert sent == int(clientmsgs.CLIENT_BURST)
+    # told here every time (the same client name on this node hears of it)
+    assert all(any(isinstance(a, DeliverToClients) for a in out) for out in outs)
+    warnings = [a for out in outs for a in out if isinstance(a, Notice)]
+    assert len(warnings) == 1 and "not sent to the cluster" in warnings[0].text

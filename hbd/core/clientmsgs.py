@@ -67,6 +67,7 @@ CLIENT_BURST = 64.0  # tokens one client name may save up (two of the largest me
 TOTAL_RATE = 64.0  # tokens per second all clients together earn (~64 KiB/s at most)
 TOTAL_BURST = 128.0
 BUCKETS_MAX = 64  # client names with a bucket kept; full ones are forgotten first
+NOTE_INTERVAL = 60.0  # seconds between two warnings of announcements left out
 
 
 @dataclass
@@ -131,6 +132,8 @@ class ClientRelay(EngineComponent):
         self.rate_limited = 0  # client messages refused for going over their budget
         self._buckets: dict[str, TokenBucket] = {}
         self._total = TokenBucket(TOTAL_RATE, TOTAL_BURST)
+        self._unannounced = 0  # signon/signoff announcements over the budget, not yet told
+        self._announce_noted: float | None = None
 
     @property
     def node(self) -> str:
@@ -197,15 +200,26 @@ class ClientRelay(EngineComponent):
         return actions
 
     def client_status(self, client: str, joined: bool, reason: str, generation: int,
-                      wall: float) -> list[Action]:
+                      now: float, wall: float) -> list[Action]:
         """A named client signed on or off here: tell the cluster and the same client
-        name here (hb_api.c api_send_client_status)."""
+        name here (hb_api.c api_send_client_status).  A client that signs on and off
+        in a loop pays for the announcements from its budget: over it, they are told
+        here only (one warning a minute)."""
         if fields.client_id(client) is None:
             return []
         body = [("st", JOIN if joined else LEAVE), ("from_id", client), ("to_id", client),
                 ("info", reason), ("client_gen", str(generation))]
-        return [self.engine.send(T_APICLISTAT, body, wall),
-                self._local(T_APICLISTAT, body, None)]
+        local: list[Action] = [self._local(T_APICLISTAT, body, None)]
+        if self._within_budget(client, 1.0, now) is None:
+            return [self.engine.send(T_APICLISTAT, body, wall), *local]
+        self._unannounced += 1
+        if self._announce_noted is not None and now - self._announce_noted < NOTE_INTERVAL:
+            return local
+        self._announce_noted, count = now, self._unannounced
+        self._unannounced = 0
+        return [*local, Notice("warning", f"API client {client} signs on and off faster "
+                               f"than its rate limit: {count} signon/signoff announcement(s) "
+                               "not sent to the cluster")]
 
     def query(self, message: ClientFields, now: float, wall: float) -> list[Action] | Refused:
         """cl_status clientstatus of a client on a live peer (hb_api.c api_clientstatus):
