@@ -256,6 +256,8 @@ class HeartbeatDaemon(ServiceBase):
             self.links.open_all(self._loop)
         pings.update(new.hacf)
         pings.ipfail_respawned = runs_ipfail(new.hacf.respawn)
+        if self.relay is not None:
+            self.relay.configure(new.hbd.api_client_rate, new.hbd.api_clients_rate)
         self.fencer.update(new)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
@@ -275,6 +277,7 @@ class HeartbeatDaemon(ServiceBase):
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
         self.clientstatus = ClientStatusResponder(self.engine)
         self.relay = ClientRelay(self.engine)
+        self.relay.configure(self.config.hbd.api_client_rate, self.config.hbd.api_clients_rate)
         self.pingnodes.ipfail_respawned = runs_ipfail(self.config.hacf.respawn)
         self.engine.attach(self.failover, self.pingnodes, self.clientstatus, self.relay)
         if self.pingnodes.addresses:

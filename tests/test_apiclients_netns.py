@@ -257,8 +257,14 @@ def test_a_client_that_never_reads_does_not_stall_hbd(lab: Lab, clean: None) -> 
     hbd drops it once its unread messages pass the bound, and keeps serving."""
     ping = lab.ip("client")
     extra = "apiauth sink uid=root\n"
-    nodes = [HbdNode(lab, name, conf(ping, "", extra), HARESOURCES, AUTHKEYS).start()
+    nodes = [HbdNode(lab, name, conf(ping, "", extra), HARESOURCES, AUTHKEYS)
              for name in ("n1", "n2")]
+    # the wire's rate limit would hold the sink's own messages back long before they
+    # filled its socket: raised, so that its deliveries pile up within the test
+    (nodes[0].config_dir / "hbd.conf").write_text("api_client_rate 100000\n"
+                                                  "api_clients_rate 1000000\n")
+    for node in nodes:
+        node.start()
     n1, n2 = nodes
     try:
         n1.wait_log(r"Status update for node n2: status active", 30)

@@ -12,12 +12,17 @@ from __future__ import annotations
 from hbd.core import clientmsgs, fields
 from hbd.core.actions import Action, DeliverToClients, Notice, Transmit
 from hbd.core.clientmsgs import ClientRelay, Refused
+from hbd.core.config import DEFAULT_API_CLIENT_RATE, DEFAULT_API_CLIENTS_RATE
 from hbd.core.engine import Engine
 from hbd.core.failover import Failover
 from hbd.core.fifomsg import FifoCommand
 from hbd.core.pingnodes import PingNodes
 from hbd.core.wire import Field, FieldType, Message
 from tests.simnet import SimNet, SimNode, make_config
+
+CLIENT_RATE = DEFAULT_API_CLIENT_RATE
+CLIENT_BURST = int(clientmsgs._burst(DEFAULT_API_CLIENT_RATE, clientmsgs.CLIENT_BURST_MIN))
+TOTAL_BURST = int(clientmsgs._burst(DEFAULT_API_CLIENTS_RATE, clientmsgs.TOTAL_BURST_MIN))
 
 
 def pair() -> tuple[SimNet, dict[str, ClientRelay]]:
@@ -147,14 +152,14 @@ def test_a_flooding_client_is_held_to_its_rate() -> None:
     passed = [s for s in sent if isinstance(s, list)]
     refused = [s for s in sent if isinstance(s, Refused)]
     # a burst passes, then nothing until tokens come back; nothing half-sent
-    assert len(passed) == int(clientmsgs.CLIENT_BURST) and len(refused) == 200 - len(passed)
+    assert len(passed) == CLIENT_BURST and len(refused) == 200 - len(passed)
     assert relay.rate_limited == len(refused) and "rate limit" in refused[0].reason
     # another client has its own budget, the shared one still has room
     assert isinstance(relay.from_client("ipfail", (("t", "x"),), 1, now, net.wall), list)
     # a second later the flooder has earned CLIENT_RATE more, and no more
     later = [relay.from_client("api_test", (("t", "flood"),), 1, now + 1.0, net.wall)
              for _ in range(100)]
-    assert sum(isinstance(s, list) for s in later) == int(clientmsgs.CLIENT_RATE)
+    assert sum(isinstance(s, list) for s in later) == CLIENT_RATE
     # a standby request over the budget is refused too (it would move the groups)
     ask = (("t", "ask_resources"), ("rsc_hold", "all"), ("info", "me"))
     assert isinstance(relay.from_client("api_test", ask, 1, now + 1.0, net.wall), Refused)
@@ -170,11 +175,11 @@ def test_all_clients_share_one_budget() -> None:
         for _ in range(10):
             if isinstance(relay.from_client(f"c{i}", big, 1, now, net.wall), list):
                 passed += 1
-    assert passed * 2 == int(clientmsgs.TOTAL_BURST)
+    assert passed * 2 == TOTAL_BURST
     # questions of casual clients for a peer pay too
     asks = [relay.query((("dest", "n2"), ("cn", "ipfail"), ("from_id", "4242")), now + 100,
                         net.wall) for _ in range(100)]
-    assert sum(isinstance(a, list) for a in asks) == int(clientmsgs.CLIENT_BURST)
+    assert sum(isinstance(a, list) for a in asks) == CLIENT_BURST
     assert isinstance(asks[-1], Refused)
 
 
@@ -212,8 +217,21 @@ def test_signing_on_and_off_in_a_loop_does_not_flood_the_peer() -> None:
     outs = [relay.client_status("cl_status", i % 2 == 0, "signon", i, net.now, net.wall)
             for i in range(300)]
     sent = sum(any(isinstance(a, Transmit) for a in out) for out in outs)
-    assert sent == int(clientmsgs.CLIENT_BURST)
+    assert sent == CLIENT_BURST
     # told here every time (the same client name on this node hears of it)
     assert all(any(isinstance(a, DeliverToClients) for a in out) for out in outs)
     warnings = [a for out in outs for a in out if isinstance(a, Notice)]
     assert len(warnings) == 1 and "not sent to the cluster" in warnings[0].text
+
+
+def test_the_rates_are_hbd_conf_s() -> None:
+    net, relays = pair()
+    relay = relays["n1"]
+    relay.configure(100, 1000)  # a reload: the buckets grow with their rates...
+    now = net.now + 10  # ...and fill up at them
+    sent = [relay.from_client("api_test", (("t", "x"),), 1, now, net.wall) for _ in range(400)]
+    assert sum(isinstance(s, list) for s in sent) == int(100 * clientmsgs.BURST_SECONDS)
+    relay.configure(1, 1000)  # slower: ten seconds earn it ten
+    later = [relay.from_client("api_test", (("t", "x"),), 1, now + 10, net.wall)
+             for _ in range(400)]
+    assert sum(isinstance(s, list) for s in later) == 10

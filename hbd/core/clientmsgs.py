@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from hbd.core import fields
 from hbd.core.actions import Action, DeliverToClients, Notice
+from hbd.core.config import DEFAULT_API_CLIENT_RATE, DEFAULT_API_CLIENTS_RATE
 from hbd.core.engine import Engine, EngineComponent, Handler, Received
 from hbd.core.fifomsg import FifoCommand, FifoMessage, FifoRejected, interpret
 
@@ -61,11 +62,12 @@ NOT_DELIVERED = frozenset({"query-cstatus"})
 ClientFields = tuple[tuple[str, str], ...]
 MESSAGE_MAX = 32 * 1024  # bytes of a client's fields: with the daemon's own, one datagram
 # The wire budget of clients' messages, in tokens (one per started KiB of a message):
-# ipfail sends a few short messages per ping node event, far below these
-CLIENT_RATE = 20.0  # tokens per second one client name earns
-CLIENT_BURST = 64.0  # tokens one client name may save up (two of the largest messages)
-TOTAL_RATE = 64.0  # tokens per second all clients together earn (~64 KiB/s at most)
-TOTAL_BURST = 128.0
+# ipfail sends a few short messages per ping node event, far below these.  The rates are
+# hbd.conf's api_client_rate / api_clients_rate; a bucket saves up BURST_SECONDS of its
+# rate, and at least two of the largest messages (one client) or four (all)
+BURST_SECONDS = 3.2
+CLIENT_BURST_MIN = 2 * MESSAGE_MAX / 1024
+TOTAL_BURST_MIN = 4 * MESSAGE_MAX / 1024
 BUCKETS_MAX = 64  # client names with a bucket kept; full ones are forgotten first
 NOTE_INTERVAL = 60.0  # seconds between two warnings of announcements left out
 
@@ -81,6 +83,12 @@ class TokenBucket:
 
     def __post_init__(self) -> None:
         self.tokens = self.burst
+
+    def resize(self, rate: float, burst: float) -> None:
+        """New rate and size: a bucket never used is full, another keeps what it saved
+        (up to its new size)."""
+        self.rate, self.burst = rate, burst
+        self.tokens = burst if self.stamp is None else min(self.tokens, burst)
 
     def refill(self, now: float) -> None:
         if self.stamp is not None and now > self.stamp:
@@ -98,6 +106,10 @@ class TokenBucket:
     def full(self, now: float) -> bool:
         self.refill(now)
         return self.tokens >= self.burst
+
+
+def _burst(rate: float, least: float) -> float:
+    return max(rate * BURST_SECONDS, least)
 
 
 def _cost(pairs: list[tuple[str, str]] | ClientFields) -> float:
@@ -131,13 +143,23 @@ class ClientRelay(EngineComponent):
         self.dropped = 0  # messages from peers no client could be given (malformed)
         self.rate_limited = 0  # client messages refused for going over their budget
         self._buckets: dict[str, TokenBucket] = {}
-        self._total = TokenBucket(TOTAL_RATE, TOTAL_BURST)
+        self.client_rate = float(DEFAULT_API_CLIENT_RATE)
+        self._total = TokenBucket(float(DEFAULT_API_CLIENTS_RATE),
+                                  _burst(DEFAULT_API_CLIENTS_RATE, TOTAL_BURST_MIN))
         self._unannounced = 0  # signon/signoff announcements over the budget, not yet told
         self._announce_noted: float | None = None
 
     @property
     def node(self) -> str:
         return self.engine.node
+
+    def configure(self, client_rate: int, clients_rate: int) -> None:
+        """hbd.conf's api_client_rate and api_clients_rate (KiB/s), at start and reload:
+        the buckets keep what they saved, up to their new size."""
+        self.client_rate = float(client_rate)
+        for bucket in self._buckets.values():
+            bucket.resize(self.client_rate, _burst(client_rate, CLIENT_BURST_MIN))
+        self._total.resize(float(clients_rate), _burst(clients_rate, TOTAL_BURST_MIN))
 
     # --- client -> cluster -----------------------------------------------------------
 
@@ -152,15 +174,17 @@ class ClientRelay(EngineComponent):
             if len(self._buckets) >= BUCKETS_MAX:
                 self.rate_limited += 1
                 return Refused("too many clients sending at once")
-            bucket = self._buckets[client] = TokenBucket(CLIENT_RATE, CLIENT_BURST)
+            bucket = self._buckets[client] = TokenBucket(
+                self.client_rate, _burst(self.client_rate, CLIENT_BURST_MIN))
         bucket.refill(now)
         self._total.refill(now)
         if bucket.tokens < cost:
             self.rate_limited += 1
-            return Refused(f"over its rate limit ({CLIENT_RATE:g} KiB/s)")
+            return Refused(f"over its rate limit ({bucket.rate:g} KiB/s)")
         if self._total.tokens < cost:
             self.rate_limited += 1
-            return Refused(f"API clients over their shared rate limit ({TOTAL_RATE:g} KiB/s)")
+            return Refused(f"API clients over their shared rate limit "
+                           f"({self._total.rate:g} KiB/s)")
         bucket.take(cost, now)
         self._total.take(cost, now)
         return None
