@@ -201,6 +201,8 @@ def describe(config: ClusterConfig) -> str:
                      "for other clients")
     for entry in hacf.respawn:
         lines.append(f"respawn: {entry.command} as {entry.user}")
+    lines.append(f"API clients' messages on the wire: at most {config.hbd.api_client_rate} "
+                 f"KiB/s each, {config.hbd.api_clients_rate} KiB/s together")
     if runs_ipfail(hacf.respawn) and (hacf.ping_nodes or hacf.ping_groups):
         lines.append("ping nodes: ipfail decides (respawned); hbd's built-in rule steps aside")
     lines.append(_fencing_text(config))

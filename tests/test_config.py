@@ -440,6 +440,8 @@ def test_check_config_good(tmp_path: Path) -> None:
     assert "10.77.0.240/24/eth0: home n1" in result.stdout
     assert "configuration OK" in result.stdout
     assert "secret" not in result.stdout
+    assert ("API clients' messages on the wire: at most 20 KiB/s each, 64 KiB/s together"
+            in result.stdout)
 
 
 def test_check_config_bad(tmp_path: Path) -> None:
