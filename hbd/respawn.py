@@ -130,10 +130,14 @@ class Respawner:
                 await task
 
     async def _keep_running(self, child: _Child) -> None:
+        cancelled = False
         try:
             await self._run_until_ended(child)
+        except asyncio.CancelledError:
+            cancelled = True  # hbd's end (the loop's last tasks): nothing to report
+            raise
         finally:
-            if not child.stopping:
+            if not child.stopping and not cancelled:
                 child.ended = True
                 if self._on_end is not None:
                     self._on_end(child.entry)
