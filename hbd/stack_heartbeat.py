@@ -97,11 +97,17 @@ class HeartbeatDaemon(ServiceBase):
         if isinstance(result, Refused):
             return result.reason
         if isinstance(result, FifoCommand):
-            # ipfail's giveup: what hb_standby asks for
-            log.info("%s asks for %s [%s]", result.tool,
-                     "standby" if result.command == "release" else result.command,
-                     result.scope)
-            self._fifo_command(result)
+            # ipfail's giveup: what hb_standby asks for.  A refusal (Busy: a standby under
+            # way, InvalidScope...) goes back to the API server, which logs it at most once
+            # a minute: a client may ask again and again
+            what = "standby" if result.command == "release" else result.command
+            if self._stopping:
+                return f"{what} [{result.scope}] ignored: hbd is stopping"
+            try:
+                self._command(result.command, result.scope)
+            except HbdError as err:
+                return f"{what} [{result.scope}] refused: {err}"
+            log.info("%s asks for %s [%s]", result.tool, what, result.scope)
             return None
         self._dispatch(result)
         self._arm()

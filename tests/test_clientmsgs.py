@@ -9,6 +9,11 @@ and whatever a peer sends that a client could not read is dropped, not passed on
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import pytest
+
 from hbd.core import clientmsgs, fields
 from hbd.core.actions import Action, DeliverToClients, Notice, Transmit
 from hbd.core.clientmsgs import ClientRelay, Refused
@@ -235,3 +240,35 @@ def test_the_rates_are_hbd_conf_s() -> None:
     later = [relay.from_client("api_test", (("t", "x"),), 1, now + 10, net.wall)
              for _ in range(400)]
     assert sum(isinstance(s, list) for s in later) == 10
+
+
+def test_a_refused_standby_request_of_a_client_goes_back_to_be_logged_rate_limited(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """ipfail's ask_resources that hbd cannot carry out (here: nothing is stable yet) is
+    not logged by the stack at every request: the refusal goes back to the API server,
+    whose warnings a client can cause are rate-limited."""
+    from hbd.core.clientmsgs import ClientRelay
+    from hbd.core.engine import Engine
+    from hbd.core.failover import Failover
+    from hbd.service import Options
+    from hbd.stack_heartbeat import HeartbeatDaemon
+    from tests.simnet import make_config
+
+    config = make_config("n1", extra="auto_failback off\n")
+    options = Options(config_dir="/nonexistent", state_dir="/nonexistent",
+                      runtime_dir="/nonexistent", node="n1", dbus=False, debug=False)
+    daemon = HeartbeatDaemon(options, config)
+    engine = Engine(config, uuid=b"n1".ljust(16, b"\0"), generation=1, now=0.0)
+    daemon.engine, daemon.failover = engine, Failover(engine, config)
+    daemon.relay = ClientRelay(engine)
+    caplog.set_level(logging.INFO)
+    ask = [("t", "ask_resources"), ("rsc_hold", "all"), ("info", "me")]
+
+    async def main() -> None:
+        daemon._loop = asyncio.get_running_loop()
+        for _ in range(5):
+            refusal = daemon.client_message("ipfail", ask, 1)
+            assert refusal is not None and refusal.startswith("standby [all] refused: ")
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    asyncio.run(main())

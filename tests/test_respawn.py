@@ -242,3 +242,4 @@ def test_the_built_in_ping_rule_is_back_once_ipfail_is_not_respawned(
         await daemon._stop_respawn()
 
     asyncio.run(main())
+
