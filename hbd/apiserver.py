@@ -137,6 +137,11 @@ def build_view(snapshot: Snapshot, config: ClusterConfig, relays: bool = False) 
         relays=relays)
 
 
+def _kind(refusal: str) -> str:
+    """The log-line kind of a refusal: a flood's own, so it does not hide the others."""
+    return "rate" if "rate limit" in refusal or "sending at once" in refusal else "relay"
+
+
 class ClientEvents(Protocol):
     """What the daemon does with named clients (hbd.service): the relay of their
     messages (hbd.core.clientmsgs) and the cluster's view of who is signed on."""
@@ -149,7 +154,8 @@ class ClientEvents(Protocol):
     def client_message(self, client: str, fields: Fields, generation: int) -> str | None:
         """Relay it; the refusal's reason (for a log line), or None."""
 
-    def client_query(self, fields: Fields) -> None: ...
+    def client_query(self, fields: Fields) -> str | None:
+        """Ask the peer; the refusal's reason (for a log line), or None."""
 
 
 class _NoEvents:
@@ -163,7 +169,7 @@ class _NoEvents:
     def client_message(self, client: str, fields: Fields, generation: int) -> str | None:
         return "this stack relays no client messages"
 
-    def client_query(self, fields: Fields) -> None:
+    def client_query(self, fields: Fields) -> str | None:
         return None
 
 
@@ -352,10 +358,13 @@ class ApiServer:
                                 session.client_id, answer.relay,
                                 self._generations.get(session, 0))
                             if refused is not None:
-                                self._warn("relay", "API: message from client %s not "
-                                           "relayed: %s", session.client_id, refused)
+                                self._warn(_kind(refused), "API: message from client %s "
+                                           "not relayed: %s", session.client_id, refused)
                         if answer.query is not None:
-                            self._events.client_query(answer.query)
+                            refused = self._events.client_query(answer.query)
+                            if refused is not None:
+                                self._warn(_kind(refused), "API: question of client %s for "
+                                           "a peer not sent: %s", session.client_id, refused)
                         for fields in answer.frames:
                             writer.write(encode(fields))
                         if session.state is not before and not session.casual:

@@ -25,7 +25,7 @@ from hbd.core.config import (
 )
 from hbd.core.hbdconf import HBD_CONF
 from hbd.errors import ConfigError
-from hbd.respawn import runs_ipfail
+from hbd.respawn import check_entries, runs_ipfail
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 
@@ -84,11 +84,15 @@ def load(
         from hbd.net.addresses import local_ip_addresses
 
         local_addresses = local_ip_addresses()
-    return check(
-        read_texts(config_dir),
+    texts = read_texts(config_dir)
+    config, problems = check(
+        texts,
         node_name=node_name or default_node_name(),
         local_addresses=local_addresses,
     )
+    if config is not None:
+        problems += check_entries(config.hacf.respawn, texts.hacf_name)
+    return config, problems
 
 
 def load_or_raise(
@@ -197,6 +201,8 @@ def describe(config: ClusterConfig) -> str:
                      "for other clients")
     for entry in hacf.respawn:
         lines.append(f"respawn: {entry.command} as {entry.user}")
+    lines.append(f"API clients' messages on the wire: at most {config.hbd.api_client_rate} "
+                 f"KiB/s each, {config.hbd.api_clients_rate} KiB/s together")
     if runs_ipfail(hacf.respawn) and (hacf.ping_nodes or hacf.ping_groups):
         lines.append("ping nodes: ipfail decides (respawned); hbd's built-in rule steps aside")
     lines.append(_fencing_text(config))

@@ -103,8 +103,10 @@ class FrontEnds:
                        generation: int) -> str | None:
         return "this cluster stack relays no API client messages"
 
-    def client_query(self, fields: list[tuple[str, str]]) -> None:
-        """A client's question for a peer (clientstatus of a remote client)."""
+    def client_query(self, fields: list[tuple[str, str]]) -> str | None:
+        """A client's question for a peer (clientstatus of a remote client); the
+        refusal's reason, or None."""
+        return None
 
     def _start_respawn(self) -> None:
         """ha.cf's `respawn` programs, once the API socket they sign on to is open."""
@@ -114,8 +116,14 @@ class FrontEnds:
         from hbd.respawn import Respawner, client_env
 
         self.respawner = Respawner(client_env(self.options.node, hacf.logfacility,
-                                              hacf.logfile, hacf.debugfile, hacf.debug_level))
+                                              hacf.logfile, hacf.debugfile, hacf.debug_level),
+                                   self._respawn_ended)
         self.respawner.start(hacf.respawn)
+
+    def _respawn_ended(self, entry: Any) -> None:
+        """A `respawn` line's program will not be started again until a reload."""
+        log.error("respawn (ha.cf line %d): \"%s\" is not restarted any more; a reload "
+                  "(systemctl reload hbd) tries it again", entry.line, entry.command)
 
     async def _stop_respawn(self) -> None:
         if self.respawner is not None:

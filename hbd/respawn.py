@@ -28,10 +28,10 @@ import logging
 import os
 import pwd
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hbd.childproc import run_child
-from hbd.core.config import Respawn
+from hbd.core.config import Problem, Respawn, Severity
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,31 @@ class _Child:
         self.entry = entry
         self.pid: int | None = None
         self.stopping = False
+        self.ended = False  # will not be started again (until a reload)
         self.task: asyncio.Task[None] | None = None
         self.runs = 0
 
 
 class Respawner:
-    """The `respawn` programs of one configuration."""
+    """The `respawn` programs of one configuration.
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    `on_end` is told of a line whose program will not be started again until the
+    next reload (it exited 100, respawned too fast, cannot be run): the built-in ping
+    rule takes over again when that program was ipfail.
+    """
+
+    def __init__(self, env: Mapping[str, str],
+                 on_end: Callable[[Respawn], None] | None = None) -> None:
         self.env = dict(env)
         self._children: list[_Child] = []
+        self._on_end = on_end
 
     def pids(self) -> dict[str, int]:
         return {c.entry.command: c.pid for c in self._children if c.pid is not None}
+
+    def kept(self) -> tuple[Respawn, ...]:
+        """The lines whose program runs or will be started again."""
+        return tuple(c.entry for c in self._children if not (c.ended or c.stopping))
 
     def start(self, entries: tuple[Respawn, ...]) -> None:
         """Start every program (the daemon is up and its API socket open)."""
@@ -78,10 +90,14 @@ class Respawner:
         self._children.append(child)
 
     async def update(self, entries: tuple[Respawn, ...]) -> None:
-        """A reload: stop the programs whose line went away or changed, start new ones."""
+        """A reload: stop the programs whose line went away or changed, start new ones,
+        and try again the lines that had ended (too fast, exit 100, missing program):
+        the admin may have fixed them."""
         wanted = [(e.user, e.argv) for e in entries]
         for child in reversed(list(self._children)):
-            if (child.entry.user, child.entry.argv) not in wanted:
+            if child.ended:
+                self._children.remove(child)  # ended: started again below if still wanted
+            elif (child.entry.user, child.entry.argv) not in wanted:
                 await self._stop(child)
                 self._children.remove(child)
         running = [(c.entry.user, c.entry.argv) for c in self._children]
@@ -114,6 +130,19 @@ class Respawner:
                 await task
 
     async def _keep_running(self, child: _Child) -> None:
+        cancelled = False
+        try:
+            await self._run_until_ended(child)
+        except asyncio.CancelledError:
+            cancelled = True  # hbd's end (the loop's last tasks): nothing to report
+            raise
+        finally:
+            if not child.stopping and not cancelled:
+                child.ended = True
+                if self._on_end is not None:
+                    self._on_end(child.entry)
+
+    async def _run_until_ended(self, child: _Child) -> None:
         entry = child.entry
         loop = asyncio.get_running_loop()
         short = 0
@@ -122,6 +151,8 @@ class Respawner:
             if ids is None:
                 log.error("respawn (ha.cf line %d): invalid uid [%s] specified for client "
                           "child: not started", entry.line, entry.user)
+                return
+            if child.stopping:  # stopped while the user was looked up
                 return
             if not os.access(entry.argv[0], os.X_OK):
                 log.error("Cannot exec %s: not an executable file: not started",
@@ -139,6 +170,9 @@ class Respawner:
             def note(pid: int) -> None:
                 child.pid = pid
                 log.info("client \"%s\" runs as pid %d", entry.command, pid)
+                if child.stopping:  # stopped while it was being started: SIGTERM now
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGTERM)
 
             result = await run_child(entry.argv, self.env, None, OUTPUT_LIMIT, keep="tail",
                                      merge_stderr=True, user=uid, group=gid,
@@ -180,6 +214,25 @@ def _ids(user: str) -> tuple[int, int, list[int]] | None:
     except OSError:
         groups = [entry.pw_gid]
     return entry.pw_uid, entry.pw_gid, groups
+
+
+def check_entries(entries: tuple[Respawn, ...], filename: str) -> list[Problem]:
+    """`hbd --check-config`: respawn lines whose user does not exist or whose program is
+    missing or not executable.  Heartbeat 3.0.6 refuses to start with such a line
+    (config.c add_client_child_base); hbd warns, keeps the cluster running without that
+    program and logs the same at start.  Blocking (NSS, the file system)."""
+    problems = []
+    for entry in entries:
+        if _ids(entry.user) is None:
+            problems.append(Problem(filename, entry.line, f"respawn: no user {entry.user!r}: "
+                                    f"{entry.argv[0]} will not be started (Heartbeat 3.0.6 "
+                                    "refuses to start with this line)", Severity.WARNING))
+        if not os.path.isfile(entry.argv[0]) or not os.access(entry.argv[0], os.X_OK):
+            problems.append(Problem(filename, entry.line, f"respawn: {entry.argv[0]} is "
+                                    "missing or not an executable file: it will not be "
+                                    "started (Heartbeat 3.0.6 refuses to start with this "
+                                    "line)", Severity.WARNING))
+    return problems
 
 
 def client_env(node: str, logfacility: str | None, logfile: str | None,

@@ -85,31 +85,59 @@ class HeartbeatDaemon(ServiceBase):
         if self.relay is None or (self._stopping and joined):
             return
         self._dispatch(self.relay.client_status(client, joined, reason, generation,
-                                                self._now()[1]))
+                                                *self._now()))
         self._arm()
 
     def client_message(self, client: str, fields: list[tuple[str, str]],
                        generation: int) -> str | None:
         if self.relay is None:
             return "hbd is not running its cluster layer yet"
-        result = self.relay.from_client(client, tuple(fields), generation, self._now()[1])
+        now, wall = self._now()
+        result = self.relay.from_client(client, tuple(fields), generation, now, wall)
         if isinstance(result, Refused):
             return result.reason
         if isinstance(result, FifoCommand):
-            # ipfail's giveup: what hb_standby asks for
-            log.info("%s asks for %s [%s]", result.tool,
-                     "standby" if result.command == "release" else result.command,
-                     result.scope)
-            self._fifo_command(result)
+            # ipfail's giveup: what hb_standby asks for.  A refusal (Busy: a standby under
+            # way, InvalidScope...) goes back to the API server, which logs it at most once
+            # a minute: a client may ask again and again
+            what = "standby" if result.command == "release" else result.command
+            if self._stopping:
+                return f"{what} [{result.scope}] ignored: hbd is stopping"
+            try:
+                self._command(result.command, result.scope)
+            except HbdError as err:
+                return f"{what} [{result.scope}] refused: {err}"
+            log.info("%s asks for %s [%s]", result.tool, what, result.scope)
             return None
         self._dispatch(result)
         self._arm()
         return None
 
-    def client_query(self, fields: list[tuple[str, str]]) -> None:
-        if self.relay is not None:
-            self._dispatch(self.relay.query(tuple(fields), self._now()[1]))
-            self._arm()
+    def client_query(self, fields: list[tuple[str, str]]) -> str | None:
+        if self.relay is None:
+            return "hbd is not running its cluster layer yet"
+        result = self.relay.query(tuple(fields), *self._now())
+        if isinstance(result, Refused):
+            return result.reason
+        self._dispatch(result)
+        self._arm()
+        return None
+
+    def _respawn_ended(self, entry: Any) -> None:
+        super()._respawn_ended(entry)
+        self._ipfail_respawned()
+
+    def _ipfail_respawned(self) -> None:
+        """Whether a respawned ipfail decides on ping nodes: not once its line ended (it
+        exited 100, respawned too fast, cannot run), so that the built-in rule is back."""
+        if self.pingnodes is None:
+            return
+        kept = self.config.hacf.respawn if self.respawner is None else self.respawner.kept()
+        was, now = self.pingnodes.ipfail_respawned, runs_ipfail(kept)
+        self.pingnodes.ipfail_respawned = now
+        if was and not now and self.pingnodes.decides and self.pingnodes.addresses:
+            log.warning("ipfail is not respawned any more: hbd's built-in ping node rule "
+                        "decides again")
 
     def _group_work(self) -> Failover:
         assert self.failover is not None
@@ -243,6 +271,8 @@ class HeartbeatDaemon(ServiceBase):
             self.links.open_all(self._loop)
         pings.update(new.hacf)
         pings.ipfail_respawned = runs_ipfail(new.hacf.respawn)
+        if self.relay is not None:
+            self.relay.configure(new.hbd.api_client_rate, new.hbd.api_clients_rate)
         self.fencer.update(new)
         runner.update(new)
         self._dispatch(failover.reconfigure(new, now, wall))
@@ -262,6 +292,7 @@ class HeartbeatDaemon(ServiceBase):
         self.pingnodes = PingNodes(self.config.hacf, self.failover)
         self.clientstatus = ClientStatusResponder(self.engine)
         self.relay = ClientRelay(self.engine)
+        self.relay.configure(self.config.hbd.api_client_rate, self.config.hbd.api_clients_rate)
         self.pingnodes.ipfail_respawned = runs_ipfail(self.config.hacf.respawn)
         self.engine.attach(self.failover, self.pingnodes, self.clientstatus, self.relay)
         if self.pingnodes.addresses:

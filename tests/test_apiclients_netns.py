@@ -9,6 +9,8 @@
   reaches the other, whose `pingreply` node messages come back, both directions;
   each hears of the other's signon (client status callback).
 * a named client that never reads: hbd disconnects it and keeps heartbeating.
+* a named client that floods: the peer gets its budget's worth, the refusals are logged
+  once, and hbd keeps heartbeating.
 
 The hbd node's clients reach its socket through a private mount namespace whose
 /run is the node's (libhbclient only knows /var/run/heartbeat/register), then run
@@ -257,8 +259,14 @@ def test_a_client_that_never_reads_does_not_stall_hbd(lab: Lab, clean: None) -> 
     hbd drops it once its unread messages pass the bound, and keeps serving."""
     ping = lab.ip("client")
     extra = "apiauth sink uid=root\n"
-    nodes = [HbdNode(lab, name, conf(ping, "", extra), HARESOURCES, AUTHKEYS).start()
+    nodes = [HbdNode(lab, name, conf(ping, "", extra), HARESOURCES, AUTHKEYS)
              for name in ("n1", "n2")]
+    # the wire's rate limit would hold the sink's own messages back long before they
+    # filled its socket: raised, so that its deliveries pile up within the test
+    (nodes[0].config_dir / "hbd.conf").write_text("api_client_rate 100000\n"
+                                                  "api_clients_rate 1000000\n")
+    for node in nodes:
+        node.start()
     n1, n2 = nodes
     try:
         n1.wait_log(r"Status update for node n2: status active", 30)
@@ -291,6 +299,51 @@ def test_a_client_that_never_reads_does_not_stall_hbd(lab: Lab, clean: None) -> 
         assert "node n1: is dead" not in n2.log()[mark2:]
         assert not re.search(r"Late heartbeat: Node n1", n2.log())
         assert n1.running()
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def _signon(path: Path, name: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(path))
+    s.sendall(_frame([("t", "hbapi-req"), ("reqtype", "signon"), ("pid", str(os.getpid())),
+                      ("from_id", name), ("uid", str(os.getuid())),
+                      ("gid", str(os.getgid()))]))
+    s.settimeout(5)
+    assert b"result=OK" in s.recv(4096)
+    return s
+
+
+def test_a_flooding_client_reaches_the_peer_at_its_rate_only(lab: Lab, clean: None) -> None:
+    """A named client sends a thousand messages at once: the peer's client of that name
+    gets the bucket's worth, hbd logs the refusals once and keeps heartbeating."""
+    ping = lab.ip("client")
+    nodes = [HbdNode(lab, name, conf(ping, "", "apiauth flood uid=root\n"), HARESOURCES,
+                     AUTHKEYS).start() for name in ("n1", "n2")]
+    n1, n2 = nodes
+    try:
+        n1.wait_log(r"Status update for node n2: status active", 30)
+        mark1, mark2 = n1.mark(), n2.mark()
+        with _signon(n2.api_socket, "flood") as reader, \
+                _signon(n1.api_socket, "flood") as flooder:
+            began = time.monotonic()
+            for i in range(1000):
+                flooder.sendall(_frame([("t", "floodmsg"), ("dest", "n2"), ("n", str(i))]))
+            sending = time.monotonic() - began
+            got = bytearray()
+            reader.settimeout(0.2)
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                with contextlib.suppress(TimeoutError):
+                    got += reader.recv(65536)
+            count = got.count(b"t=floodmsg")
+        # the burst (64 one-KiB tokens) and what 20 KiB/s earned while it was sent
+        assert 32 <= count <= 64 + 20 * sending + 2, (count, sending)
+        n1.wait_log(r"message from client flood not relayed: over its rate limit", 10)
+        assert n1.log()[mark1:].count("over its rate limit") == 1  # once a minute
+        assert "node n1: is dead" not in n2.log()[mark2:]
+        assert n1.running() and n2.running()
     finally:
         for node in nodes:
             node.kill()

@@ -440,6 +440,8 @@ def test_check_config_good(tmp_path: Path) -> None:
     assert "10.77.0.240/24/eth0: home n1" in result.stdout
     assert "configuration OK" in result.stdout
     assert "secret" not in result.stdout
+    assert ("API clients' messages on the wire: at most 20 KiB/s each, 64 KiB/s together"
+            in result.stdout)
 
 
 def test_check_config_bad(tmp_path: Path) -> None:
@@ -449,6 +451,26 @@ def test_check_config_bad(tmp_path: Path) -> None:
     assert f"{d}/authkeys: is readable by group or others (mode 644): run 'chmod 600 " \
         f"{d}/authkeys'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_warns_of_a_respawn_line_that_cannot_run(tmp_path: Path) -> None:
+    d = _write_dir(tmp_path)
+    with open(d / "ha.cf", "a") as hacf:
+        hacf.write(f"respawn no-such-hbd-user {sys.executable} -c pass\n"
+                   f"respawn root {d}/ipfail\n"
+                   f"respawn root {sys.executable} -c pass\n")
+    lines = len(GOOD_HACF.splitlines())
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    # Heartbeat would refuse to start; hbd runs the cluster without them, and says so
+    assert result.returncode == 0, result.stderr
+    assert (f"{d}/ha.cf:{lines + 1}: warning: respawn: no user 'no-such-hbd-user'"
+            in result.stderr)
+    assert (f"{d}/ha.cf:{lines + 2}: warning: respawn: {d}/ipfail is missing or not an "
+            "executable file" in result.stderr)
+    assert f"ha.cf:{lines + 3}" not in result.stderr
+    (d / "ipfail").write_text("#!/bin/sh\n")  # there, but not executable
+    result = _hbd("--check-config", "--config-dir", str(d), "--node", "n1")
+    assert f"{d}/ipfail is missing or not an executable file" in result.stderr
 
 
 def test_three_nodes_are_fine_on_the_corosync_stack_and_ping_nodes_do_not_count() -> None:

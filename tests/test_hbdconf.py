@@ -63,6 +63,20 @@ def test_bad_lines_are_file_line_errors(text: str, message: str) -> None:
     assert config is None  # an error refuses the whole configuration
 
 
+def test_api_client_rates() -> None:
+    config, problems = check(_texts(None), node_name="n1")
+    assert config is not None and (config.hbd.api_client_rate,
+                                   config.hbd.api_clients_rate) == (20, 64)
+    config, problems = check(_texts("api_client_rate 5\napi_clients_rate 500\n"),
+                             node_name="n1")
+    assert config is not None and problems == []
+    assert (config.hbd.api_client_rate, config.hbd.api_clients_rate) == (5, 500)
+    assert _messages("api_client_rate 0\n") == [
+        "hbd.conf:1: api_client_rate: '0' is not a whole number from 1 to 100000"]
+    assert _messages("api_clients_rate fast\n") == [
+        "hbd.conf:1: api_clients_rate: 'fast' is not a whole number from 1 to 1000000"]
+
+
 def test_notify_and_garp_refresh_settings() -> None:
     text = ("notify /usr/local/sbin/tell-db\nnotify /usr/local/sbin/page\n"
             "notify_dir /srv/hbd/notify.d\nnotify_timeout 2.5\ngarp_refresh 60\n")

@@ -157,3 +157,89 @@ def test_ipfail_is_recognised_behind_a_wrapper() -> None:
     assert runs_ipfail((Respawn("root", ("/usr/bin/unshare", "-m", "sh", "-c", "x", "/run",
                                           "/usr/lib/heartbeat/ipfail")),))
     assert not runs_ipfail((Respawn("root", ("/usr/bin/ipfailover",)),))
+
+
+def test_an_ended_line_is_reported_and_a_reload_tries_it_again(
+        shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(respawn, "RESPAWN_DELAY", 0.01)
+    out, sleeper = shared / "runs", shared / "sleeper"
+    ended: list[Respawn] = []
+
+    async def main() -> None:
+        done, lasting = entry(out, "exit100"), entry(sleeper, "sleep")
+        runner = Respawner(client_env("n1", None, None, None, 0), ended.append)
+        runner.start((done, lasting))
+        await until(lambda: ended == [done] and len(lines(sleeper)) == 1)
+        # only the program that will run again counts (the built-in ping rule's cue)
+        assert runner.kept() == (lasting,)
+        await runner.update((done, lasting))  # the admin's reload: tried once more
+        await until(lambda: len(lines(out)) == 2 and len(ended) == 2)
+        assert len(lines(sleeper)) == 1  # the running one was left alone
+        await runner.stop()
+        assert len(ended) == 2  # a stop is no end to report
+
+    asyncio.run(main())
+
+
+def test_stopped_while_the_user_is_looked_up(shared: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = shared / "runs"
+    real_ids = respawn._ids
+
+    def slow_ids(user: str) -> tuple[int, int, list[int]] | None:
+        import time
+        time.sleep(0.5)  # NSS on a slow LDAP server
+        return real_ids(user)
+
+    monkeypatch.setattr(respawn, "_ids", slow_ids)
+
+    async def main() -> None:
+        runner = Respawner(client_env("n1", None, None, None, 0))
+        runner.start((entry(out, "sleep"),))
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await runner.stop()
+        await asyncio.sleep(0.5)
+        assert loop.time() - began < 2.0  # not STOP_TIMEOUT and a SIGKILL
+        assert lines(out) == []  # never started once stopped
+
+    asyncio.run(main())
+
+
+def test_the_built_in_ping_rule_is_back_once_ipfail_is_not_respawned(
+        shared: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """ipfail exits 100 (or respawns too fast): nobody decides on ping nodes any more
+    unless the built-in rule takes over again; while ipfail is respawned, it stays aside."""
+    from hbd.core.engine import Engine
+    from hbd.core.failover import Failover
+    from hbd.core.pingnodes import PingNodes
+    from hbd.service import Options
+    from hbd.stack_heartbeat import HeartbeatDaemon
+    from tests.simnet import make_config
+
+    monkeypatch.setattr(respawn, "RESPAWN_DELAY", 0.01)
+    ipfail = shared / "ipfail"
+    ipfail.write_text(f"#!{sys.executable}\nimport sys; sys.exit(int(sys.argv[1]))\n")
+    ipfail.chmod(0o755)
+    config = make_config("n1", extra=f"ping 192.0.2.1\nrespawn root {ipfail} 100\n")
+    options = Options(config_dir="/nonexistent", state_dir="/nonexistent",
+                      runtime_dir="/nonexistent", node="n1", dbus=False, debug=False)
+    daemon = HeartbeatDaemon(options, config)
+    engine = Engine(config, uuid=b"n1".ljust(16, b"\0"), generation=1, now=0.0)
+    daemon.pingnodes = PingNodes(config.hacf, Failover(engine, config))
+    daemon.pingnodes.ipfail_respawned = runs_ipfail(config.hacf.respawn)
+    assert not daemon.pingnodes.decides
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        daemon._start_respawn()
+        pings = daemon.pingnodes
+        assert pings is not None
+        await until(lambda: pings.decides)
+        assert "built-in ping node rule decides again" in caplog.text
+        await daemon._stop_respawn()
+
+    asyncio.run(main())
+

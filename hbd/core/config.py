@@ -22,6 +22,8 @@ MCAST6_MAX_HOPS = 4  # Heartbeat's mcast6 plugin refuses more hops
 DEFAULT_MAX_REXMIT_DELAY_MS = 250
 DEFAULT_NOTIFY_TIMEOUT_MS = 10_000  # hbd.conf notify_timeout
 DEFAULT_METRICS_INTERVAL_MS = 1000  # hbd.conf metrics_interval
+DEFAULT_API_CLIENT_RATE = 20  # KiB/s one API client name may put on the wire
+DEFAULT_API_CLIENTS_RATE = 64  # KiB/s all API clients together
 
 
 class Severity(enum.Enum):
@@ -439,6 +441,10 @@ class HbdConf:
     metrics_listen: tuple[str, int] | None = None
     metrics_textfile: str = ""
     metrics_interval_ms: int = DEFAULT_METRICS_INTERVAL_MS
+    # what Heartbeat's API clients may put on the wire (hbd.core.clientmsgs), in KiB/s: one
+    # client name, and all clients together
+    api_client_rate: int = DEFAULT_API_CLIENT_RATE
+    api_clients_rate: int = DEFAULT_API_CLIENTS_RATE
 
 
 @dataclass(frozen=True)

@@ -112,12 +112,14 @@ def client_fields(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...] |
     """Fields fit for an API client's message, or None: at most CLIENT_FIELDS_MAX, each
     name a printable ASCII word of at most CLIENT_NAME_MAX characters without `=`, each
     value printable ASCII of at most CLIENT_VALUE_MAX (a newline would break the
-    classic ha_msg framing the client reads)."""
+    classic ha_msg framing the client reads).  A name may not begin with `(`: in the
+    classic form `(N)name=` gives a field's type, so a client's "(2)x" would reach the
+    peers as a nested message and its "(1)x" as binary data, not as the string it sent."""
     if len(pairs) > CLIENT_FIELDS_MAX:
         return None
     for name, value in pairs:
         if not (0 < len(name) <= CLIENT_NAME_MAX and name.isascii() and name.isprintable()
-                and "=" not in name and " " not in name):
+                and "=" not in name and " " not in name and not name.startswith("(")):
             return None
         if len(value) > CLIENT_VALUE_MAX or not value.isascii() or not value.isprintable():
             return None

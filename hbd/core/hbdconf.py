@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from hbd.core.config import (
+    DEFAULT_API_CLIENT_RATE,
+    DEFAULT_API_CLIENTS_RATE,
     DEFAULT_METRICS_INTERVAL_MS,
     DEFAULT_NOTIFY_TIMEOUT_MS,
     ExpiryConf,
@@ -419,6 +421,9 @@ HANDLERS: dict[str, Handler] = {
     "metrics_listen": _metrics_listen,
     "metrics_textfile": _metrics_textfile,
     "metrics_interval": _time("metrics_interval", 100, 60_000),
+    # Heartbeat's API clients (ipfail...): KiB/s they may put on the wire
+    "api_client_rate": _int("api_client_rate", 1, 100_000),
+    "api_clients_rate": _int("api_clients_rate", 1, 1_000_000),
 }
 
 
@@ -460,6 +465,9 @@ def _finish(st: _State) -> HbdConf:
     textfile = st.values.get("metrics_textfile", "")
     metrics_ms = st.values.get("metrics_interval", DEFAULT_METRICS_INTERVAL_MS)
     assert isinstance(textfile, str) and isinstance(metrics_ms, int)
+    client_rate = st.values.get("api_client_rate", DEFAULT_API_CLIENT_RATE)
+    clients_rate = st.values.get("api_clients_rate", DEFAULT_API_CLIENTS_RATE)
+    assert isinstance(client_rate, int) and isinstance(clients_rate, int)
     assert listen is None or isinstance(listen, tuple)
     assert isinstance(hooks, dict) and isinstance(timeout, int) and isinstance(refresh, int)
     assert notify_dir is None or isinstance(notify_dir, str)
@@ -470,4 +478,5 @@ def _finish(st: _State) -> HbdConf:
                    expiries=tuple(st.expiries),
                    link_tracking=bool(st.values.get("link_tracking", True)),
                    tracks=tuple(st.tracks), metrics_listen=listen,
-                   metrics_textfile=textfile, metrics_interval_ms=metrics_ms)
+                   metrics_textfile=textfile, metrics_interval_ms=metrics_ms,
+                   api_client_rate=client_rate, api_clients_rate=clients_rate)

@@ -24,7 +24,8 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "traditional_compression": "hbd never compresses messages",
     "env": "hbd gives respawned clients a fixed environment",
     "memreserve": "not needed by hbd",
-    "failfast": "hbd never reboots the machine when a client dies; use respawn",
+    "failfast": "its program is not started: hbd never reboots the machine when a client "
+    "dies; run it as a systemd unit with FailureAction=reboot, or with respawn",
     "normalpoll": "not applicable to hbd",
     "crm_daemon_dir": "only meaningful with Pacemaker",
     "crmd_spawns_pengine": "only meaningful with Pacemaker",
