@@ -83,7 +83,7 @@ def test_dead_peer_is_fenced_then_and_only_then_taken_over() -> None:
     assert fence_states(net, "n2") == ["fencing", "fenced"]
     results = [a for _, a in net.nodes["n2"].actions if isinstance(a, Transmit)
                and a.msgtype == "stonith"]
-    assert len(results) == 1 and b"result=OK" in results[0].classic
+    assert len(results) == 1 and b"result=OK" in results[0].netstring
 
 
 def test_failing_device_retries_and_blocks_takeover_until_confirmed() -> None:
