@@ -267,9 +267,12 @@ class ServiceBase(FrontEnds):
     def _observe_lag(self, lag: float, now: float) -> None:
         self.loop_lag.observe(lag)
         self._stalls.observe(lag, now)
-        # only a late firing is news; PropertiesChanged at most once a second, the last
-        # of a burst announced when the second is over
-        if self.loop_lag.late() == self._lag_shown or self._lag_pending:
+        # only a late firing is news, and only to subscribers (D-Bus): the STATUS= line
+        # and the metrics (which read loop_lag when they build) do not show it.
+        # PropertiesChanged at most once a second, the last of a burst announced when
+        # the second is over.
+        if (not self._subscribers or self.loop_lag.late() == self._lag_shown
+                or self._lag_pending):
             return
         assert self._loop is not None
         self._lag_pending = True
@@ -283,7 +286,7 @@ class ServiceBase(FrontEnds):
         self._lag_pending = False
         self._lag_shown = self.loop_lag.late()
         self._lag_show_at = self._loop.time() + 1.0
-        self._publish()
+        self._notify_subscribers()
 
     def _report_pauses(self) -> None:
         """At stop: the loop's lag and the collector's pauses since start."""
@@ -520,6 +523,10 @@ class ServiceBase(FrontEnds):
         self._publish_status()
         if self.metrics is not None:
             self.metrics.state_changed()
+        self._notify_subscribers()
+
+    def _notify_subscribers(self) -> None:
+        """Subscribers (D-Bus) get the snapshot when what they would see changed."""
         if not self._subscribers:
             return
         snapshot = self.snapshot()
