@@ -60,6 +60,8 @@ from hbd.tracking import LinkTracking
 
 log = logging.getLogger(__name__)
 
+EARLY_OK = 0.002  # seconds the one timer may stay armed ahead of the earliest deadline
+
 
 @dataclass(frozen=True)
 class Options:
@@ -225,9 +227,10 @@ class ServiceBase(FrontEnds):
     def _arm(self) -> None:
         """Point the one timer at the earliest thing anybody is waiting for.
 
-        Runs after every event.  A timer that fires no later than needed stays (it
-        re-arms when it fires and finds nothing due), so busy traffic costs no
-        cancel and re-arm per packet.
+        Runs after every event.  A timer that fires no later than needed, and at
+        most EARLY_OK before, stays, so busy traffic costs no cancel and re-arm per
+        packet; one armed for a deadline that has since moved on (our status sent
+        early, answering the peer's) is moved, or it would wake the loop for nothing.
         """
         assert self._loop is not None
         if self._timer_closed:
@@ -239,7 +242,7 @@ class ServiceBase(FrontEnds):
             return
         deadline = min(due)
         if self._timer is not None:
-            if self._timer_at is not None and self._timer_at <= deadline:
+            if self._timer_at is not None and deadline - EARLY_OK <= self._timer_at <= deadline:
                 return
             self._timer.cancel()
         self._timer_at = deadline

@@ -133,16 +133,21 @@ def test_an_action_nobody_carries_out_is_logged_not_lost(
     on_loop(test)
 
 
-def test_one_timer_at_the_earliest_deadline_kept_when_it_fires_no_later() -> None:
+def test_one_timer_at_the_earliest_deadline_kept_when_it_fires_barely_early() -> None:
     async def test(stack: Stack) -> None:
         now = asyncio.get_running_loop().time()
         stack.due = [None, now + FAR]
         stack._arm()
         assert stack._timer_at == now + FAR
         first = stack._timer
-        stack.due = [now + 2 * FAR]  # later: the armed timer stays (it re-arms when it fires)
-        stack._arm()
+        stack.due = [now + FAR + 0.001]  # a hair later: the armed timer stays (it re-arms
+        stack._arm()  # when it fires): no cancel and re-arm per packet
         assert stack._timer is first and stack._timer_at == now + FAR
+        stack.due = [now + 2 * FAR]  # much later: moved, not a wake-up for nothing
+        stack._arm()
+        assert stack._timer is not first and stack._timer_at == now + 2 * FAR
+        assert first is not None and first.cancelled()
+        first = stack._timer
         stack.due = [now + FAR / 2, None]  # earlier: replaced
         stack._arm()
         assert stack._timer is not first and stack._timer_at == now + FAR / 2
