@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +237,8 @@ class AgentRunner:
             why = run.error or ("timed out" if run.timed_out else f"rc={run.rc}")
             raise ResourceError(f"cannot map arguments: {path} meta-data failed ({why})"
                                 f" {_last_line(run.stderr)}".rstrip())
+        import xml.etree.ElementTree as ET  # only for agents whose arguments are mapped
+
         try:
             root = ET.fromstring(run.stdout)
         except ET.ParseError as err:

@@ -10,8 +10,8 @@ in `extra=`, which the journal handler turns into structured fields
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from hbd.core import actions as a
@@ -77,7 +77,7 @@ _MOVING_STATES = frozenset({"starting", "stopping"})
 
 
 def _began(group: str) -> str:
-    move = uuid.uuid4().hex
+    move = os.urandom(16).hex()  # an opaque id (the uuid module costs memory for this)
     _moving[group] = (time.monotonic(), move)
     return move
 

@@ -60,6 +60,8 @@ from hbd.tracking import LinkTracking
 
 log = logging.getLogger(__name__)
 
+EARLY_OK = 0.002  # seconds the one timer may stay armed ahead of the earliest deadline
+
 
 @dataclass(frozen=True)
 class Options:
@@ -225,9 +227,10 @@ class ServiceBase(FrontEnds):
     def _arm(self) -> None:
         """Point the one timer at the earliest thing anybody is waiting for.
 
-        Runs after every event.  A timer that fires no later than needed stays (it
-        re-arms when it fires and finds nothing due), so busy traffic costs no
-        cancel and re-arm per packet.
+        Runs after every event.  A timer that fires no later than needed, and at
+        most EARLY_OK before, stays, so busy traffic costs no cancel and re-arm per
+        packet; one armed for a deadline that has since moved on (our status sent
+        early, answering the peer's) is moved, or it would wake the loop for nothing.
         """
         assert self._loop is not None
         if self._timer_closed:
@@ -239,7 +242,7 @@ class ServiceBase(FrontEnds):
             return
         deadline = min(due)
         if self._timer is not None:
-            if self._timer_at is not None and self._timer_at <= deadline:
+            if self._timer_at is not None and deadline - EARLY_OK <= self._timer_at <= deadline:
                 return
             self._timer.cancel()
         self._timer_at = deadline
@@ -267,9 +270,12 @@ class ServiceBase(FrontEnds):
     def _observe_lag(self, lag: float, now: float) -> None:
         self.loop_lag.observe(lag)
         self._stalls.observe(lag, now)
-        # only a late firing is news; PropertiesChanged at most once a second, the last
-        # of a burst announced when the second is over
-        if self.loop_lag.late() == self._lag_shown or self._lag_pending:
+        # only a late firing is news, and only to subscribers (D-Bus): the STATUS= line
+        # and the metrics (which read loop_lag when they build) do not show it.
+        # PropertiesChanged at most once a second, the last of a burst announced when
+        # the second is over.
+        if (not self._subscribers or self.loop_lag.late() == self._lag_shown
+                or self._lag_pending):
             return
         assert self._loop is not None
         self._lag_pending = True
@@ -283,7 +289,7 @@ class ServiceBase(FrontEnds):
         self._lag_pending = False
         self._lag_shown = self.loop_lag.late()
         self._lag_show_at = self._loop.time() + 1.0
-        self._publish()
+        self._notify_subscribers()
 
     def _report_pauses(self) -> None:
         """At stop: the loop's lag and the collector's pauses since start."""
@@ -520,6 +526,10 @@ class ServiceBase(FrontEnds):
         self._publish_status()
         if self.metrics is not None:
             self.metrics.state_changed()
+        self._notify_subscribers()
+
+    def _notify_subscribers(self) -> None:
+        """Subscribers (D-Bus) get the snapshot when what they would see changed."""
         if not self._subscribers:
             return
         snapshot = self.snapshot()

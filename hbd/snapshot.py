@@ -27,10 +27,11 @@ from hbd.core.groupwork import GroupWork
 from hbd.core.linktrack import TrackedLink
 from hbd.core.membership import LinkStatus
 from hbd.core.monitoring import Monitoring
-from hbd.core.placement import Placement
 from hbd.core.resources import GroupState, Held
 
-if TYPE_CHECKING:  # the Corosync bindings load their libraries: only their type here
+if TYPE_CHECKING:  # the Corosync stack's parts: only their types here (not imported on
+    # the Heartbeat stack, whose daemon never needs them)
+    from hbd.core.placement import Placement
     from hbd.corosync.quorum import VoteInfo
 
 

@@ -11,18 +11,21 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hbd.core.actions import Transmit
 from hbd.core.config import HaCf, SerialLink
 from hbd.errors import LinkError
-from hbd.links.serial import SerialEndpoint
 from hbd.links.udp import IPV6_LINKS, UdpEndpoint, UdpLink
+
+if TYPE_CHECKING:  # imported (with pyserial) only when ha.cf configures a serial link
+    from hbd.links.serial import SerialEndpoint
+
+    Endpoint = UdpEndpoint | SerialEndpoint
 
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 5.0
-
-Endpoint = UdpEndpoint | SerialEndpoint
 
 
 @dataclass
@@ -43,6 +46,8 @@ class LinkSet:
         udp: dict[tuple[bool, str, int], dict[int, UdpLink]] = {}
         for index, link in enumerate(hacf.links):
             if isinstance(link, SerialLink):
+                from hbd.links.serial import SerialEndpoint
+
                 self.slots.append(_Slot(SerialEndpoint(index, link, deliver,
                                                        self._serial_failed)))
             else:
@@ -108,7 +113,7 @@ class LinkSet:
         out: dict[str, bool] = {}
         for slot in self.slots:
             endpoint = slot.endpoint
-            if isinstance(endpoint, SerialEndpoint):
+            if not isinstance(endpoint, UdpEndpoint):  # a serial one
                 out[endpoint.link.device] = endpoint.is_open
             else:
                 # an interface carrying IPv4 and IPv6 media is one link, as in Heartbeat
@@ -121,7 +126,7 @@ class LinkSet:
     def send(self, transmit: Transmit) -> None:
         for slot in self.slots:
             endpoint = slot.endpoint
-            if isinstance(endpoint, SerialEndpoint):
+            if not isinstance(endpoint, UdpEndpoint):  # a serial one
                 if transmit.links is None or endpoint.index in transmit.links:
                     endpoint.send(transmit.classic)
             else:
