@@ -50,8 +50,13 @@ def shared() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# The interpreter itself, not the venv's link to it: a checkout in /root (0700 on Debian)
+# is out of nobody's reach, and the programs need nothing but the standard library.
+PYTHON = os.path.realpath(sys.executable)
+
+
 def entry(out: Path, mode: str, user: str = "root") -> Respawn:
-    return Respawn(user, (sys.executable, "-c", SCRIPT, str(out), mode), 1)
+    return Respawn(user, (PYTHON, "-c", SCRIPT, str(out), mode), 1)
 
 
 def lines(out: Path) -> list[str]:
@@ -221,7 +226,7 @@ def test_the_built_in_ping_rule_is_back_once_ipfail_is_not_respawned(
 
     monkeypatch.setattr(respawn, "RESPAWN_DELAY", 0.01)
     ipfail = shared / "ipfail"
-    ipfail.write_text(f"#!{sys.executable}\nimport sys; sys.exit(int(sys.argv[1]))\n")
+    ipfail.write_text(f"#!{PYTHON}\nimport sys; sys.exit(int(sys.argv[1]))\n")
     ipfail.chmod(0o755)
     config = make_config("n1", extra=f"ping 192.0.2.1\nrespawn root {ipfail} 100\n")
     options = Options(config_dir="/nonexistent", state_dir="/nonexistent",
