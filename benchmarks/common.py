@@ -127,3 +127,19 @@ def table(rows: list[list[str]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def installed_impls(text: str) -> list[str]:
+    """The comma-separated implementations asked for, less the reference peers this
+    machine lacks (each named on stderr): hbd always runs."""
+    from tests.infra.hbpeer import find_heartbeat
+    from tests.infra.kapeer import find_keepalived
+
+    present = {"heartbeat": find_heartbeat, "keepalived": find_keepalived}
+    impls = []
+    for impl in (i for i in text.split(",") if i):
+        if impl in present and not present[impl]():
+            print(f"{impl} not installed: skipped", file=sys.stderr)
+            continue
+        impls.append(impl)
+    return impls

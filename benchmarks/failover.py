@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, median, save, table
+from benchmarks.common import RESULTS, installed_impls, median, save, table
 from tests.hbdproc import HbdNode, ha_cf
-from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
-from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
+from tests.infra.hbpeer import HeartbeatPeer
+from tests.infra.kapeer import KeepalivedPeer, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
 from tests.vipclient import PORT, start_responders, wait_answer
 
@@ -257,13 +257,7 @@ def main() -> int:
     parser.add_argument("--impls", default="hbd,heartbeat,keepalived")
     parser.add_argument("--plot", default=None, help="write a PNG timeline of hard-100ms")
     args = parser.parse_args()
-    impls = [i for i in args.impls.split(",") if i]
-    if "heartbeat" in impls and not find_heartbeat():
-        print("heartbeat not installed: skipped", file=sys.stderr)
-        impls.remove("heartbeat")
-    if "keepalived" in impls and not find_keepalived():
-        print("keepalived not installed: skipped", file=sys.stderr)
-        impls.remove("keepalived")
+    impls = installed_impls(args.impls)
     results: dict[str, dict[str, Any]] = {}
     lab = Lab(("n1", "n2", "client"))
     try:

@@ -29,12 +29,12 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import median, save, table
+from benchmarks.common import installed_impls, median, save, table
 from benchmarks.failover import Case, Hbd, Heartbeat, outage, probe_around, vips
 from tests.fencedev import FenceDevice
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra import commands
-from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
+from tests.infra.hbpeer import HeartbeatPeer
 from tests.infra.netns import Lab, wait_for
 from tests.vipclient import start_responders, wait_answer
 
@@ -166,10 +166,7 @@ def main() -> int:
     parser.add_argument("--impls", default="hbd,heartbeat")
     parser.add_argument("--race", type=int, default=0, help="fence race rounds (hbd)")
     args = parser.parse_args()
-    impls = [i for i in args.impls.split(",") if i]
-    if "heartbeat" in impls and not find_heartbeat():
-        print("heartbeat not installed: skipped", file=sys.stderr)
-        impls.remove("heartbeat")
+    impls = installed_impls(args.impls)
     lab = Lab(("n1", "n2", "client"))
     device = FenceDevice(lab).install()
     results: dict[str, Any] = {}

@@ -33,10 +33,10 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import median, save, table
+from benchmarks.common import installed_impls, median, save, table
 from benchmarks.failover import outage, probe_around
 from tests.hbdproc import HbdNode, ha_cf
-from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
+from tests.infra.kapeer import KeepalivedPeer, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
 from tests.vipclient import PORT, RESPONDER, wait_answer
 
@@ -188,10 +188,7 @@ def main() -> int:
     parser.add_argument("--impls", default="hbd,keepalived")
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args()
-    impls = [i for i in args.impls.split(",") if i]
-    if "keepalived" in impls and not find_keepalived():
-        print("keepalived not installed: skipped", file=sys.stderr)
-        impls.remove("keepalived")
+    impls = installed_impls(args.impls)
     rng = random.Random(args.seed)
     results: dict[str, dict[str, Any]] = {}
     lab = Lab(("n1", "n2", "client"))

@@ -54,12 +54,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import cpu_seconds, save, table, tree
+from benchmarks.common import cpu_seconds, installed_impls, save, table, tree
 from hbd.bus.names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
 from tests.hbdproc import HbdNode, ha_cf
 from tests.infra import commands
-from tests.infra.hbpeer import HeartbeatPeer, find_heartbeat
-from tests.infra.kapeer import KeepalivedPeer, find_keepalived, render_keepalived_conf
+from tests.infra.hbpeer import HeartbeatPeer
+from tests.infra.kapeer import KeepalivedPeer, render_keepalived_conf
 from tests.infra.netns import Lab, wait_for
 from tests.infra.privbus import PrivateBus, PrivBusError
 from tests.test_bus import install_hbd_files
@@ -503,13 +503,7 @@ def main() -> int:
                         help="seconds without load between two rows (a shared machine)")
     parser.add_argument("--out", default="soak", help="result name under benchmarks/results")
     args = parser.parse_args()
-    impls = [i for i in args.impls.split(",") if i]
-    if "heartbeat" in impls and not find_heartbeat():
-        print("heartbeat not installed: skipped", file=sys.stderr)
-        impls.remove("heartbeat")
-    if "keepalived" in impls and not find_keepalived():
-        print("keepalived not installed: skipped", file=sys.stderr)
-        impls.remove("keepalived")
+    impls = installed_impls(args.impls)
     results: dict[str, dict[str, Any]] = {}
     loads: dict[str, Any] = {}
     lab = Lab(("n1", "n2"))
